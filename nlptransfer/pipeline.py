@@ -17,7 +17,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
-from . import batches, export, metrics, models
+from . import batches, export, features, metrics, models
 from .config import RunConfig, to_yaml, validate
 from .data import ClassificationData, load_classification
 from .train import FitResult, fit, predict
@@ -71,10 +71,9 @@ def default_output_dir(cfg: RunConfig) -> Path:
     return Path("runs") / f"{cfg.recipe}-{cfg.strategy}-{datetime.now():%Y%m%d-%H%M%S}"
 
 
-def run(cfg: RunConfig) -> Results:
-    """Fine-tune, evaluate on the held-out test split and save; returns the `Results`."""
+def setup(cfg: RunConfig) -> tuple[Accelerator, Path]:
+    """Check the config, create the run folder, start logging, save the config, seed everything."""
     cfg = validate(cfg)
-    started = time.perf_counter()
     accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision,
                               gradient_accumulation_steps=cfg.train.grad_accum_steps)
     output_dir = Path(cfg.output_dir) if cfg.output_dir else default_output_dir(cfg)
@@ -86,36 +85,61 @@ def run(cfg: RunConfig) -> Results:
     if accelerator.is_main_process:
         export.write_text(output_dir / "config.yaml", to_yaml(cfg))
     set_seed(cfg.seed)
+    return accelerator, output_dir
 
+
+def encode(data: ClassificationData, tokenizer, max_length: int) -> dict[str, batches.EncodedSplit]:
+    """Tokenize every split once; report how many training texts lose tokens to truncation."""
+    encoded = {split: batches.encode_split(getattr(data, split), tokenizer, max_length)
+               for split in ("train", "validation", "test")}
+    truncated = sum(length >= max_length for length in encoded["train"].lengths)
+    if truncated:
+        logger.info("%d of %d training texts were truncated to data.max_length=%d tokens",
+                    truncated, len(data.train), max_length)
+    return encoded
+
+
+def train(model, encoded, tokenizer, data: ClassificationData, cfg: RunConfig, accelerator) -> tuple:
+    """Fit with the strategy's loop; frozen trains the head on encoder features computed once."""
+    lr = cfg.train.lr or models.default_lr(cfg.strategy)
+    validation = accelerator.prepare(batches.eval_loader(encoded["validation"], tokenizer, cfg.train.eval_batch_size))
+    if cfg.strategy == "frozen":
+        head = features.HeadOnFeatures(model)
+        train_loader = accelerator.prepare(batches.eval_loader(encoded["train"], tokenizer, cfg.train.eval_batch_size))
+        train_batches, validation = features.feature_loaders(
+            features.extract(head.encoder, train_loader, accelerator),
+            features.extract(head.encoder, validation, accelerator),
+            cfg.train.batch_size, cfg.train.eval_batch_size, cfg.seed,
+        )
+        validation = accelerator.prepare(validation)
+        fitted = fit(head, train_batches, lambda m: score(m, validation, data.validation.labels, data.label_names,
+                                                          accelerator), cfg.train, lr, accelerator)
+        return accelerator.unwrap_model(head).restore(), fitted
+    train_batches = batches.train_loader(encoded["train"], tokenizer, cfg.train.batch_size, cfg.seed,
+                                         cfg.train.group_by_length)
+    fitted = fit(model, train_batches, lambda m: score(m, validation, data.validation.labels, data.label_names,
+                                                       accelerator), cfg.train, lr, accelerator)
+    return accelerator.unwrap_model(model), fitted
+
+
+def run(cfg: RunConfig) -> Results:
+    """Fine-tune, evaluate on the held-out test split and save; returns the `Results`."""
+    started = time.perf_counter()
+    accelerator, output_dir = setup(cfg)
     data = load_classification(cfg.data, cfg.seed)
     logger.info("data: %s; %d train / %d validation / %d test; labels: %s", data.source, len(data.train),
                 len(data.validation), len(data.test), ", ".join(data.label_names))
     tokenizer = models.load_tokenizer(cfg.model)
-    encoded = {split: batches.encode_split(getattr(data, split), tokenizer, cfg.data.max_length)
-               for split in ("train", "validation", "test")}
-    truncated = sum(length >= cfg.data.max_length for length in encoded["train"].lengths)
-    if truncated:
-        logger.info("%d training texts were truncated to data.max_length=%d tokens", truncated, cfg.data.max_length)
-
+    encoded = encode(data, tokenizer, cfg.data.max_length)
     model = models.apply_strategy(models.load_model(cfg.model, cfg.task, data.label_names), cfg)
     trainable, total = models.count_parameters(model)
     logger.info("strategy %s: %s trainable of %s parameters (%.2f%%)", cfg.strategy, f"{trainable:,}",
                 f"{total:,}", 100 * trainable / total)
-    lr = cfg.train.lr or models.default_lr(cfg.strategy)
 
-    eval_loaders = {split: accelerator.prepare(batches.eval_loader(encoded[split], tokenizer,
-                                                                    cfg.train.eval_batch_size))
-                    for split in ("validation", "test")}
+    model, fitted = train(model, encoded, tokenizer, data, cfg, accelerator)
 
-    def validate_model(model) -> dict:
-        return score(model, eval_loaders["validation"], data.validation.labels, data.label_names, accelerator)
-
-    train_batches = batches.train_loader(encoded["train"], tokenizer, cfg.train.batch_size, cfg.seed,
-                                         cfg.train.group_by_length)
-    fitted = fit(model, train_batches, validate_model, cfg.train, lr, accelerator)
-    model = accelerator.unwrap_model(model)
-
-    test_logits = predict(model, eval_loaders["test"], accelerator, desc="testing")
+    test_batches = accelerator.prepare(batches.eval_loader(encoded["test"], tokenizer, cfg.train.eval_batch_size))
+    test_logits = predict(model, test_batches, accelerator, desc="testing")
     test_metrics = metrics.classification_metrics(test_logits.argmax(-1).tolist(), data.test.labels,
                                                   data.label_names)
     logger.info("test (best epoch %d):\n%s", fitted.best_epoch, metrics.format_report(test_metrics, data.label_names))

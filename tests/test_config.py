@@ -1,0 +1,168 @@
+"""nlptransfer/config.py: dotted overrides, YAML round trips, validation, notebook kwargs, --help text."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from nlptransfer.recipes import sentiment
+
+from nlptransfer import catalog, load_recipe
+from nlptransfer.config import (
+    RunConfig,
+    TrainConfig,
+    apply_overrides,
+    describe,
+    dotted_keys,
+    field_docs,
+    load_yaml,
+    to_yaml,
+    validate,
+)
+from nlptransfer.errors import ConfigError
+
+
+def test_overrides_convert_types_and_reach_nested_sections():
+    cfg = apply_overrides(sentiment.Config(), [
+        "train.epochs=2", "train.lr=3e-5", "lora.target_modules=[query,value]",
+        "data.max_train_samples=20", "strategy=lora", "train.patience=null",
+    ])
+    assert type(cfg) is sentiment.Config
+    assert cfg.train.epochs == 2 and type(cfg.train.epochs) is int
+    assert cfg.train.lr == 3e-5 and type(cfg.train.lr) is float
+    assert cfg.lora.target_modules == ["query", "value"]
+    assert cfg.data.max_train_samples == 20
+    assert cfg.strategy == "lora"
+    assert cfg.train.patience is None
+    # everything not overridden keeps the recipe's defaults
+    assert cfg.data.name == "tweets" and cfg.train.batch_size == 32 and cfg.recipe == "sentiment"
+
+
+def test_overrides_return_a_copy():
+    original = sentiment.Config()
+    apply_overrides(original, ["train.epochs=7"])
+    assert original.train.epochs == sentiment.Config().train.epochs
+
+
+@pytest.mark.parametrize("override, suggestion", [
+    ("train.epoch=2", "train.epochs"),
+    ("epochs=2", "train.epochs"),
+    ("data.max_lenght=64", "data.max_length"),
+    ("lora.rank=4", "lora.r"),
+])
+def test_unknown_key_names_the_close_match(override, suggestion):
+    with pytest.raises(ConfigError) as error:
+        apply_overrides(sentiment.Config(), [override])
+    message = str(error.value)
+    assert f"'{override.split('=')[0]}'" in message
+    assert suggestion in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("override, key", [
+    ("train.epochs=two", "train.epochs"),
+    ("train.lr=fast", "train.lr"),
+    ("data.max_length=1.5", "data.max_length"),
+    ("overwrite=maybe", "overwrite"),
+])
+def test_wrong_type_names_the_key(override, key):
+    with pytest.raises(ConfigError, match=f"'{key}'"):
+        apply_overrides(sentiment.Config(), [override])
+
+
+def test_override_without_equals_sign_is_rejected():
+    with pytest.raises(ConfigError, match="key=value"):
+        apply_overrides(sentiment.Config(), ["train.epochs"])
+
+
+def test_yaml_round_trip(tmp_path):
+    cfg = apply_overrides(sentiment.Config(), [
+        "strategy=lora", "train.lr=3e-5", "lora.target_modules=[query,value]",
+        "data.label_names=[negative,neutral,positive]", "output_dir=somewhere", "seed=7",
+    ])
+    path = tmp_path / "config.yaml"
+    path.write_text(to_yaml(cfg))
+    loaded = load_yaml(sentiment.Config(), path)
+    assert loaded == cfg
+    assert type(loaded) is sentiment.Config
+
+
+def test_load_yaml_rejects_missing_and_unknown(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_yaml(sentiment.Config(), tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  epoch: 2\n")
+    with pytest.raises(ConfigError, match="train.epochs"):
+        load_yaml(sentiment.Config(), bad)
+
+
+@pytest.mark.parametrize("changes, complaint", [
+    ({"strategy": "adapters"}, "strategy"),
+    ({"task": "regression"}, "task"),
+    ({"strategy": "lora", "freeze": {"embeddings": True}}, "strategy=full"),
+    ({"strategy": "frozen", "freeze": {"layers": 2}}, "strategy=full"),
+    ({"train": {"epochs": 0}}, "train.epochs"),
+    ({"data": {"test_fraction": 0.0}}, "data.test_fraction"),
+    ({"train": {"mixed_precision": "fp8"}}, "mixed_precision"),
+])
+def test_validate_rejects_impossible_settings(changes, complaint):
+    with pytest.raises(ConfigError, match=complaint):
+        validate(sentiment.Config(**changes))
+
+
+def test_validate_accepts_freezing_with_full_strategy():
+    cfg = sentiment.Config(freeze={"embeddings": True, "layers": 2})
+    assert validate(cfg) is cfg
+
+
+def test_notebook_dicts_keep_the_recipe_defaults():
+    cfg = sentiment.Config(strategy="lora", train={"epochs": 1}, data={"max_length": 32})
+    assert isinstance(cfg.train, TrainConfig)
+    assert cfg.train.epochs == 1
+    assert cfg.train.batch_size == sentiment.Config().train.batch_size == 32  # recipe default, not TrainConfig's
+    assert cfg.data.name == "tweets" and cfg.data.max_train_samples == 8000 and cfg.data.max_length == 32
+
+
+@pytest.mark.parametrize("changes, key", [
+    ({"train": {"epoch": 1}}, "train.epochs"),
+    ({"data": {"max_length": "long"}}, "data.max_length"),
+])
+def test_notebook_dicts_are_checked(changes, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        sentiment.Config(**changes)
+
+
+def test_describe_lists_every_key_with_its_doc():
+    cfg = sentiment.Config()
+    lines = describe(cfg).splitlines()
+    option_lines = [i for i, line in enumerate(lines) if line.startswith("  ") and not line.startswith("    ")]
+    shown = [lines[i].strip().split("=", 1)[0] for i in option_lines]
+    assert shown == dotted_keys(cfg)
+    for i in option_lines:  # each option is followed by its one-line doc
+        assert i + 1 < len(lines) and lines[i + 1].startswith("      ") and lines[i + 1].strip()
+    assert "  train.batch_size=32" in lines
+    assert "  data.max_train_samples=8000" in lines
+    assert "  train.lr=null" in lines
+
+
+def test_every_leaf_option_has_a_doc():
+    # a new option without a docstring would show up in --help without explanation
+    cfg = RunConfig()
+    sections = [type(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)
+                if dataclasses.is_dataclass(getattr(cfg, f.name))]
+    for section in [RunConfig, *sections]:
+        leaves = {f.name for f in dataclasses.fields(section) if f.name not in {"data", "train", "lora", "freeze"}}
+        assert leaves <= set(field_docs(section)), section.__name__
+
+
+@pytest.mark.parametrize("name", catalog.recipe_names())
+def test_every_recipe_default_config_validates(name):
+    recipe = load_recipe(name)
+    cfg = recipe.Config()
+    assert validate(cfg) is cfg
+    assert cfg.recipe == name
+    assert recipe.__doc__ and recipe.__doc__.strip()
+
+
+def test_builtin_recipes_are_found():
+    assert {"sentiment", "topic"} <= set(catalog.recipe_names())
