@@ -260,8 +260,7 @@ def describe(cfg: RunConfig) -> str:
             if dataclasses.is_dataclass(value):
                 walk(value, f"{prefix}{f.name}.")
                 continue
-            shown = "null" if value is None else value
-            lines.append(f"  {prefix}{f.name}={shown}")
+            lines.append(f"  {prefix}{f.name}={OmegaConf.to_yaml({'v': value})[3:].strip()}")
             if f.name in docs:
                 lines.append(f"      {docs[f.name]}")
 

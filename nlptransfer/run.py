@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 import warnings
+from pathlib import Path
 
 from .catalog import load_recipe, recipe_names
 from .config import apply_overrides, describe, load_yaml
@@ -75,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
             cfg = load_yaml(cfg, config_file)
         cfg = apply_overrides(cfg, [o for o in overrides if not o.startswith("recipe=")])
         if flags["help"]:
-            print(f"{recipe.__name__.rsplit('.', 1)[-1]}: {(recipe.__doc__ or '').strip().splitlines()[0]}")
+            summary = (recipe.__doc__ or "").strip().splitlines() or [""]
+            print(f"{Path(recipe.__file__).stem}: {summary[0]}")
             print("options (key=default):")
             print(describe(cfg))
             return 0

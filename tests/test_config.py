@@ -143,6 +143,7 @@ def test_describe_lists_every_key_with_its_doc():
     assert "  train.batch_size=32" in lines
     assert "  data.max_train_samples=8000" in lines
     assert "  train.lr=null" in lines
+    assert "  overwrite=false" in lines and "  train.group_by_length=true" in lines  # YAML, as typed on the CLI
 
 
 def test_every_leaf_option_has_a_doc():

@@ -148,8 +148,6 @@ def test_integer_labels(tmp_path):
         assert all(int(text.rsplit(" ", 1)[1]) % 3 == label for text, label in zip(split.texts, split.labels))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a missing value makes pandas read integer labels as floats, "
-                                         "so the label names become '0.0', '1.0' (nlptransfer/data.py:154)")
 def test_integer_labels_with_a_missing_label(tmp_path):
     rows = [{"text": f"text number {i}", "label": i % 2} for i in range(20)] + [{"text": "no label", "label": None}]
     data = load_classification(DataConfig(train_file=str(write_csv(tmp_path / "ints.csv", rows))), seed=0)

@@ -61,8 +61,11 @@ def test_lora_trains_adapters_on_query_and_value_and_the_head(load):
     model, adapted = load(strategy="lora")
     rank = RunConfig().lora.r
     adapters = LAYERS * 2 * rank * (HIDDEN + HIDDEN)  # per layer: query and value, A (r x in) + B (out x r)
-    trainable, _ = models.count_parameters(adapted)
+    trainable, total = models.count_parameters(adapted)
     assert trainable == adapters + HEAD
+    # peft adapted `model` in place: it now holds the adapters, the head and peft's frozen copy of
+    # the head, which is not counted.
+    assert total == numel(model) - HEAD
     lora_names = [n for n in trainable_names(adapted) if "lora_" in n]
     assert len(lora_names) == LAYERS * 2 * 2
     assert {n.split(".lora_")[0].rsplit(".", 1)[-1] for n in lora_names} == {"query", "value"}
@@ -132,6 +135,7 @@ def test_unloadable_model_is_a_model_error_with_a_fix(name):
         message = str(error.value)
         assert f"cannot load model '{name}'" in message
         assert "model=minilm" in message and "\n" not in message
+        assert ("folder does not exist" in message) == name.startswith("/")
 
 
 def test_folder_without_a_checkpoint_is_a_model_error(tmp_path):

@@ -104,6 +104,17 @@ def test_existing_run_folder_is_not_overwritten(capsys, tmp_path):
     assert (output_dir / "metrics.json").read_text() == '{"precious": true}'
 
 
+def test_a_run_that_failed_before_training_can_be_rerun_into_its_folder(capsys, tmp_path, tiny_model_dir,
+                                                                       reviews_csv):
+    output_dir = tmp_path / "run"
+    argv = ["recipe=sentiment", f"model={tiny_model_dir}", f"output_dir={output_dir}", "train.max_steps=1",
+            "--quiet"]
+    assert main(argv + [f"data.train_file={tmp_path / 'typo.csv'}"]) == 2
+    assert "data file not found" in error_line(capsys)
+    assert main(argv + [f"data.train_file={reviews_csv}"]) == 0
+    assert (output_dir / "metrics.json").is_file()
+
+
 def test_debug_keeps_the_traceback():
     from nlptransfer.errors import ConfigError
 
@@ -152,9 +163,6 @@ def test_user_recipe_help_lists_its_defaults(capsys, tmp_path, reviews_csv):
     assert {"  recipe=reviews", "  model=tiny", "  train.max_steps=2", f"  data.train_file={reviews_csv}"} <= set(lines)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: run.py prints the internal module name "
-                                         "'nlptransfer_user_recipe_my_recipe' as the recipe name in --help "
-                                         "(nlptransfer/run.py:78)")
 def test_user_recipe_help_names_the_file(capsys, tmp_path, reviews_csv):
     recipe_file = tmp_path / "my_recipe.py"
     recipe_file.write_text(USER_RECIPE.format(model="tiny", train_file=str(reviews_csv)))
