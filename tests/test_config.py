@@ -120,7 +120,7 @@ def test_notebook_dicts_keep_the_recipe_defaults():
     assert isinstance(cfg.train, TrainConfig)
     assert cfg.train.epochs == 1
     assert cfg.train.batch_size == sentiment.Config().train.batch_size == 32  # recipe default, not TrainConfig's
-    assert cfg.data.name == "tweets" and cfg.data.max_train_samples == 8000 and cfg.data.max_length == 32
+    assert cfg.data.name == "tweets" and cfg.data.max_train_samples == 4000 and cfg.data.max_length == 32
 
 
 @pytest.mark.parametrize("changes, key", [
@@ -141,7 +141,7 @@ def test_describe_lists_every_key_with_its_doc():
     for i in option_lines:  # each option is followed by its one-line doc
         assert i + 1 < len(lines) and lines[i + 1].startswith("      ") and lines[i + 1].strip()
     assert "  train.batch_size=32" in lines
-    assert "  data.max_train_samples=8000" in lines
+    assert "  data.max_train_samples=4000" in lines
     assert "  train.lr=null" in lines
     assert "  overwrite=false" in lines and "  train.group_by_length=true" in lines  # YAML, as typed on the CLI
 
