@@ -6,14 +6,15 @@
 """
 
 from .catalog import load_recipe, recipe_names
-from .config import DataConfig, FreezeConfig, LoraSettings, RunConfig, TrainConfig
-from .errors import ConfigError, DataError, ModelError, NlpTransferError
+from .config import DataConfig, FreezeConfig, LoraSettings, PushConfig, RunConfig, TrainConfig
+from .errors import ConfigError, DataError, HubError, ModelError, NlpTransferError
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ConfigError", "DataConfig", "DataError", "FreezeConfig", "LoraSettings", "ModelError",
-    "NlpTransferError", "Results", "RunConfig", "TrainConfig", "load_recipe", "recipe_names", "run",
+    "ConfigError", "DataConfig", "DataError", "FreezeConfig", "HubError", "LoraSettings", "ModelError",
+    "NlpTransferError", "PushConfig", "Results", "RunConfig", "TrainConfig", "load_model", "load_recipe",
+    "recipe_names", "run",
 ]
 
 
@@ -23,4 +24,8 @@ def __getattr__(name: str):
         from . import pipeline
 
         return getattr(pipeline, name)
+    if name == "load_model":
+        from .predict import load_model
+
+        return load_model
     raise AttributeError(f"module 'nlptransfer' has no attribute '{name}'")

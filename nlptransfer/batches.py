@@ -7,6 +7,7 @@ hold texts of similar length (shuffled in chunks), so little compute goes into p
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -55,9 +56,15 @@ class LengthGroupedBatches(Sampler[list[int]]):
         self.lengths, self.batch_size, self.seed = lengths, batch_size, seed
         self.chunk = batch_size * chunk_batches
         self.epoch = 0
+        self.skip = 0
+        """Batches to leave out at the start of the next pass only (a resumed run's seen batches)."""
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def _resume(self, batches: list[list[int]]):
+        skip, self.skip = self.skip, 0
+        return iter(batches[skip:])
 
     def __len__(self) -> int:
         return (len(self.lengths) + self.batch_size - 1) // self.batch_size
@@ -71,7 +78,7 @@ class LengthGroupedBatches(Sampler[list[int]]):
             chunk = sorted(order[start:start + self.chunk], key=self.lengths.__getitem__, reverse=True)
             batches += [chunk[i:i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
         rng.shuffle(batches)
-        return iter(batches)
+        return self._resume(batches)
 
 
 class ShuffledBatches(LengthGroupedBatches):
@@ -81,7 +88,7 @@ class ShuffledBatches(LengthGroupedBatches):
         rng = random.Random(self.seed + self.epoch)
         order = list(range(len(self.lengths)))
         rng.shuffle(order)
-        return iter([order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)])
+        return self._resume([order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)])
 
 
 def sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
@@ -91,18 +98,22 @@ def sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
 
 
 def train_loader(
-    split: EncodedSplit, tokenizer: PreTrainedTokenizerBase, batch_size: int, seed: int, group_by_length: bool
+    split: EncodedSplit, tokenizer: PreTrainedTokenizerBase, batch_size: int, seed: int, group_by_length: bool,
+    collate_fn: Callable | None = None,
 ) -> DataLoader:
+    """Training batches; `collate_fn` defaults to dynamic padding (token classification also pads labels)."""
     batches_cls = LengthGroupedBatches if group_by_length else ShuffledBatches
     sampler = batches_cls(split.lengths, batch_size, seed)
-    return DataLoader(split, batch_sampler=sampler, collate_fn=DataCollatorWithPadding(tokenizer))
+    return DataLoader(split, batch_sampler=sampler, collate_fn=collate_fn or DataCollatorWithPadding(tokenizer))
 
 
-def eval_loader(split: EncodedSplit, tokenizer: PreTrainedTokenizerBase, batch_size: int) -> DataLoader:
+def eval_loader(
+    split: EncodedSplit, tokenizer: PreTrainedTokenizerBase, batch_size: int, collate_fn: Callable | None = None
+) -> DataLoader:
     return DataLoader(
         split,
         batch_sampler=sorted_batches(split.lengths, batch_size),
-        collate_fn=DataCollatorWithPadding(tokenizer),
+        collate_fn=collate_fn or DataCollatorWithPadding(tokenizer),
     )
 
 

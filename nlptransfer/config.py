@@ -59,6 +59,10 @@ class DataConfig:
     """Test on at most this many examples."""
     max_length: int = 128
     """Longest input in tokens; longer texts are truncated."""
+    encoding: str = "utf-8"
+    """Text encoding of local files (e.g. `latin-1`)."""
+    dedup_across_splits: bool = True
+    """Drop validation/test examples whose text also occurs in training (they inflate held-out scores)."""
     tokens_column: str = "tokens"
     """Token classification: the JSON/hub column holding each sentence's list of words."""
     tags_column: str = "tags"
@@ -99,6 +103,8 @@ class TrainConfig:
     """Stop after this many epochs without a better validation metric; null never stops early."""
     group_by_length: bool = True
     """Batch texts of similar length together: less padding, faster steps."""
+    max_nonfinite_steps: int = 10
+    """Stop the run after this many steps in a row with a NaN/inf loss or gradient (each is skipped)."""
 
 
 @dataclass
@@ -111,6 +117,16 @@ class LoraSettings:
     """Dropout on the LoRA input."""
     target_modules: list[str] | None = None
     """Module names to adapt; default: peft's attention projections for the architecture."""
+
+
+@dataclass
+class CheckpointConfig:
+    every_steps: int | None = None
+    """Save a checkpoint every N optimizer steps (null: not by steps)."""
+    every_epoch: bool = True
+    """Save a checkpoint at the end of each epoch."""
+    keep: int = 1
+    """Keep the newest N checkpoints (plus the best one); older ones are deleted once a new one is complete."""
 
 
 @dataclass
@@ -146,6 +162,15 @@ class RunConfig:
     lora: LoraSettings = field(default_factory=LoraSettings)
     freeze: FreezeConfig = field(default_factory=FreezeConfig)
     push: PushConfig = field(default_factory=PushConfig)
+    """Share the finished run on the Hugging Face Hub (push.repo_id=user/name)."""
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    """Checkpoints a killed run resumes from (resume=auto)."""
+    resume: str | None = None
+    """`auto` (newest complete checkpoint of output_dir) or a checkpoint folder; null starts afresh."""
+    resume_force: bool = False
+    """Resume even if the checkpoint was saved with another model, labels, task, strategy or batch size."""
+    trust_remote_code: bool = False
+    """Allow a hub checkpoint to run its own Python code (only for checkpoints you trust)."""
     seed: int = 42
     """Seed for splits, sampling, initialization and dropout."""
     output_dir: str | None = None
@@ -241,6 +266,18 @@ def validate(cfg: RunConfig) -> RunConfig:
         (cfg.strategy == "full" or not (cfg.freeze.embeddings or cfg.freeze.layers),
          "freeze.embeddings and freeze.layers combine with strategy=full only"),
         (cfg.lora.r >= 1, "lora.r must be at least 1"),
+        (cfg.data.validation_fraction + cfg.data.test_fraction < 0.9,
+         "data.validation_fraction + data.test_fraction must leave at least 10% for training"),
+        (cfg.train.max_nonfinite_steps >= 1, "train.max_nonfinite_steps must be at least 1"),
+        (cfg.checkpoint.every_steps is None or cfg.checkpoint.every_steps >= 1,
+         "checkpoint.every_steps must be at least 1 (or null)"),
+        (cfg.checkpoint.keep >= 1, "checkpoint.keep must be at least 1"),
+        (cfg.train.warmup_ratio >= 0 and cfg.train.warmup_ratio < 1, "train.warmup_ratio must be in [0, 1)"),
+        (cfg.train.weight_decay >= 0, "train.weight_decay must be 0 or more"),
+        (cfg.train.max_steps is None or cfg.train.max_steps >= 1, "train.max_steps must be at least 1 (or null)"),
+        (all(n is None or n >= 1 for n in (cfg.data.max_train_samples, cfg.data.max_validation_samples,
+                                           cfg.data.max_test_samples)),
+         "data.max_train_samples, max_validation_samples and max_test_samples must be at least 1 (or null)"),
     ]
     for ok, message in checks:
         if not ok:

@@ -22,11 +22,11 @@ logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation", "test")
 READERS = {
-    ".csv": lambda p: pd.read_csv(p, encoding_errors="replace"),
-    ".tsv": lambda p: pd.read_csv(p, sep="\t", encoding_errors="replace"),
-    ".json": lambda p: _read_json(p),
-    ".jsonl": lambda p: pd.read_json(p, lines=True),
-    ".parquet": lambda p: pd.read_parquet(p),
+    ".csv": lambda p, encoding: pd.read_csv(p, encoding=encoding),
+    ".tsv": lambda p, encoding: pd.read_csv(p, sep="\t", encoding=encoding),
+    ".json": lambda p, encoding: _read_json(p, encoding),
+    ".jsonl": lambda p, encoding: pd.read_json(p, lines=True, encoding=encoding),
+    ".parquet": lambda p, encoding: pd.read_parquet(p),
 }
 
 
@@ -50,15 +50,15 @@ class ClassificationData:
     """Where the data came from, for logs and the model card."""
 
 
-def _read_json(path: Path) -> pd.DataFrame:
+def _read_json(path: Path, encoding: str) -> pd.DataFrame:
     # A .json file is either one array of records or (often) JSON lines.
     try:
-        return pd.read_json(path)
+        return pd.read_json(path, encoding=encoding)
     except ValueError:
-        return pd.read_json(path, lines=True)
+        return pd.read_json(path, lines=True, encoding=encoding)
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
+def read_table(path: str | Path, encoding: str = "utf-8") -> pd.DataFrame:
     """Read a csv, tsv, json, jsonl or parquet file into a DataFrame."""
     path = Path(path)
     if not path.is_file():
@@ -69,9 +69,21 @@ def read_table(path: str | Path) -> pd.DataFrame:
             f"cannot read '{path.name}': use one of {', '.join(READERS)} files"
         )
     try:
-        return reader(path)
-    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise DataError(f"cannot parse {path}: {str(e).splitlines()[0]}") from None
+        frame = reader(path, encoding)
+    except UnicodeDecodeError as e:
+        raise DataError(
+            f"{path} is not valid {e.encoding} text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
+            "convert it to UTF-8 or set data.encoding (e.g. data.encoding=latin-1)"
+        ) from None
+    except LookupError:
+        raise DataError(f"unknown data.encoding '{encoding}'; use e.g. utf-8 or latin-1") from None
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path} is empty; give a file with a header and rows") from None
+    except (ValueError, pd.errors.ParserError) as e:
+        raise DataError(f"cannot parse {path}: {str(e).splitlines()[0]}; fix the file's format") from None
+    if frame.empty:
+        raise DataError(f"{path} has no rows; give a file with data")
+    return frame
 
 
 def read_packaged(name: str) -> dict[str, pd.DataFrame]:
@@ -117,7 +129,7 @@ def read_source(cfg: DataConfig) -> tuple[dict[str, pd.DataFrame], dict[str, lis
     """The frames of whatever source the config names, their ClassLabel names and a description."""
     if cfg.train_file:
         files = {"train": cfg.train_file, "validation": cfg.validation_file, "test": cfg.test_file}
-        frames = {split: read_table(path) for split, path in files.items() if path}
+        frames = {split: read_table(path, cfg.encoding) for split, path in files.items() if path}
         return frames, {}, f"local files: {', '.join(str(p) for p in files.values() if p)}"
     if not cfg.name:
         raise DataError("no data given; set data.name=<corpus or hub id> or data.train_file=<path>")
@@ -206,6 +218,24 @@ def make_splits(frames: dict[str, pd.DataFrame], cfg: DataConfig, seed: int) -> 
     return {split: frames[split].reset_index(drop=True) for split in SPLITS}
 
 
+def drop_shared_texts(frames: dict[str, pd.DataFrame], cfg: DataConfig) -> dict[str, pd.DataFrame]:
+    """Count held-out examples whose text (and pair) also occurs in training; drop them unless told not to.
+
+    An exact duplicate of a training text in the test split measures memory, not generalization.
+    """
+    columns = [cfg.text_column] + ([cfg.text_pair_column] if cfg.text_pair_column else [])
+    seen = set(frames["train"][columns].astype(str).itertuples(index=False, name=None))
+    frames = dict(frames)
+    for split in ("validation", "test"):
+        shared = frames[split][columns].astype(str).apply(tuple, axis=1).isin(seen)
+        if shared.any():
+            action = "dropped" if cfg.dedup_across_splits else "kept (data.dedup_across_splits=false)"
+            logger.info("%d %s examples repeat a training text exactly: %s", int(shared.sum()), split, action)
+            if cfg.dedup_across_splits:
+                frames[split] = frames[split][~shared].reset_index(drop=True)
+    return frames
+
+
 def load_classification(cfg: DataConfig, seed: int) -> ClassificationData:
     """Read, clean, split and label-encode the configured data; refuse data that cannot be learned."""
     raw, class_names, source = read_source(cfg)
@@ -214,7 +244,7 @@ def load_classification(cfg: DataConfig, seed: int) -> ClassificationData:
     frames = {split: _columns(frame, cfg, split) for split, frame in raw.items() if split in SPLITS}
     if len(frames["train"]) < 3:
         raise DataError(f"the training data has {len(frames['train'])} usable rows; need more")
-    frames = make_splits(frames, cfg, seed)
+    frames = drop_shared_texts(make_splits(frames, cfg, seed), cfg)
     label_names = label_names_for(frames["train"][cfg.label_column], cfg, class_names.get(cfg.label_column))
     splits = {}
     for split, frame in frames.items():

@@ -19,3 +19,15 @@ class DataError(NlpTransferError):
 
 class ModelError(NlpTransferError):
     """A checkpoint that cannot be found, loaded or adapted."""
+
+
+class HubError(NlpTransferError):
+    """No token, a hub that refuses the request, or a push that keeps failing after retries."""
+
+
+class CheckpointError(NlpTransferError):
+    """No complete checkpoint to resume from, a damaged one, or one saved for another run."""
+
+
+class TrainingError(NlpTransferError):
+    """Training cannot go on: e.g. the loss stays NaN or infinite."""

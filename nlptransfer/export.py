@@ -13,10 +13,11 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from .errors import ConfigError
+from .errors import ConfigError, TrainingError
 
 
 def write_text(path: Path, text: str) -> None:
@@ -44,13 +45,19 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
 
 def save_pretrained(model: nn.Module, tokenizer: PreTrainedTokenizerBase, folder: Path) -> None:
     """Save a model (or peft adapter) with its tokenizer into `folder`, atomically."""
+    broken = next((name for name, p in model.named_parameters() if not torch.isfinite(p).all()), None)
+    if broken is not None:
+        raise TrainingError(f"refusing to save {folder}: weight {broken} is NaN/inf; lower train.lr")
     staging = folder.with_name(f".{folder.name}.tmp")
+    previous = folder.with_name(f".{folder.name}.old")
     shutil.rmtree(staging, ignore_errors=True)
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
-    if folder.exists():
-        shutil.rmtree(folder)
+    if folder.exists():  # swap: the old folder goes only once the new one is in place
+        shutil.rmtree(previous, ignore_errors=True)
+        os.replace(folder, previous)
     os.replace(staging, folder)
+    shutil.rmtree(previous, ignore_errors=True)
 
 
 def prepare_output_dir(output_dir: Path, overwrite: bool) -> Path:
@@ -63,3 +70,21 @@ def prepare_output_dir(output_dir: Path, overwrite: bool) -> Path:
         )
     output_dir.mkdir(parents=True, exist_ok=True)
     return output_dir
+
+
+def save_model(
+    model: nn.Module, tokenizer: PreTrainedTokenizerBase, output_dir: Path, lora: bool
+) -> tuple[Path, Path | None]:
+    """Save `model/` (LoRA merged in, so it loads without peft) and, for LoRA, `adapter/` with its head.
+
+    Returns the model folder and the adapter folder (None without LoRA).
+    """
+    from .models import merged_copy
+
+    adapter_dir = None
+    if lora:
+        adapter_dir = output_dir / "adapter"
+        save_pretrained(model, tokenizer, adapter_dir)
+        model = merged_copy(model)
+    save_pretrained(model, tokenizer, output_dir / "model")
+    return output_dir / "model", adapter_dir

@@ -8,15 +8,20 @@ unchanged for every architecture, and `restore()` puts the real encoder back for
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from accelerate import Accelerator
 from torch import nn
+from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from .batches import EncodedSplit, LengthGroupedBatches, model_inputs, sorted_batches
+from .config import RunConfig
+from .train import FitResult, fit
 
 
 class FeatureReplay(nn.Module):
@@ -83,3 +88,83 @@ def feature_loaders(
     train_batches = DataLoader(train, batch_sampler=LengthGroupedBatches(same_length, batch_size, seed))
     validation_batches = DataLoader(validation, batch_sampler=sorted_batches([1] * len(validation), eval_batch_size))
     return train_batches, validation_batches
+
+
+@torch.no_grad()
+def extract_tokens(encoder: nn.Module, batches: DataLoader, accelerator: Accelerator) -> EncodedSplit:
+    """Run the encoder once over a split of windows; per window, every real token's last hidden state.
+
+    Token classification heads read each token's hidden state. Padding is dropped here (the
+    attention mask says where it is) and added again per batch by `pad_token_features`.
+    """
+    encoder.eval()
+    rows: dict[int, dict] = {}
+    for batch in tqdm(batches, desc="extracting token features", leave=False,
+                      disable=not accelerator.is_local_main_process):
+        inputs = {k: v.to(accelerator.device) for k, v in model_inputs(batch).items() if k != "labels"}
+        with accelerator.autocast():
+            hidden = encoder(**inputs).last_hidden_state.float()
+        padded = {  # processes pad to different lengths; gathering needs one
+            "encoder_hidden": accelerator.pad_across_processes(hidden, dim=1),
+            "labels": accelerator.pad_across_processes(batch["labels"].to(accelerator.device), dim=1, pad_index=-100),
+            "mask": accelerator.pad_across_processes(inputs["attention_mask"], dim=1),
+            "example_index": batch["example_index"].to(accelerator.device),
+        }
+        gathered = accelerator.gather_for_metrics(padded)
+        for i, index in enumerate(gathered["example_index"].tolist()):
+            real = gathered["mask"][i].bool()
+            rows[index] = {"encoder_hidden": gathered["encoder_hidden"][i][real].cpu(),
+                           "labels": gathered["labels"][i][real].cpu(), "example_index": index}
+    return EncodedSplit([rows[i] for i in sorted(rows)])
+
+
+def pad_token_features(rows: list[dict]) -> dict[str, torch.Tensor]:
+    """A batch of cached token features: hidden states padded with zeros, labels with -100 (ignored)."""
+    return {
+        "encoder_hidden": pad_sequence([row["encoder_hidden"] for row in rows], batch_first=True),
+        "labels": pad_sequence([row["labels"] for row in rows], batch_first=True, padding_value=-100),
+        "example_index": torch.tensor([row["example_index"] for row in rows]),
+    }
+
+
+def token_feature_loaders(
+    train: EncodedSplit, validation: EncodedSplit, batch_size: int, eval_batch_size: int, seed: int
+) -> tuple[DataLoader, DataLoader]:
+    """Length-grouped training batches and longest-first validation batches of cached token features."""
+    lengths = [len(row["labels"]) for row in train]
+    train_batches = DataLoader(train, batch_sampler=LengthGroupedBatches(lengths, batch_size, seed),
+                               collate_fn=pad_token_features)
+    validation_lengths = [len(row["labels"]) for row in validation]
+    validation_batches = DataLoader(validation, batch_sampler=sorted_batches(validation_lengths, eval_batch_size),
+                                    collate_fn=pad_token_features)
+    return train_batches, validation_batches
+
+
+def fit_head_on_features(
+    model: PreTrainedModel,
+    train_batches: DataLoader,
+    validation_batches: DataLoader,
+    extract_features: Callable,
+    make_loaders: Callable,
+    validate_on: Callable,
+    cfg: RunConfig,
+    lr: float,
+    accelerator: Accelerator,
+    **fit_options,
+) -> tuple[PreTrainedModel, FitResult]:
+    """strategy=frozen: run the encoder once over both splits, fit only the head on the cached features,
+    then put the encoder back.
+
+    `extract_features`/`make_loaders` are `extract`/`feature_loaders` (sequence classification: the
+    first token) or `extract_tokens`/`token_feature_loaders` (every token); `validate_on(loader)`
+    returns fit's validation function for a loader of validation features.
+    """
+    head = HeadOnFeatures(model)
+    train_features, validation = make_loaders(
+        extract_features(head.encoder, train_batches, accelerator),
+        extract_features(head.encoder, validation_batches, accelerator),
+        cfg.train.batch_size, cfg.train.eval_batch_size, cfg.seed,
+    )
+    fitted = fit(head, train_features, validate_on(accelerator.prepare(validation)), cfg.train, lr, accelerator,
+                 **fit_options)
+    return accelerator.unwrap_model(head).restore(), fitted

@@ -45,22 +45,27 @@ def _hub_error(name: str, path: str, error: Exception) -> ModelError:
     return ModelError(f"cannot load model '{name}': {first_line}; {fix}")
 
 
-def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
+def load_tokenizer(name: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
     """The tokenizer of a checkpoint given by short name, hub id or folder."""
     path = catalog.resolve_model(name)
     try:
         # RoBERTa-style byte-level BPE needs the prefix space to tokenize pre-split words.
-        return AutoTokenizer.from_pretrained(path, add_prefix_space=True)
+        return AutoTokenizer.from_pretrained(path, add_prefix_space=True, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
         raise _hub_error(name, path, e) from None
 
 
-def load_model(name: str, task: str, label_names: list[str]) -> PreTrainedModel:
-    """The checkpoint with a newly initialized head for `label_names`, labels stored in its config."""
+def load_model(name: str, task: str, label_names: list[str], trust_remote_code: bool = False) -> PreTrainedModel:
+    """The checkpoint with a newly initialized head for `label_names`, labels stored in its config.
+
+    Weights load from safetensors only: a pickled `.bin` file can run code when loaded.
+    """
     path = catalog.resolve_model(name)
     try:
         model = AUTO_CLASSES[task].from_pretrained(
             path,
+            use_safetensors=True,
+            trust_remote_code=trust_remote_code,
             num_labels=len(label_names),
             id2label=dict(enumerate(label_names)),
             label2id={label: i for i, label in enumerate(label_names)},
@@ -69,6 +74,16 @@ def load_model(name: str, task: str, label_names: list[str]) -> PreTrainedModel:
         raise _hub_error(name, path, e) from None
     logger.info("loaded %s (%s) with a new %d-label head", name, model.config.model_type, len(label_names))
     return model
+
+
+def check_vocabulary(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel, name: str) -> None:
+    """Refuse a tokenizer whose token ids run past the model's embedding table (a mismatched pair)."""
+    rows = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > rows:
+        raise ModelError(
+            f"the tokenizer of '{name}' has {len(tokenizer)} tokens but the model embeds only {rows}; "
+            "use the tokenizer saved with this checkpoint"
+        )
 
 
 def head_module_names(model: PreTrainedModel) -> list[str]:

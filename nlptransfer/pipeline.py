@@ -6,7 +6,9 @@ them one by one too.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,8 +20,11 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 from . import batches, export, features, metrics, models
+from .checkpoint import Checkpoints
 from .config import RunConfig, to_yaml, validate
 from .data import ClassificationData, load_classification
+from .errors import CheckpointError, ConfigError
+from .push import check_push, publish
 from .train import FitResult, fit, predict
 
 logger = logging.getLogger("nlptransfer")
@@ -46,6 +51,18 @@ class Results:
         return self.test_metrics["accuracy"]
 
 
+class ConsoleHandler(logging.StreamHandler):
+    """Writes to whatever `sys.stderr` is now (notebooks and pytest swap it), not the one at creation."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def setup_logging(output_dir: Path, is_main: bool) -> None:
     """Log to the console (if nothing else does) and to `output_dir/train.log`, main process only."""
     if not is_main:
@@ -57,8 +74,8 @@ def setup_logging(output_dir: Path, is_main: bool) -> None:
         if isinstance(handler, logging.FileHandler):
             logger.removeHandler(handler)
             handler.close()
-    if not any(isinstance(h, logging.StreamHandler) for h in logger.handlers):
-        console = logging.StreamHandler()
+    if not any(isinstance(h, ConsoleHandler) for h in logger.handlers):
+        console = ConsoleHandler()
         console.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(console)
     if is_main:
@@ -74,11 +91,14 @@ def default_output_dir(cfg: RunConfig) -> Path:
 def setup(cfg: RunConfig) -> tuple[Accelerator, Path]:
     """Check the config, create the run folder, start logging, save the config, seed everything."""
     cfg = validate(cfg)
+    check_push(cfg.push)  # a bad repo id or a missing token fails now, not after training
     accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision,
                               gradient_accumulation_steps=cfg.train.grad_accum_steps)
+    if cfg.resume and not cfg.output_dir:
+        raise ConfigError("resume= needs the run folder: pass output_dir=runs/<the run> too")
     output_dir = Path(cfg.output_dir) if cfg.output_dir else default_output_dir(cfg)
     if accelerator.is_main_process:
-        export.prepare_output_dir(output_dir, cfg.overwrite)
+        export.prepare_output_dir(output_dir, cfg.overwrite or bool(cfg.resume))
     accelerator.wait_for_everyone()
     setup_logging(output_dir, accelerator.is_main_process)
     logger.info("resolved config:\n%s", to_yaml(cfg))
@@ -99,9 +119,33 @@ def encode(data: ClassificationData, tokenizer, max_length: int) -> dict[str, ba
     return encoded
 
 
-def train(model, encoded, tokenizer, data: ClassificationData, cfg: RunConfig, accelerator) -> tuple:
+def checkpointing(cfg: RunConfig, output_dir: Path, label_names: list[str], train_size: int,
+                  accelerator: Accelerator) -> tuple[Checkpoints, Path | None]:
+    """The run's checkpoints, and the one to resume from (resume=auto|PATH) if any."""
+    fingerprint = {
+        "model": cfg.model, "task": cfg.task, "strategy": cfg.strategy, "label_names": label_names,
+        "batch_size": cfg.train.batch_size, "grad_accum_steps": cfg.train.grad_accum_steps,
+        "processes": accelerator.num_processes, "train_examples": train_size, "max_length": cfg.data.max_length,
+        "seed": cfg.seed, "lora": dataclasses.asdict(cfg.lora) if cfg.strategy == "lora" else None,
+        "freeze": dataclasses.asdict(cfg.freeze),
+    }
+    checkpoints = Checkpoints(output_dir, cfg.checkpoint, fingerprint, accelerator)
+    if not cfg.resume:
+        return checkpoints, None
+    if cfg.resume == "auto":
+        return checkpoints, checkpoints.latest_valid()
+    path = Path(cfg.resume)
+    if not path.is_dir():
+        raise CheckpointError(f"resume={cfg.resume}: no such checkpoint folder; use resume=auto or a "
+                              f"folder under {checkpoints.folder}")
+    return checkpoints, path
+
+
+def train(model, encoded, tokenizer, data: ClassificationData, cfg: RunConfig, accelerator,
+          checkpoints: Checkpoints | None = None, resume_from: Path | None = None) -> tuple:
     """Fit with the strategy's loop; frozen trains the head on encoder features computed once."""
     lr = cfg.train.lr or models.default_lr(cfg.strategy)
+    resume = {"checkpoints": checkpoints, "resume_from": resume_from, "resume_force": cfg.resume_force}
     validation = accelerator.prepare(batches.eval_loader(encoded["validation"], tokenizer, cfg.train.eval_batch_size))
     if cfg.strategy == "frozen":
         head = features.HeadOnFeatures(model)
@@ -113,12 +157,12 @@ def train(model, encoded, tokenizer, data: ClassificationData, cfg: RunConfig, a
         )
         validation = accelerator.prepare(validation)
         fitted = fit(head, train_batches, lambda m: score(m, validation, data.validation.labels, data.label_names,
-                                                          accelerator), cfg.train, lr, accelerator)
+                                                          accelerator), cfg.train, lr, accelerator, **resume)
         return accelerator.unwrap_model(head).restore(), fitted
     train_batches = batches.train_loader(encoded["train"], tokenizer, cfg.train.batch_size, cfg.seed,
                                          cfg.train.group_by_length)
     fitted = fit(model, train_batches, lambda m: score(m, validation, data.validation.labels, data.label_names,
-                                                       accelerator), cfg.train, lr, accelerator)
+                                                       accelerator), cfg.train, lr, accelerator, **resume)
     return accelerator.unwrap_model(model), fitted
 
 
@@ -129,14 +173,17 @@ def run(cfg: RunConfig) -> Results:
     data = load_classification(cfg.data, cfg.seed)
     logger.info("data: %s; %d train / %d validation / %d test; labels: %s", data.source, len(data.train),
                 len(data.validation), len(data.test), ", ".join(data.label_names))
-    tokenizer = models.load_tokenizer(cfg.model)
+    tokenizer = models.load_tokenizer(cfg.model, cfg.trust_remote_code)
     encoded = encode(data, tokenizer, cfg.data.max_length)
-    model = models.apply_strategy(models.load_model(cfg.model, cfg.task, data.label_names), cfg)
+    model = models.load_model(cfg.model, cfg.task, data.label_names, cfg.trust_remote_code)
+    models.check_vocabulary(tokenizer, model, cfg.model)
+    model = models.apply_strategy(model, cfg)
     trainable, total = models.count_parameters(model)
     logger.info("strategy %s: %s trainable of %s parameters (%.2f%%)", cfg.strategy, f"{trainable:,}",
                 f"{total:,}", 100 * trainable / total)
 
-    model, fitted = train(model, encoded, tokenizer, data, cfg, accelerator)
+    checkpoints, resume_from = checkpointing(cfg, output_dir, data.label_names, len(data.train), accelerator)
+    model, fitted = train(model, encoded, tokenizer, data, cfg, accelerator, checkpoints, resume_from)
 
     test_batches = accelerator.prepare(batches.eval_loader(encoded["test"], tokenizer, cfg.train.eval_batch_size))
     test_logits = predict(model, test_batches, accelerator, desc="testing")
@@ -155,6 +202,7 @@ def run(cfg: RunConfig) -> Results:
                 results.baselines["majority_accuracy"], results.baselines["tfidf_logreg_accuracy"])
     if accelerator.is_main_process:
         save_run(results, model, tokenizer, data, test_logits, cfg)
+        publish(results, cfg)  # the model card; pushed when push.repo_id is set
     accelerator.wait_for_everyone()
     results.timing["wall_seconds"] = time.perf_counter() - started
     logger.info("done in %.0fs: %.1f training samples/s, test accuracy %.4f; outputs in %s",
@@ -185,19 +233,17 @@ def save_run(results: Results, model, tokenizer, data: ClassificationData, test_
              cfg: RunConfig) -> None:
     """metrics.json, predictions.jsonl and model/ (plus adapter/ for LoRA) in the run folder."""
     out = results.output_dir
-    export.write_json(out / "metrics.json", {
-        "test": results.test_metrics, "epochs": results.history, "baselines": results.baselines,
-        "parameters": results.parameters, "timing": results.timing,
-    })
     probabilities = torch.softmax(torch.from_numpy(test_logits), dim=-1).numpy()
     export.write_jsonl(out / "predictions.jsonl", [
         {"text": text, "label": data.label_names[gold], "predicted": data.label_names[int(p.argmax())],
          "score": round(float(p.max()), 6)}
         for text, gold, p in zip(data.test.texts, data.test.labels, probabilities)
     ])
-    if cfg.strategy == "lora":
-        results.adapter_dir = out / "adapter"
-        export.save_pretrained(model, tokenizer, results.adapter_dir)
-        model = models.merged_copy(model)
-    results.model_dir = out / "model"
-    export.save_pretrained(model, tokenizer, results.model_dir)
+    results.model_dir, results.adapter_dir = export.save_model(model, tokenizer, out, lora=cfg.strategy == "lora")
+    # Last: a run folder with metrics.json is a finished run.
+    export.write_json(out / "metrics.json", {
+        "test": results.test_metrics, "epochs": results.history, "baselines": results.baselines,
+        "parameters": results.parameters, "timing": results.timing,
+        "data": {"source": data.source, "label_names": data.label_names,
+                 "examples": {split: len(getattr(data, split)) for split in ("train", "validation", "test")}},
+    })

@@ -6,15 +6,20 @@ Errors a user can fix print one line on stderr and exit with code 2.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from .catalog import load_recipe, recipe_names
 from .config import apply_overrides, describe, load_yaml
 from .errors import ConfigError, NlpTransferError
+
+T = TypeVar("T")
 
 USAGE = """usage: python -m nlptransfer.run recipe=NAME|path/to/recipe.py [key=value ...] [--config file.yaml]
                                   [--help] [--debug] [--quiet]
@@ -50,6 +55,17 @@ def parse_args(argv: list[str]) -> tuple[dict, list[str], str | None]:
     return flags, overrides, config_file
 
 
+def parse_options(options: T, overrides: list[str], verbatim: tuple[str, ...] = ()) -> T:
+    """Apply `key=value` overrides to a dataclass of command options.
+
+    The `verbatim` keys (free text, paths) keep their value exactly as typed: YAML would turn
+    `text=yes` into True and `text=#tag` into null.
+    """
+    raw = {item.split("=", 1)[0]: item.split("=", 1)[1] for item in overrides if item.split("=", 1)[0] in verbatim}
+    parsed = apply_overrides(options, [item for item in overrides if item.split("=", 1)[0] not in verbatim])
+    return dataclasses.replace(parsed, **raw)
+
+
 def quiet_libraries() -> None:
     """Hide library chatter that does not concern the user (the new head's load report, ...)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -61,38 +77,47 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=UserWarning, module="torch")
 
 
-def main(argv: list[str] | None = None) -> int:
+def run_command(command: Callable[[list[str]], int], argv: list[str] | None = None) -> int:
+    """Run a command line: a user error prints one line on stderr and returns 2; `--debug` raises it."""
     argv = sys.argv[1:] if argv is None else argv
-    debug = "--debug" in argv
     try:
-        flags, overrides, config_file = parse_args(argv)
-        recipe_items = [o for o in overrides if o.startswith("recipe=")]
-        if not recipe_items:
-            print(USAGE.format(recipes=", ".join(recipe_names())), file=sys.stdout if flags["help"] else sys.stderr)
-            return 0 if flags["help"] else 2
-        recipe = load_recipe(recipe_items[-1].split("=", 1)[1])
-        cfg = recipe.Config()
-        if config_file:
-            cfg = load_yaml(cfg, config_file)
-        cfg = apply_overrides(cfg, [o for o in overrides if not o.startswith("recipe=")])
-        if flags["help"]:
-            summary = (recipe.__doc__ or "").strip().splitlines() or [""]
-            print(f"{Path(recipe.__file__).stem}: {summary[0]}")
-            print("options (key=default):")
-            print(describe(cfg))
-            return 0
-        quiet_libraries()
-        logging.getLogger("nlptransfer").setLevel(logging.WARNING if flags["quiet"] else logging.INFO)
-        recipe.run(cfg)
-        return 0
+        return command(argv)
     except NlpTransferError as e:
-        if debug:
+        if "--debug" in argv:
             raise
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(run_recipe, argv)
+
+
+def run_recipe(argv: list[str]) -> int:
+    """Run the recipe that argv names, or print the usage or the recipe's options."""
+    flags, overrides, config_file = parse_args(argv)
+    recipe_items = [o for o in overrides if o.startswith("recipe=")]
+    if not recipe_items:
+        print(USAGE.format(recipes=", ".join(recipe_names())), file=sys.stdout if flags["help"] else sys.stderr)
+        return 0 if flags["help"] else 2
+    recipe = load_recipe(recipe_items[-1].split("=", 1)[1])
+    cfg = recipe.Config()
+    if config_file:
+        cfg = load_yaml(cfg, config_file)
+    cfg = apply_overrides(cfg, [o for o in overrides if not o.startswith("recipe=")])
+    if flags["help"]:
+        summary = (recipe.__doc__ or "").strip().splitlines() or [""]
+        print(f"{Path(recipe.__file__).stem}: {summary[0]}")
+        print("options (key=default):")
+        print(describe(cfg))
+        return 0
+    quiet_libraries()
+    logging.getLogger("nlptransfer").setLevel(logging.WARNING if flags["quiet"] else logging.INFO)
+    recipe.run(cfg)
+    return 0
 
 
 if __name__ == "__main__":

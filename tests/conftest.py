@@ -64,3 +64,78 @@ def tiny_model_dir(tmp_path_factory) -> str:
 def reviews_csv() -> Path:
     """60 reviews, 20 per class (pos/neg/neu), with class-specific vocabulary."""
     return ASSETS / "reviews.csv"
+
+
+def _tiny_run(model_dir: str, train_file: Path, output_dir: Path, strategy: str) -> Path:
+    from nlptransfer.config import DataConfig, RunConfig, TrainConfig
+    from nlptransfer.pipeline import run
+
+    run(RunConfig(model=model_dir, strategy=strategy, output_dir=str(output_dir),
+                  data=DataConfig(train_file=str(train_file), max_length=32),
+                  train=TrainConfig(epochs=1, batch_size=8, max_steps=2)))
+    return output_dir
+
+
+@pytest.fixture(scope="session")
+def full_run(tiny_model_dir, reviews_csv, tmp_path_factory) -> Path:
+    """A finished classification run (strategy full, 2 steps) of the tiny checkpoint on the reviews."""
+    return _tiny_run(tiny_model_dir, reviews_csv, tmp_path_factory.mktemp("full") / "run", "full")
+
+
+@pytest.fixture(scope="session")
+def lora_run(tiny_model_dir, reviews_csv, tmp_path_factory) -> Path:
+    """A finished classification run with strategy lora: model/ (merged) and adapter/."""
+    return _tiny_run(tiny_model_dir, reviews_csv, tmp_path_factory.mktemp("lora") / "run", "lora")
+
+
+NER_LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+
+
+@pytest.fixture(scope="session")
+def ner_run(tiny_model_dir, tmp_path_factory) -> Path:
+    """A token-classification run folder laid out like pipeline.run's; its head tags every word B-PER."""
+    import json
+
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForTokenClassification
+
+    from nlptransfer.config import DataConfig, RunConfig, to_yaml
+
+    out = tmp_path_factory.mktemp("ner") / "run"
+    config = BertConfig.from_pretrained(tiny_model_dir, num_labels=len(NER_LABELS),
+                                        id2label=dict(enumerate(NER_LABELS)),
+                                        label2id={label: i for i, label in enumerate(NER_LABELS)})
+    torch.manual_seed(0)
+    model = BertForTokenClassification(config)
+    with torch.no_grad():
+        model.classifier.weight.zero_()
+        model.classifier.bias.copy_(torch.tensor([0.0, 5.0, 0.0, 0.0, 0.0]))
+    model.save_pretrained(out / "model")
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(out / "model")
+    cfg = RunConfig(recipe="ner", task="token-classification", model=tiny_model_dir, output_dir=str(out),
+                    data=DataConfig(name="wnut16", max_length=16))
+    (out / "config.yaml").write_text(to_yaml(cfg))
+    row = {"precision": 0.5, "recall": 0.25, "f1": 1 / 3}
+    (out / "metrics.json").write_text(json.dumps({
+        "test": {"precision": 0.5, "recall": 0.25, "f1": 1 / 3, "accuracy": 0.9,
+                 "per_type": {"LOC": row | {"support": 4}, "PER": row | {"support": 8}}},
+        "epochs": [], "baselines": {"all_o_accuracy": 0.8, "word_lookup_f1": 0.2, "word_lookup_accuracy": 0.85},
+        "parameters": {"trainable": 1000, "total": 1000}, "timing": {"train_seconds": 3.0, "best_epoch": 1},
+        "data": {"source": "packaged corpus 'wnut16'", "scheme": "IOB2", "label_names": NER_LABELS,
+                 "sentences": {"train": 20, "validation": 5, "test": 6}},
+    }))
+    return out
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models gain nothing from threads, and on a shared machine busy threads stall each other.
+
+    Use per module: `pytestmark = pytest.mark.usefixtures("one_thread")`.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -45,13 +45,13 @@ def error_line(capsys) -> str:
 def test_no_recipe_prints_usage_and_fails(capsys):
     assert main([]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("usage:") and "recipes: sentiment, topic" in err
+    assert err.startswith("usage:") and "recipes: ner, sentiment, topic" in err
 
 
 def test_help_lists_recipes(capsys):
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
-    assert "usage:" in out and "recipes: sentiment, topic" in out
+    assert "usage:" in out and "recipes: ner, sentiment, topic" in out
 
 
 def test_recipe_help_lists_options_with_defaults(capsys):

@@ -1,0 +1,213 @@
+"""Turn the raw measurements of `bench.py` into throughput, FLOP/s, ratios and a Markdown report.
+
+Every number in the report is computed from a measurement of the same invocation; a method
+that failed or a figure that was not measured shows as a dash.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from datetime import datetime
+from statistics import mean
+
+from methods import Slice
+
+BASELINE = "trainer"
+LABELS = {
+    "trainer": "Trainer, defaults",
+    "trainer_grouped": "Trainer, group_by_length",
+    "full": "nlptransfer full",
+    "lora": "nlptransfer lora",
+    "frozen": "nlptransfer frozen",
+    "frozen_rerun": "nlptransfer frozen, 2nd run",
+}
+PASS_MULTIPLIER = {"full": 6, "trainer": 6, "trainer_grouped": 6, "lora": 4, "frozen": 2, "frozen_rerun": 2}
+"""FLOPs per parameter and real token: forward 2, backward 4 (2 for activations, 2 for weights);
+lora computes no weight gradients of the frozen matrices; frozen only runs the encoder forward."""
+GB = 1e9
+
+
+def machine() -> dict:
+    import accelerate
+    import peft
+    import torch
+    import transformers
+
+    cpu = platform.processor()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "cores": len(os.sched_getaffinity(0)), "torch_threads": torch.get_num_threads(),
+            "python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "accelerate": accelerate.__version__, "peft": peft.__version__,
+            "date": datetime.now().astimezone().isoformat(timespec="minutes")}
+
+
+def training_flops(name: str, measured: dict, work: dict, epochs: int) -> float | None:
+    """Useful FLOPs: multiplier * (layer params * real tokens + 2 * layers * hidden * sum(length^2))."""
+    per_pass = (work["layer_parameters"] * work["train_tokens"]
+                + 2 * work["layers"] * work["hidden_size"] * work["train_token_squares"])
+    if name.startswith("frozen"):  # the encoder runs once, if at all (a cache hit skips it)
+        return 2 * per_pass if extract_train_seconds(measured, work) else None
+    return PASS_MULTIPLIER[name] * per_pass * epochs
+
+
+def extract_train_seconds(measured: dict, work: dict) -> float:
+    rows = zip(measured.get("extract_seconds", []), measured.get("extract_rows", []))
+    return sum(seconds for seconds, count in rows if count == work["train_examples"])
+
+
+def derive(name: str, measured: dict, work: dict, spec: Slice, peak: float | None) -> dict:
+    """Throughput and FLOP/s of one method; frozen's training time includes its one-off feature extraction."""
+    seconds = measured["train_seconds"] + extract_train_seconds(measured, work)
+    flops = training_flops(name, measured, work, spec.epochs)
+    steps = measured["optimizer_steps"]
+    return {
+        "seconds": seconds,
+        "samples_per_s": work["train_examples"] * spec.epochs / seconds,
+        "tokens_per_s": work["train_tokens"] * spec.epochs / seconds,
+        "flops_per_s": flops / seconds if flops else None,
+        "peak_share": flops / seconds / peak if flops and peak else None,
+        "step_seconds": measured["train_seconds"] / steps if steps else None,
+        "epoch_seconds": mean(measured["epoch_seconds"]),
+        "eval_per_s": measured["eval_examples"] / measured["eval_seconds"],
+    }
+
+
+def ratio(value: float | None, base: float | None) -> float | None:
+    return value / base if value is not None and base else None
+
+
+def fmt(value: float | None, spec: str = ".1f", suffix: str = "") -> str:
+    return "–" if value is None else f"{value:{spec}}{suffix}"
+
+
+def tables(rows: dict[str, dict], measured: dict[str, dict]) -> list[str]:
+    base, base_measured = rows.get(BASELINE, {}), measured.get(BASELINE, {})
+    lines = ["## Training", "",
+             "| method | lr | steps | train s | samples/s | × Trainer | tokens/s | × Trainer | GFLOP/s "
+             "| of matmul peak | s/step | epoch s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, row in rows.items():
+        m = measured[name]
+        lines.append(
+            f"| {LABELS[name]} | {m['lr']:g} | {m['optimizer_steps']} | {row['seconds']:.1f} "
+            f"| {row['samples_per_s']:.1f} | {fmt(ratio(row['samples_per_s'], base.get('samples_per_s')), '.2f', '×')} "
+            f"| {row['tokens_per_s']:.0f} | {fmt(ratio(row['tokens_per_s'], base.get('tokens_per_s')), '.2f', '×')} "
+            f"| {fmt(row['flops_per_s'] and row['flops_per_s'] / 1e9)} | {fmt(row['peak_share'], '.0%')} "
+            f"| {fmt(row['step_seconds'], '.3f')} | {row['epoch_seconds']:.1f} |")
+    lines += ["", "## Accuracy, evaluation and resources", "",
+              "| method | test accuracy | Δ vs Trainer (points) | eval samples/s | × Trainer | peak RSS GB "
+              "| × Trainer | process wall s | × Trainer |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for name, row in rows.items():
+        m = measured[name]
+        delta = 100 * (m["accuracy"] - base_measured["accuracy"]) if base_measured else None
+        versus = {key: fmt(ratio(m[key], base_measured.get(key)), ".2f", "×")
+                  for key in ("peak_rss_bytes", "process_seconds")}
+        lines.append(
+            f"| {LABELS[name]} | {m['accuracy']:.4f} | {fmt(delta, '+.2f')} | {row['eval_per_s']:.1f} "
+            f"| {fmt(ratio(row['eval_per_s'], base.get('eval_per_s')), '.2f', '×')} "
+            f"| {m['peak_rss_bytes'] / GB:.2f} | {versus['peak_rss_bytes']} "
+            f"| {m['process_seconds']:.0f} | {versus['process_seconds']} |")
+    return lines
+
+
+def targets(rows: dict[str, dict], measured: dict[str, dict], work: dict) -> list[str]:
+    """The issue's targets, each checked against this run's figures (only those whose methods ran)."""
+    checks = []
+
+    def check(names: tuple[str, ...], text: str, test) -> None:
+        if all(n in rows for n in names):
+            ok, figure = test(*(rows[n] for n in names))
+            checks.append(f"- [{'x' if ok else ' '}] {text}: {figure}")
+
+    samples = "samples_per_s"
+    check(("full", "trainer"), "full ≥ 1.5× Trainer default training samples/s",
+          lambda f, t: (f[samples] >= 1.5 * t[samples], f"{f[samples] / t[samples]:.2f}×"))
+    check(("full", "trainer_grouped"), "full ≥ 1.25× Trainer group_by_length training samples/s",
+          lambda f, t: (f[samples] >= 1.25 * t[samples], f"{f[samples] / t[samples]:.2f}×"))
+    best_trainer = max((measured[n]["accuracy"] for n in ("trainer", "trainer_grouped") if n in rows), default=None)
+    if "full" in rows and best_trainer is not None:
+        gap = 100 * (measured["full"]["accuracy"] - best_trainer)
+        checks.append(f"- [{'x' if gap >= -0.5 else ' '}] full test accuracy within 0.5 points of the best "
+                      f"Trainer or better: {gap:+.2f} points")
+    check(("full",), "full useful training FLOP/s ≥ half the matmul peak (aim)",
+          lambda f: (bool(f["peak_share"]) and f["peak_share"] >= 0.5, fmt(f["peak_share"], ".0%")))
+    check(("frozen", "full"), "frozen: an epoch after the first ≥ 20× faster than a full epoch",
+          lambda z, f: (f["epoch_seconds"] >= 20 * z["epoch_seconds"],
+                        f"{f['epoch_seconds'] / z['epoch_seconds']:.0f}×"))
+    if "frozen_rerun" in rows:
+        extracted = extract_train_seconds(measured["frozen_rerun"], work)
+        outcome = f"{extracted:.1f}s extracting again" if extracted else "no encoder pass over the training split"
+        checks.append(f"- [{' ' if extracted else 'x'}] a second frozen run reuses the disk cache: {outcome}")
+    check(("lora", "full"), "lora ≥ 1.3× faster per step than full",
+          lambda lo, f: (f["step_seconds"] >= 1.3 * lo["step_seconds"],
+                         f"{f['step_seconds'] / lo['step_seconds']:.2f}×"))
+    if "full" in rows:
+        rss = measured["full"]["peak_rss_bytes"] / GB
+        checks.append(f"- [{'x' if rss <= 2.0 else ' '}] full peak RSS ≤ 2.0 GB: {rss:.2f} GB")
+    check(("full", "trainer"), "evaluation ≥ 2× Trainer.evaluate samples/s",
+          lambda f, t: (f["eval_per_s"] >= 2 * t["eval_per_s"], f"{f['eval_per_s'] / t['eval_per_s']:.2f}×"))
+    return checks
+
+
+NOTES = """\
+## How it was measured
+
+- Each method runs in its own process; peak RSS is that process's `ru_maxrss` (from `os.wait4`),
+  process wall time includes Python start-up, imports, data loading, evaluation and saving.
+- **train s**: the training epochs only. nlptransfer: the sum of `history[*].train_seconds`
+  (validation after each epoch excluded); frozen adds its one-off encoder pass over the training
+  split (timed around `features.extract`), its later epochs train only the head. Trainer:
+  `train_runtime` (with its default end-of-training checkpoint save).
+- **tokens/s**: real (non-padding) tokens of the training split, counted from the tokenized slice,
+  times epochs, over train s. All methods see the same tokens.
+- **GFLOP/s** (useful, real tokens only): `k * (P * T + 2 * L * d * S) / train s`, where P are the
+  parameters of the encoder layers (no embeddings, pooler or head), T the real tokens, L the
+  layers, d the hidden size, S the sum of squared sequence lengths (attention scores and
+  weighted sums). k = 6 for full fine-tuning (forward 2, backward 4), 4 for lora (no weight
+  gradients of the frozen matrices), 2 for frozen (one encoder forward; the head is negligible).
+- **matmul peak**: the best of 7 timings of a 2048×2048 fp32 `torch.mm`, before and after the
+  methods; the larger is the peak.
+- **eval samples/s**: nlptransfer: the test prediction inside `pipeline.run` (timed around
+  `pipeline.predict`); Trainer: `Trainer.evaluate` on the test split (`eval_runtime`), each with
+  its default evaluation batch size.
+- Hyperparameters other than batch size, learning rate and epochs are each tool's defaults
+  (nlptransfer: 6% warmup, weight decay 0.01; Trainer: no warmup, no weight decay; both clip
+  gradients at 1.0).
+"""
+
+
+def render(measured: dict[str, dict], chosen: list[str], spec: Slice, host: dict, command: str) -> str:
+    """The Markdown report: command, machine, tables, targets, notes and the raw measurements."""
+    work = measured.get("workload", {})
+    peaks = [measured[k]["flops"] for k in ("matmul", "matmul_after") if "flops" in measured.get(k, {})]
+    peak = max(peaks, default=None)
+    ran = {name: measured[name] for name in chosen if "failed" not in measured[name]}
+    rows = {name: derive(name, m, work, spec, peak) for name, m in ran.items()} if "failed" not in work else {}
+    lines = ["# nlptransfer vs transformers.Trainer: fine-tuning speed", "", f"`{command}`", "",
+             f"- date: {host['date']}", f"- machine: {host['cpu']}, {host['cores']} cores "
+             f"(torch threads {host['torch_threads']}); load average before {host['load_before'][0]:.2f}, "
+             f"after {host['load_after'][0]:.2f}",
+             f"- software: Python {host['python']}, torch {host['torch']}, transformers {host['transformers']}, "
+             f"accelerate {host['accelerate']}, peft {host['peft']}",
+             f"- data: packaged tweets, seed {spec.seed}: {work.get('train_examples', '–')} train / "
+             f"{work.get('validation_examples', '–')} validation / {work.get('test_examples', '–')} test, "
+             f"{work.get('train_tokens', '–')} real training tokens; max length {spec.max_length}; "
+             f"model: packaged all-MiniLM-L6-v2 ({work.get('total_parameters', '–')} parameters)",
+             f"- training: {spec.epochs} epoch(s), batch {spec.batch_size}, lr {spec.lr:g}",
+             f"- fp32 matmul peak: {fmt(peak and peak / 1e9)} GFLOP/s "
+             f"({', '.join(f'{p / 1e9:.1f}' for p in peaks)} before/after)",
+             f"- benchmark wall time: {host['total_seconds'] / 60:.1f} min", ""]
+    lines += tables(rows, ran) + [""]
+    lines += ["## Targets (issue 6)", ""] + targets(rows, ran, work) + [""]
+    failed = [f"- {name}: {measured[name]['failed']}" for name in measured if "failed" in measured[name]]
+    if failed:
+        lines += ["## Failed", ""] + failed + [""]
+    lines += [NOTES, "<details><summary>raw measurements</summary>", "", "```json",
+              json.dumps(measured, indent=1), "```", "</details>", ""]
+    return "\n".join(lines)

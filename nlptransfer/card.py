@@ -1,0 +1,296 @@
+"""A model card (README.md) for a run: Hub YAML metadata and a body a reader can trust.
+
+The metadata says what the Hub needs to index the model (`library_name`, `pipeline_tag`,
+`base_model`, `datasets`, `license`, `tags`, `model-index` with the held-out test results);
+the body says what it was trained for, how (strategy, trainable parameters, hyperparameters),
+on what (data and split sizes), how well (per class or per entity type), where it falls short,
+and how to use it. Everything comes from the run folder: config.yaml, metrics.json, model/.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+from huggingface_hub import EvalResult, ModelCardData
+
+from . import catalog
+from .config import RunConfig, load_yaml
+from .models import default_lr
+from .predict import adapter_labels, is_repo_id, saved_label_names
+
+PIPELINE_TAGS = {"classification": "text-classification", "token-classification": "token-classification"}
+STRATEGY_TAGS = {"full": "full-fine-tuning", "frozen": "frozen-encoder", "lora": "lora"}
+STRATEGY_TEXT = {
+    "full": "full fine-tuning: every weight of the encoder and the new head trained",
+    "frozen": "a frozen encoder (feature extraction): only the new head trained",
+    "lora": "LoRA: low-rank adapters on the attention projections and the new head trained",
+}
+LICENSES = {  # licenses of the catalog's base models
+    "sentence-transformers/all-MiniLM-L6-v2": "apache-2.0",
+    "google-bert/bert-base-uncased": "apache-2.0",
+    "distilbert/distilbert-base-uncased": "apache-2.0",
+    "FacebookAI/roberta-base": "mit",
+    "albert/albert-base-v2": "apache-2.0",
+    "google/electra-base-discriminator": "apache-2.0",
+    "microsoft/deberta-v3-base": "mit",
+}
+OVERALL_METRICS = {
+    "classification": [("accuracy", "accuracy", "Accuracy"), ("f1", "macro_f1", "Macro F1")],
+    "token-classification": [("precision", "precision", "Precision (entity level)"),
+                             ("recall", "recall", "Recall (entity level)"),
+                             ("f1", "f1", "F1 (entity level)"), ("accuracy", "accuracy", "Token accuracy")],
+}
+"""Per task: (hub metric type, key in metrics.json "test", display name)."""
+BASELINES = {
+    "majority_accuracy": "majority-class baseline accuracy",
+    "tfidf_logreg_accuracy": "TF-IDF + logistic regression baseline accuracy",
+    "all_o_accuracy": "all-O tagger token accuracy",
+    "word_lookup_f1": "word-lookup tagger entity F1",
+    "word_lookup_accuracy": "word-lookup tagger token accuracy",
+}
+"""Baselines a run may record in metrics.json, with their display names."""
+MUST_BEAT = [("accuracy", "majority_accuracy", "the majority-class baseline"),
+             ("f1", "word_lookup_f1", "a word-lookup tagger")]
+
+
+def base_model_id(model: str) -> str | None:
+    """The hub id of the base checkpoint, or None for a local folder the hub does not know."""
+    if model in catalog.MODELS:
+        return catalog.MODELS[model][2]
+    path = Path(model).expanduser()
+    for package, folder, hub_id in catalog.MODELS.values():
+        root = catalog.package_dir(package) if package else None
+        if root is not None and path.exists() and path.resolve() == (root / folder).resolve():
+            return hub_id
+    if path.exists() or model.startswith((".", "/", "~")) or not is_repo_id(model):
+        return None
+    return model
+
+
+def hub_dataset(cfg: RunConfig) -> str | None:
+    """The hub dataset id the model was trained on; None for local files and packaged corpora."""
+    data = cfg.data
+    if data.train_file or not data.name or data.name in catalog.CORPORA or Path(data.name).exists():
+        return None
+    return data.name
+
+
+def data_name(cfg: RunConfig) -> str:
+    """The training data in a few words, without local paths."""
+    data = cfg.data
+    if data.train_file:
+        files = [Path(f).name for f in (data.train_file, data.validation_file, data.test_file) if f]
+        return f"local files ({', '.join(files)})"
+    if data.name in catalog.CORPORA:
+        return f"the packaged corpus `{data.name}`"
+    return f"the hub dataset `{data.name}`" + (f" (configuration `{data.config}`)" if data.config else "")
+
+
+def describe_data(cfg: RunConfig) -> str:
+    """The training data with what it is (packaged corpus) or a link (hub dataset)."""
+    name = cfg.data.name
+    if hub_dataset(cfg):
+        return f"{data_name(cfg)}, https://huggingface.co/datasets/{name}"
+    if not cfg.data.train_file and name in catalog.CORPORA:
+        return f"{data_name(cfg)}: {catalog.CORPORA[name][2]}"
+    return data_name(cfg)
+
+
+def eval_results(cfg: RunConfig, test: dict) -> list[EvalResult]:
+    """The model-index entries: one per overall test metric that the run recorded."""
+    dataset = hub_dataset(cfg)
+    results = []
+    for metric_type, key, name in OVERALL_METRICS[cfg.task]:
+        value = test.get(key, test.get(f"overall_{key}"))
+        if value is None:
+            continue
+        results.append(EvalResult(
+            task_type=PIPELINE_TAGS[cfg.task], task_name=PIPELINE_TAGS[cfg.task].replace("-", " ").title(),
+            dataset_type=dataset or "custom", dataset_name=dataset or data_name(cfg),
+            dataset_config=cfg.data.config if dataset else None, dataset_split="test",
+            metric_type=metric_type, metric_value=round(float(value), 4), metric_name=f"Test {name}",
+            metric_args={"average": "macro"} if key == "macro_f1" else None,
+        ))
+    return results
+
+
+def metadata(cfg: RunConfig, test: dict, model_name: str, adapter_only: bool = False,
+             license: str | None = None) -> ModelCardData:
+    """The card's YAML header."""
+    base = base_model_id(cfg.model)
+    dataset = hub_dataset(cfg)
+    results = eval_results(cfg, test)
+    return ModelCardData(
+        library_name="peft" if adapter_only else "transformers",
+        pipeline_tag=PIPELINE_TAGS[cfg.task],
+        base_model=base,
+        base_model_relation=("adapter" if adapter_only else "finetune") if base else None,
+        datasets=[dataset] if dataset else None,
+        license=license or LICENSES.get(base or "", "other"),
+        tags=["nlptransfer", PIPELINE_TAGS[cfg.task], STRATEGY_TAGS[cfg.strategy]]
+        + (["peft"] if cfg.strategy == "lora" else []),
+        metrics=[r.metric_type for r in results] or None,
+        model_name=model_name if results else None,
+        eval_results=results or None,
+    )
+
+
+def split_sizes(run_dir: Path, metrics: dict) -> dict[str, int] | None:
+    """Examples (NER: sentences) per split: metrics.json's `data` when recorded, else the run's log line."""
+    recorded = metrics.get("data") or {}
+    recorded = recorded.get("sentences") or recorded.get("examples") or recorded
+    if all(isinstance(recorded.get(split), int) for split in ("train", "validation", "test")):
+        return {split: recorded[split] for split in ("train", "validation", "test")}
+    log = run_dir / "train.log"
+    found = re.search(r"(\d+) train / (\d+) validation / (\d+) test", log.read_text(encoding="utf-8")) \
+        if log.is_file() else None
+    return dict(zip(("train", "validation", "test"), map(int, found.groups()))) if found else None
+
+
+def training_section(cfg: RunConfig, metrics: dict) -> str:
+    """Strategy, trainable parameters and the hyperparameters as a table."""
+    parameters, timing, train = metrics.get("parameters", {}), metrics.get("timing", {}), cfg.train
+    lines = ["## Training", "", f"- Transfer strategy: `{cfg.strategy}`, {STRATEGY_TEXT[cfg.strategy]}."]
+    if parameters.get("total"):
+        share = 100 * parameters["trainable"] / parameters["total"]
+        lines.append(f"- Trainable parameters: {parameters['trainable']:,} of {parameters['total']:,} ({share:.2f}%).")
+    if cfg.strategy == "lora":
+        lines.append("- The LoRA update is merged into the model weights; the adapter alone, with its head, is in "
+                     "`adapter/` (a folder of its own when only the adapter is shared).")
+    if timing.get("train_seconds") is not None:
+        lines.append(f"- Training time: {timing['train_seconds']:.0f} s, {timing.get('optimizer_steps', '?')} "
+                     f"optimizer steps; best validation epoch: {timing.get('best_epoch', '?')}.")
+    rows = [("epochs", train.epochs), ("max steps", train.max_steps), ("batch size", train.batch_size),
+            ("gradient accumulation", train.grad_accum_steps), ("learning rate", train.lr or default_lr(cfg.strategy)),
+            ("weight decay", train.weight_decay), ("warmup ratio", train.warmup_ratio),
+            ("max grad norm", train.max_grad_norm), ("max length (tokens)", cfg.data.max_length),
+            ("mixed precision", train.mixed_precision), ("best epoch by", f"validation {train.metric_for_best}"),
+            ("early-stopping patience", train.patience), ("seed", cfg.seed)]
+    if cfg.strategy == "lora":
+        rows += [("LoRA r / alpha / dropout", f"{cfg.lora.r} / {cfg.lora.alpha} / {cfg.lora.dropout}"),
+                 ("LoRA target modules", ", ".join(cfg.lora.target_modules or ["peft default (attention)"]))]
+    if cfg.freeze.embeddings or cfg.freeze.layers:
+        rows.append(("frozen", f"embeddings: {cfg.freeze.embeddings}, bottom layers: {cfg.freeze.layers}"))
+    lines += ["", "| hyperparameter | value |", "| --- | --- |"]
+    lines += [f"| {name} | {'none' if value is None else value} |" for name, value in rows]
+    return "\n".join(lines)
+
+
+def data_section(cfg: RunConfig, sizes: dict[str, int] | None) -> str:
+    lines = ["## Data", "", f"Trained on {describe_data(cfg)}. The validation split picked the best epoch; "
+             "the test split was held out until the end and gives the results below."]
+    if sizes:
+        unit = "sentences" if cfg.task == "token-classification" else "examples"
+        lines += ["", f"| split | {unit} |", "| --- | --- |"] + [f"| {s} | {n:,} |" for s, n in sizes.items()]
+    return "\n".join(lines)
+
+
+def results_section(cfg: RunConfig, metrics: dict) -> str:
+    """Overall test metrics, the baselines, and the per class / per entity type table."""
+    test = metrics.get("test", {})
+    lines = ["## Results on the held-out test split", "", "| metric | value |", "| --- | --- |"]
+    for _, key, name in OVERALL_METRICS[cfg.task]:
+        value = test.get(key, test.get(f"overall_{key}"))
+        if value is not None:
+            lines.append(f"| {name} | {value:.4f} |")
+    for key, name in BASELINES.items():
+        if key in metrics.get("baselines", {}):
+            lines.append(f"| {name} | {metrics['baselines'][key]:.4f} |")
+    per_label = test.get("per_class") or test.get("per_type") or {}
+    if per_label:
+        first = "class" if "per_class" in test else "entity type"
+        lines += ["", f"| {first} | precision | recall | F1 | support |", "| --- | --- | --- | --- | --- |"]
+        lines += [f"| {label} | {row['precision']:.3f} | {row['recall']:.3f} | {row['f1']:.3f} "
+                  f"| {row.get('support', row.get('number', ''))} |" for label, row in per_label.items()]
+    return "\n".join(lines)
+
+
+def limitations_section(cfg: RunConfig, metrics: dict, sizes: dict[str, int] | None) -> str:
+    test, baselines = metrics.get("test", {}), metrics.get("baselines", {})
+    items = [f"Trained and tested on {data_name(cfg)} only: expect lower quality on text "
+             "from other domains, languages or periods, and it inherits that data's biases."]
+    if sizes and sizes["test"] < 1000 and "accuracy" in test and cfg.task == "classification":
+        margin = 1.96 * math.sqrt(max(test["accuracy"] * (1 - test["accuracy"]), 1e-12) / max(sizes["test"], 1))
+        items.append(f"The test split has {sizes['test']:,} examples: the accuracy is uncertain by about "
+                     f"±{margin:.3f} (95% interval).")
+    for key, baseline, name in MUST_BEAT:
+        if baselines.get(baseline) is not None and test.get(key, 1) <= baselines[baseline]:
+            items.append(f"It does not beat {name} on the test split: do not rely on it.")
+    if cfg.task == "classification":
+        items.append(f"Texts longer than {cfg.data.max_length} tokens are truncated: the rest is not read.")
+    else:
+        items.append(f"Sentences longer than {cfg.data.max_length} tokens are read in overlapping windows.")
+    if base_model_id(cfg.model) is None:
+        items.append("The base checkpoint was a local folder, so the card does not link it.")
+    items.append("The license follows the base model's; check the training data's terms before commercial use.")
+    return "\n".join(["## Limitations", ""] + [f"- {item}" for item in items])
+
+
+def usage_section(cfg: RunConfig, repo: str, label_names: list[str], adapter_only: bool) -> str:
+    pipeline_tag = PIPELINE_TAGS[cfg.task]
+    name = "classifier" if cfg.task == "classification" else "tagger"
+    extra = ', aggregation_strategy="first"' if cfg.task == "token-classification" else ""
+    if adapter_only:
+        auto = "AutoPeftModelForSequenceClassification" if cfg.task == "classification" \
+            else "AutoPeftModelForTokenClassification"
+        id2label = dict(enumerate(label_names))
+        label2id = {label: i for i, label in id2label.items()}
+        load = (f"from peft import {auto}\nfrom transformers import AutoTokenizer, pipeline\n\n"
+                f'model = {auto}.from_pretrained(\n    "{repo}", num_labels={len(label_names)},\n'
+                f"    id2label={id2label!r},\n    label2id={label2id!r},\n)\n"
+                f'{name} = pipeline("{pipeline_tag}", model=model.merge_and_unload(), '
+                f'tokenizer=AutoTokenizer.from_pretrained("{repo}"){extra})\n')
+    else:
+        load = f'from transformers import pipeline\n\n{name} = pipeline("{pipeline_tag}", model="{repo}"{extra})\n'
+    return "\n".join([
+        "## Usage", "", "```python", load + f'print({name}("Your text here"))', "```", "",
+        "or with nlptransfer installed:", "", "```python",
+        f'from nlptransfer import load_model\n\nprint(load_model("{repo}").predict(["Your text here"]))', "```",
+    ])
+
+
+def intro_section(cfg: RunConfig, model_name: str, label_names: list[str]) -> str:
+    """The title and what the model was trained for."""
+    base = base_model_id(cfg.model)
+    start = f"[{base}](https://huggingface.co/{base})" if base else "A local checkpoint"
+    if cfg.task == "token-classification":
+        kind, what = "named entity recognition (token classification)", "It tags entities of these types"
+        names = sorted({name.split("-", 1)[-1] for name in label_names if name != "O"})
+    else:
+        kind, what, names = "text classification", "It predicts one of", label_names
+    return (f"# {model_name}\n\n{start} fine-tuned for {kind} on {describe_data(cfg)}, with nlptransfer (recipe "
+            f"`{cfg.recipe}`, strategy `{cfg.strategy}`). {what}: {', '.join(f'`{n}`' for n in names)}.")
+
+
+def render(cfg: RunConfig, metrics: dict, label_names: list[str], *, run_dir: Path, repo_id: str | None = None,
+           adapter_only: bool = False, license: str | None = None) -> str:
+    """The whole README.md: YAML metadata between `---` lines, then the body."""
+    model_name = repo_id.split("/")[-1] if repo_id else f"{cfg.recipe}-{cfg.strategy}"
+    header = metadata(cfg, metrics.get("test", {}), model_name, adapter_only, license)
+    sizes = split_sizes(run_dir, metrics)
+    sections = [
+        intro_section(cfg, model_name, label_names), training_section(cfg, metrics), data_section(cfg, sizes),
+        results_section(cfg, metrics), limitations_section(cfg, metrics, sizes),
+        usage_section(cfg, repo_id or "path/to/this/folder", label_names, adapter_only),
+    ]
+    return f"---\n{header.to_yaml()}\n---\n\n" + "\n\n".join(sections) + "\n"
+
+
+def run_card(run_dir: str | Path, *, repo_id: str | None = None, adapter_only: bool = False,
+             license: str | None = None) -> str:
+    """The model card of a finished run folder (config.yaml, metrics.json and model/ or adapter/)."""
+    run_dir = Path(run_dir)
+    cfg = load_yaml(RunConfig(), run_dir / "config.yaml")
+    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    return render(cfg, metrics, run_label_names(run_dir), run_dir=run_dir, repo_id=repo_id,
+                  adapter_only=adapter_only, license=license)
+
+
+def run_label_names(run_dir: Path) -> list[str]:
+    """The label names in id order, from the saved model's config (or the adapter's labels)."""
+    if (run_dir / "model" / "config.json").is_file():
+        return saved_label_names(run_dir / "model" / "config.json")
+    return adapter_labels(run_dir / "adapter")[1]

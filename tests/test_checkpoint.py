@@ -1,0 +1,236 @@
+"""nlptransfer/checkpoint.py and resuming: killed runs resume to identical results, damaged checkpoints
+are never trusted, rotation keeps the right folders, NaN steps are skipped."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from accelerate import Accelerator
+from safetensors.torch import load_file
+
+from nlptransfer.checkpoint import MARKER, Checkpoints, LoopState, verify
+from nlptransfer.config import CheckpointConfig, TrainConfig
+from nlptransfer.errors import CheckpointError, TrainingError
+from nlptransfer.run import main
+from nlptransfer.train import fit
+
+# A driver process: runs the CLI; optionally kills itself with SIGKILL at a chosen point, and
+# logs the example ids of every training batch (model_inputs is called once per batch).
+DRIVER = textwrap.dedent('''
+    import os, signal, sys
+    import torch
+    import nlptransfer.checkpoint as checkpoint
+    import nlptransfer.train as train
+    from nlptransfer.run import main
+
+    kill_mode, kill_at, ids_file = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    calls = {"step": 0, "save": 0}
+
+    def die():
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    original_inputs = train.model_inputs
+    def logged_inputs(batch):
+        if torch.is_grad_enabled():  # training, not evaluation
+            with open(ids_file, "a") as file:
+                file.write(" ".join(map(str, batch["example_index"].tolist())) + "\\n")
+        return original_inputs(batch)
+    train.model_inputs = logged_inputs
+
+    original_step = torch.optim.AdamW.step
+    def step(self, *args, **kwargs):
+        calls["step"] += 1
+        if kill_mode == "step" and calls["step"] == kill_at:
+            die()
+        return original_step(self, *args, **kwargs)
+    torch.optim.AdamW.step = step
+
+    original_save = checkpoint.save_file
+    def save_file(*args, **kwargs):  # the weights file, inside the temporary folder
+        calls["save"] += 1
+        original_save(*args, **kwargs)
+        if kill_mode == "during_save" and calls["save"] == kill_at:
+            die()
+    checkpoint.save_file = save_file
+
+    original_rotate = checkpoint.Checkpoints.rotate
+    def rotate(self, best_step):  # called right after the new checkpoint is renamed into place
+        if kill_mode == "after_save" and calls["save"] == kill_at:
+            die()
+        return original_rotate(self, best_step)
+    checkpoint.Checkpoints.rotate = rotate
+
+    sys.exit(main(sys.argv[4:]))
+''')
+
+
+def drive(tmp_path: Path, argv: list[str], kill_mode: str = "none", kill_at: int = 0, name: str = "ids") -> tuple:
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER)
+    ids_file = tmp_path / f"{name}.txt"
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    done = subprocess.run([sys.executable, str(driver), kill_mode, str(kill_at), str(ids_file), *argv],
+                          capture_output=True, text=True, env=env, timeout=300)
+    ids = ids_file.read_text().splitlines() if ids_file.exists() else []
+    return done, ids
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, tiny_model_dir, reviews_csv):
+    tmp_path = tmp_path_factory.mktemp("uninterrupted")
+    argv = run_args(tiny_model_dir, reviews_csv, tmp_path / "run")
+    done, ids = drive(tmp_path, argv)
+    assert done.returncode == 0, done.stderr
+    return tmp_path / "run", ids
+
+
+def run_args(model: str, csv: Path, output_dir: Path) -> list[str]:
+    return ["recipe=sentiment", f"model={model}", f"data.train_file={csv}", "data.name=null", "data.max_length=32",
+            "train.epochs=3", "train.batch_size=8", "train.patience=null", "train.lr=1e-3",
+            "checkpoint.every_steps=2", "checkpoint.keep=2", f"output_dir={output_dir}", "--quiet"]
+
+
+def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(run_dir / "model" / "model.safetensors"))
+
+
+@pytest.mark.parametrize("kill_mode, kill_at", [
+    ("step", 4),          # mid-epoch, between checkpoints (steps 1-5 are epoch 1)
+    ("step", 9),          # in epoch 2, after an epoch-end checkpoint
+    ("during_save", 3),   # the weights of the 3rd checkpoint are written, its manifest is not
+    ("after_save", 4),    # just after the 4th checkpoint is renamed into place, before rotation
+])
+def test_killed_run_resumes_to_identical_results(tmp_path, tiny_model_dir, reviews_csv, uninterrupted,
+                                                  kill_mode, kill_at):
+    reference_dir, reference_ids = uninterrupted
+    run_dir = tmp_path / "run"
+    argv = run_args(tiny_model_dir, reviews_csv, run_dir)
+    killed, killed_ids = drive(tmp_path, argv, kill_mode, kill_at, name="killed")
+    assert killed.returncode == -signal.SIGKILL
+    assert not (run_dir / "metrics.json").exists()
+
+    resumed, resumed_ids = drive(tmp_path, argv + ["resume=auto"], name="resumed")
+    assert resumed.returncode == 0, resumed.stderr
+
+    expected = json.loads((reference_dir / "metrics.json").read_text())
+    got = json.loads((run_dir / "metrics.json").read_text())
+    assert got["test"] == expected["test"]
+    assert [e["train_loss"] for e in got["epochs"]] == [e["train_loss"] for e in expected["epochs"]]
+    assert [e["validation"] for e in got["epochs"]] == [e["validation"] for e in expected["epochs"]]
+    reference, weights = final_weights(reference_dir), final_weights(run_dir)
+    assert reference.keys() == weights.keys()
+    assert all(torch.equal(reference[k], weights[k]) for k in reference)
+    # the resumed run trained on exactly the batches the checkpoint had not seen, in the same order
+    assert 0 < len(resumed_ids) < len(reference_ids)
+    assert resumed_ids == reference_ids[len(reference_ids) - len(resumed_ids):]
+    assert killed_ids[:len(reference_ids) - len(resumed_ids)] == reference_ids[:len(reference_ids) - len(resumed_ids)]
+
+
+def save_some(tmp_path: Path, steps: list[int], keep: int = 2, best: int | None = None) -> Checkpoints:
+    """Real checkpoints of a small model at the given steps."""
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(model.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    checkpoints = Checkpoints(tmp_path, CheckpointConfig(every_steps=1, keep=keep), {"model": "x"}, Accelerator())
+    for step in steps:
+        with torch.no_grad():
+            model.weight.fill_(step)
+        checkpoints.save(model, optimizer, scheduler, LoopState(optimizer_steps=step, best_step=best))
+    return checkpoints
+
+
+def test_rotation_keeps_the_newest_and_the_best(tmp_path):
+    checkpoints = save_some(tmp_path, list(range(1, 11)), keep=2, best=3)
+    assert [p.name for p in checkpoints.complete()] == ["step-0000003", "step-0000009", "step-0000010"]
+    assert sorted(p.name for p in checkpoints.folder.iterdir()) == ["step-0000003", "step-0000009", "step-0000010"]
+
+
+def test_folder_without_marker_is_never_loaded(tmp_path):
+    checkpoints = save_some(tmp_path, [1, 2])
+    (checkpoints.folder / "step-0000002" / MARKER).unlink()
+    assert checkpoints.latest_valid().name == "step-0000001"
+    with pytest.raises(CheckpointError, match="not a complete checkpoint"):
+        verify(checkpoints.folder / "step-0000002")
+
+
+@pytest.mark.parametrize("damage", ["truncate", "empty"])
+def test_damaged_newest_checkpoint_falls_back_or_names_the_file(tmp_path, damage):
+    checkpoints = save_some(tmp_path, [1, 2])
+    optimizer_file = checkpoints.folder / "step-0000002" / "optimizer.pt"
+    data = optimizer_file.read_bytes()
+    optimizer_file.write_bytes(data[: len(data) // 2] if damage == "truncate" else b"")
+    assert checkpoints.latest_valid().name == "step-0000001"  # resume=auto: the previous complete one
+    with pytest.raises(CheckpointError, match="optimizer.pt"):  # resume=PATH: names the damaged file
+        verify(checkpoints.folder / "step-0000002")
+
+
+def test_no_complete_checkpoint_is_a_clear_error(tmp_path, tiny_model_dir, reviews_csv, capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    argv = run_args(tiny_model_dir, reviews_csv, run_dir)
+    assert main(argv + ["resume=auto"]) == 2
+    assert "no complete checkpoint" in capsys.readouterr().err
+    assert main(argv + [f"resume={tmp_path / 'nowhere'}"]) == 2
+    assert "no such checkpoint folder" in capsys.readouterr().err
+    assert not (run_dir / "metrics.json").exists()
+
+
+def test_killed_run_is_not_overwritten_and_resumes_only_with_its_settings(tmp_path, tiny_model_dir, reviews_csv,
+                                                                          capsys):
+    run_dir = tmp_path / "run"
+    argv = run_args(tiny_model_dir, reviews_csv, run_dir)
+    killed, _ = drive(tmp_path, argv, "step", 7)
+    assert killed.returncode == -signal.SIGKILL
+    assert main(argv) == 2  # the folder holds checkpoints: a new run must not overwrite them
+    assert "overwrite=true" in capsys.readouterr().err
+    assert (run_dir / "checkpoints").is_dir()
+    assert main(argv + ["resume=auto", "train.batch_size=4"]) == 2
+    error = capsys.readouterr().err
+    assert "cannot resume" in error and "batch_size (checkpoint: 8, now: 4)" in error and "resume_force" in error
+    assert main(argv + ["resume=auto", "strategy=lora"]) == 2
+    assert "strategy (checkpoint: full, now: lora)" in capsys.readouterr().err
+
+
+class NaNAfter(torch.nn.Module):
+    """A model whose loss turns NaN for the batches listed."""
+
+    def __init__(self, nan_batches: set[int]):
+        super().__init__()
+        self.linear = torch.nn.Linear(2, 2)
+        self.nan_batches, self.calls = nan_batches, 0
+
+    def forward(self, x, labels=None):
+        self.calls += 1
+        loss = torch.nn.functional.cross_entropy(self.linear(x), labels)
+        return type("Out", (), {"loss": loss * math.nan if self.calls in self.nan_batches else loss})()
+
+
+def nan_fit(nan_batches: set[int], limit: int):
+    generator = torch.Generator().manual_seed(0)
+    rows = [{"x": torch.randn(2, generator=generator), "labels": i % 2, "example_index": i} for i in range(40)]
+    loader = torch.utils.data.DataLoader(rows, batch_size=4)
+    loader.batch_sampler.set_epoch = lambda epoch: None
+    model = NaNAfter(nan_batches)
+    cfg = TrainConfig(epochs=1, max_nonfinite_steps=limit)
+    return model, fit(model, loader, lambda m: {"accuracy": 0.5}, cfg, 0.1, Accelerator())
+
+
+def test_nonfinite_steps_are_skipped_and_counted():
+    model, result = nan_fit({2, 5, 6}, limit=3)
+    assert result.nonfinite_steps == 3
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert math.isfinite(result.history[0]["train_loss"])
+
+
+def test_too_many_nonfinite_steps_in_a_row_stop_the_run():
+    with pytest.raises(TrainingError, match="NaN/inf for 3 steps in a row"):
+        nan_fit({2, 3, 4}, limit=3)

@@ -1,0 +1,199 @@
+"""nlptransfer/predict.py: load a run, model, adapter or hub id and predict labels or entities."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+import nlptransfer
+from nlptransfer.errors import ModelError
+from nlptransfer.predict import load_model, main
+
+
+def read_jsonl(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def assert_same_predictions(rows: list[dict], expected: list[dict]) -> None:
+    assert [row["label"] for row in rows] == [row["label"] for row in expected]
+    for row, other in zip(rows, expected):
+        assert row["scores"] == pytest.approx(other["scores"], abs=1e-4)
+
+
+def error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("error: ")
+    return err[0]
+
+
+def test_run_folder_predicts_what_the_run_evaluated(full_run):
+    expected = read_jsonl(full_run / "predictions.jsonl")
+    predictor = nlptransfer.load_model(full_run)  # the lazy public export
+    assert predictor.task == "classification" and predictor.label_names == ["neg", "neu", "pos"]
+
+    rows = predictor.predict([row["text"] for row in expected], all_scores=True, batch_size=4)
+    assert [row["text"] for row in rows] == [row["text"] for row in expected]
+    assert [row["label"] for row in rows] == [row["predicted"] for row in expected]
+    for row, saved in zip(rows, expected):
+        assert row["score"] == pytest.approx(saved["score"], abs=1e-4)
+        assert set(row["scores"]) == {"neg", "neu", "pos"}
+        assert sum(row["scores"].values()) == pytest.approx(1, abs=1e-4)
+        assert row["scores"][row["label"]] == max(row["scores"].values())
+
+
+def test_single_text_and_long_text(full_run):
+    predictor = load_model(full_run)
+    assert predictor.predict([]) == []
+    [row] = predictor.predict("a great movie")
+    assert set(row) == {"text", "label", "score"}
+    [long_row] = predictor.predict("great " * 500)  # truncated to the run's max_length, not a crash
+    assert long_row["label"] in predictor.label_names
+
+
+def test_lora_run_merged_model_and_adapter_agree(lora_run, tmp_path):
+    texts = ["a great movie", "terrible food", "the news today"]
+    merged = load_model(lora_run).predict(texts, all_scores=True)
+    assert load_model(lora_run).source == str(lora_run / "model")
+    adapter = load_model(lora_run / "adapter").predict(texts, all_scores=True)
+    assert_same_predictions(adapter, merged)
+
+    lone = tmp_path / "run"  # a run folder whose merged model was deleted falls back to its adapter
+    shutil.copytree(lora_run, lone)
+    shutil.rmtree(lone / "model")
+    with pytest.raises(ModelError, match="labels are unknown"):  # they lived in model/config.json
+        load_model(lone)
+    (lone / "adapter" / "labels.json").write_text(json.dumps({"label_names": ["neg", "neu", "pos"]}))
+    assert_same_predictions(load_model(lone).predict(texts, all_scores=True), merged)
+
+
+def test_adapter_whose_base_is_missing(lora_run, tmp_path, tiny_model_dir):
+    adapter = tmp_path / "adapter"
+    shutil.copytree(lora_run / "adapter", adapter)
+    shutil.copytree(lora_run / "model", tmp_path / "model")  # the labels
+    settings = json.loads((adapter / "adapter_config.json").read_text())
+    settings["base_model_name_or_path"] = str(tmp_path / "gone")
+    (adapter / "adapter_config.json").write_text(json.dumps(settings))
+
+    with pytest.raises(ModelError, match=r"base model folder '.*gone' does not exist; pass base_model="):
+        load_model(adapter)
+    rows = load_model(adapter, base_model=tiny_model_dir).predict(["a great movie"])
+    assert rows == load_model(lora_run).predict(["a great movie"])
+
+
+def test_token_classification_entities_with_spans(ner_run):
+    predictor = load_model(ner_run)
+    assert predictor.task == "token-classification"
+    text = "Alice met bob in london"
+    [row] = predictor.predict(text)
+    entities = row["entities"]
+    assert [(e["start"], e["end"]) for e in entities] == [(0, 5), (6, 9), (10, 13), (14, 16), (17, 23)]
+    for entity in entities:
+        assert entity["type"] == "PER"  # the head tags every word B-PER
+        assert text[entity["start"]:entity["end"]].lower() == entity["word"]
+        assert 0.5 < entity["score"] <= 1
+
+
+def test_token_classification_covers_texts_longer_than_max_length(ner_run):
+    words = [f"word{i}" for i in range(40)]  # ~80 tokens, the run's max_length is 16
+    text = " ".join(words)
+    [row] = load_model(ner_run).predict([text])
+    assert [text[e["start"]:e["end"]] for e in row["entities"]] == words
+
+
+def test_hub_id_is_downloaded(monkeypatch, full_run):
+    import huggingface_hub
+
+    asked = []
+    monkeypatch.setattr(huggingface_hub, "snapshot_download",
+                        lambda repo_id, **kwargs: asked.append(repo_id) or str(full_run / "model"))
+    rows = load_model("someone/tiny-reviews").predict(["a great movie"])
+    assert asked == ["someone/tiny-reviews"]
+    assert rows == load_model(full_run).predict(["a great movie"])
+
+
+def test_unreachable_hub_id_is_one_clear_error():
+    # the tests run with HF_HUB_OFFLINE=1, like a machine without network
+    with pytest.raises(ModelError, match="'someone/nothing' is not a local folder and cannot be downloaded"):
+        load_model("someone/nothing")
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda tmp, tiny: tmp / "missing", "model folder '.*missing' does not exist"),
+    (lambda tmp, tiny: tmp, "is not a model: it has no config.json"),
+    (lambda tmp, tiny: Path(tiny) / "config.json", "is a file; pass a run folder"),
+    (lambda tmp, tiny: tiny, r"holds no classification or token-classification model \(architectures: BertModel\)"),
+])
+def test_not_a_model(tmp_path, tiny_model_dir, make, message):
+    with pytest.raises(ModelError, match=message):
+        load_model(make(tmp_path, tiny_model_dir))
+
+
+def test_cli_text_prints_one_json_line(capsys, full_run):
+    assert main([f"model={full_run}", "text=a great movie", "all_scores=true"]) == 0
+    [line] = capsys.readouterr().out.splitlines()
+    row = json.loads(line)
+    assert row["text"] == "a great movie" and set(row["scores"]) == {"neg", "neu", "pos"}
+
+
+@pytest.mark.parametrize("text", ["yes", "#great: movie", "[1, 2]", "3e-5", "null", "${x}"])
+def test_cli_text_is_taken_as_typed(capsys, full_run, text):
+    assert main([f"model={full_run}", f"text={text}"]) == 0
+    assert json.loads(capsys.readouterr().out)["text"] == text
+
+
+@pytest.mark.parametrize("suffix, content", [
+    (".txt", "a great movie\n\nterrible food\nthe news today\n"),
+    (".csv", 'text,id\na great movie,1\nterrible food,2\n"the news today",3\n'),
+    (".jsonl", '{"text": "a great movie"}\n{"text": "terrible food"}\n{"text": "the news today"}\n'),
+])
+def test_cli_input_file_to_output_file(tmp_path, full_run, suffix, content):
+    source = tmp_path / f"texts{suffix}"
+    source.write_text(content)
+    output = tmp_path / "out.jsonl"
+    assert main([f"model={full_run}", f"input={source}", f"output={output}", "batch_size=2", "--quiet"]) == 0
+    rows = read_jsonl(output)
+    assert [row["text"] for row in rows] == ["a great movie", "terrible food", "the news today"]
+    assert rows == load_model(full_run).predict([row["text"] for row in rows])
+
+
+def test_cli_ner_input(tmp_path, ner_run):
+    source = tmp_path / "tweets.txt"
+    source.write_text("alice in london\n")
+    output = tmp_path / "entities.jsonl"
+    assert main([f"model={ner_run}", f"input={source}", f"output={output}", "--quiet"]) == 0
+    [row] = read_jsonl(output)
+    assert [(e["type"], e["word"]) for e in row["entities"]] == [("PER", "alice"), ("PER", "in"), ("PER", "london")]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["text=hi"], "pass model="),
+    (["model=x"], "pass exactly one of text="),
+    (["model=x", "text=hi", "input=f.txt"], "pass exactly one of text="),
+    (["model=x", "txt=hi"], "unknown option 'txt'; did you mean: text"),
+    (["model=x", "batch_size=many", "text=hi"], "bad value for 'batch_size'"),
+    (["model=/no/such/run", "text=hi"], "model folder '/no/such/run' does not exist"),
+])
+def test_cli_errors_are_one_line_with_exit_2(capsys, argv, message):
+    assert main(argv) == 2
+    assert message in error_line(capsys)
+
+
+def test_cli_missing_input_file_and_column(capsys, tmp_path, full_run):
+    assert main([f"model={full_run}", f"input={tmp_path / 'none.txt'}"]) == 2
+    assert "input file not found" in error_line(capsys)
+    table = tmp_path / "t.csv"
+    table.write_text("review\ngood\n")
+    assert main([f"model={full_run}", f"input={table}"]) == 2
+    assert "has no column 'text' (text_column=); columns: review" in error_line(capsys)
+
+
+def test_cli_usage_and_help(capsys):
+    assert main([]) == 2
+    assert capsys.readouterr().err.startswith("usage: python -m nlptransfer.predict")
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "  all_scores=false" in out and "  batch_size=32" in out
