@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from methods import Slice, methods
-from report import machine, render
+from report import machine, publish, render
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_METHODS = ("trainer", "trainer_grouped", "full", "lora", "frozen", "frozen_rerun")
@@ -106,11 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     host = machine() | {"load_before": load_before, "load_after": os.getloadavg(),
                         "total_seconds": time.perf_counter() - started}
     command = shlex.join(["python", "benchmarks/bench.py", *argv])
-    text = render(measured, chosen, slice_of(args), host, command)
-    print(text)
-    if args.results.lower() != "none":
-        Path(args.results).write_text(text)
-        print(f"written to {args.results}")
+    publish(render(measured, chosen, slice_of(args), host, command), args.results)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import shlex
 from pathlib import Path
 
 import torch
+from report import publish
 from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
 
 HERE = Path(__file__).resolve().parent
@@ -191,11 +192,8 @@ def main(argv: list[str] | None = None) -> None:
             for name, tool in tools.items():
                 results[name].append(measured(tool, args.steps, on_gpu))
                 print(f"{name} run {repeat + 1}: {results[name][-1]}", flush=True)
-    text = report(results, args, config, device, peak_tflops(device, args.peak_tflops), bf16_matmul_tflops())
-    print(text)
-    if args.results.lower() != "none":
-        Path(args.results).write_text(text)
-        print(f"written to {args.results}")
+    publish(report(results, args, config, device, peak_tflops(device, args.peak_tflops), bf16_matmul_tflops()),
+            args.results)
 
 
 if __name__ == "__main__":

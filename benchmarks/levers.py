@@ -198,6 +198,24 @@ def thread_settings(args: argparse.Namespace) -> None:
     print_table(times, {name: "default" for name in times}, {})
 
 
+def evaluation_batch_sizes(args: argparse.Namespace) -> None:
+    """Prediction samples/s on the test slice in longest-first batches of each size, interleaved."""
+    tokenizer = models.load_tokenizer(MODEL)
+    test = batches.encode_split(load_data(Slice(train=64, test=args.eval_examples, validation=64)).test, tokenizer, 128)
+    sizes = [int(size) for size in args.eval_batch_sizes.split(",")]
+    step = evaluation_step(tokenizer, torch.inference_mode)
+    groups = {size: [[test[i] for i in batch] for batch in batches.sorted_batches(test.lengths, size)]
+              for size in sizes}
+    times: dict[str, list[float]] = {f"eval_batch_{size}": [] for size in sizes}
+    for index in range(args.rounds):
+        for size in sizes:
+            times[f"eval_batch_{size}"].append(seconds_per_step(step, groups[size]) * len(groups[size]) / len(test))
+        print(f"round {index + 1}: " + ", ".join(f"{n} {1 / t[-1]:.1f} samples/s" for n, t in times.items()),
+              flush=True)
+    print_table(times, {name: f"eval_batch_{sizes[-1]}" for name in times}, {})
+    print("(s/step here is seconds per example)")
+
+
 def step_child(args: argparse.Namespace) -> None:
     tokenizer = models.load_tokenizer(MODEL)
     groups = real_batches(args, tokenizer, print_padding=False)
@@ -211,6 +229,8 @@ def main() -> None:
     parser.add_argument("--levers", default=None, help="comma-separated; default: all")
     parser.add_argument("--threads", action="store_true",
                         help="compare thread settings instead (default, OMP_WAIT_POLICY=PASSIVE, one thread)")
+    parser.add_argument("--eval-batch-sizes", help="compare prediction batch sizes instead, e.g. 32,64,128")
+    parser.add_argument("--eval-examples", type=int, default=512, help="test examples for --eval-batch-sizes")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--per-round", type=int, default=2, help="batches per variant per round")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -219,6 +239,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.step_child is not None:
         step_child(args)
+    elif args.eval_batch_sizes:
+        evaluation_batch_sizes(args)
     elif args.threads:
         thread_settings(args)
     else:

@@ -10,6 +10,7 @@ import json
 import os
 import platform
 from datetime import datetime
+from pathlib import Path
 from statistics import mean
 
 from methods import Slice
@@ -176,10 +177,20 @@ NOTES = """\
 - **eval samples/s**: nlptransfer: the test prediction inside `pipeline.run` (timed around
   `pipeline.predict`); Trainer: `Trainer.evaluate` on the test split (`eval_runtime`), each with
   its default evaluation batch size.
+- **frozen, 2nd run**: the same run again with the same feature cache folder; when the disk cache
+  hits, no encoder pass runs, its train s is the head alone and no FLOP/s are shown.
 - Hyperparameters other than batch size, learning rate and epochs are each tool's defaults
   (nlptransfer: 6% warmup, weight decay 0.01; Trainer: no warmup, no weight decay; both clip
   gradients at 1.0).
 """
+
+
+def publish(text: str, results: str) -> None:
+    """Print the report and write it to `results` (unless that is 'none')."""
+    print(text)
+    if results.lower() != "none":
+        Path(results).write_text(text)
+        print(f"written to {results}")
 
 
 def render(measured: dict[str, dict], chosen: list[str], spec: Slice, host: dict, command: str) -> str:

@@ -52,7 +52,7 @@ class LengthGroupedBatches(Sampler[list[int]]):
     each batch stays a random draw from a wide window.
     """
 
-    def __init__(self, lengths: list[int], batch_size: int, seed: int, chunk_batches: int = 50):
+    def __init__(self, lengths: list[int], batch_size: int, seed: int, chunk_batches: int = 200):
         self.lengths, self.batch_size, self.seed = lengths, batch_size, seed
         self.chunk = batch_size * chunk_batches
         self.epoch = 0

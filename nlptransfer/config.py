@@ -83,7 +83,7 @@ class TrainConfig:
     """Stop after this many optimizer steps (quick runs); overrides `epochs` when reached."""
     batch_size: int = 32
     """Examples per optimizer step and process, before gradient accumulation."""
-    eval_batch_size: int = 128
+    eval_batch_size: int = 32
     """Examples per evaluation batch."""
     lr: float | None = None
     """Peak learning rate; default: full 1e-4 (2e-5..5e-5 for base-size models), lora 5e-4, frozen 1e-3."""

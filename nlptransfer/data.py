@@ -231,6 +231,9 @@ def drop_shared_texts(frames: dict[str, pd.DataFrame], cfg: DataConfig) -> dict[
         if shared.any():
             action = "dropped" if cfg.dedup_across_splits else "kept (data.dedup_across_splits=false)"
             logger.info("%d %s examples repeat a training text exactly: %s", int(shared.sum()), split, action)
+            if cfg.dedup_across_splits and shared.all():
+                raise DataError(f"every {split} example also occurs in training; give held-out data that "
+                                "differs from the training data, or set data.dedup_across_splits=false")
             if cfg.dedup_across_splits:
                 frames[split] = frames[split][~shared].reset_index(drop=True)
     return frames

@@ -19,7 +19,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
-from . import batches, export, features, metrics, models
+from . import batches, cache, export, features, metrics, models
 from .checkpoint import Checkpoints
 from .config import RunConfig, to_yaml, validate
 from .data import ClassificationData, load_classification
@@ -64,23 +64,28 @@ class ConsoleHandler(logging.StreamHandler):
 
 
 def setup_logging(output_dir: Path, is_main: bool) -> None:
-    """Log to the console (if nothing else does) and to `output_dir/train.log`, main process only."""
-    if not is_main:
-        logger.setLevel(logging.ERROR)
-    elif logger.level == logging.NOTSET:
-        logger.setLevel(logging.INFO)
+    """Log to the console and to `output_dir/train.log`, main process only.
+
+    The level set on the `nlptransfer` logger beforehand (the CLI's --quiet) is the console's;
+    train.log always gets the INFO lines.
+    """
+    console_level = logger.level or logging.INFO
+    logger.setLevel(logging.ERROR if not is_main else min(console_level, logging.INFO))
     logger.propagate = False
     for handler in list(logger.handlers):
         if isinstance(handler, logging.FileHandler):
             logger.removeHandler(handler)
             handler.close()
-    if not any(isinstance(h, ConsoleHandler) for h in logger.handlers):
+    console = next((h for h in logger.handlers if isinstance(h, ConsoleHandler)), None)
+    if console is None:
         console = ConsoleHandler()
         console.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(console)
+    console.setLevel(console_level)
     if is_main:
         file_handler = logging.FileHandler(output_dir / "train.log", encoding="utf-8")
         file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        file_handler.setLevel(logging.INFO)
         logger.addHandler(file_handler)
 
 
@@ -147,27 +152,35 @@ def train(model, encoded, tokenizer, data: ClassificationData, cfg: RunConfig, a
     lr = cfg.train.lr or models.default_lr(cfg.strategy)
     resume = {"checkpoints": checkpoints, "resume_from": resume_from, "resume_force": cfg.resume_force}
     validation = accelerator.prepare(batches.eval_loader(encoded["validation"], tokenizer, cfg.train.eval_batch_size))
+    def validate_on(loader):
+        return lambda m: score(m, loader, data.validation.labels, data.label_names, accelerator)
+
     if cfg.strategy == "frozen":
-        head = features.HeadOnFeatures(model)
-        train_loader = accelerator.prepare(batches.eval_loader(encoded["train"], tokenizer, cfg.train.eval_batch_size))
-        train_batches, validation = features.feature_loaders(
-            features.extract(head.encoder, train_loader, accelerator),
-            features.extract(head.encoder, validation, accelerator),
-            cfg.train.batch_size, cfg.train.eval_batch_size, cfg.seed,
-        )
-        validation = accelerator.prepare(validation)
-        fitted = fit(head, train_batches, lambda m: score(m, validation, data.validation.labels, data.label_names,
-                                                          accelerator), cfg.train, lr, accelerator, **resume)
-        return accelerator.unwrap_model(head).restore(), fitted
+        train_texts = accelerator.prepare(batches.eval_loader(encoded["train"], tokenizer, cfg.train.eval_batch_size))
+
+        def cached_extract(encoder, loader, accelerator) -> batches.EncodedSplit:
+            """Encoder features from the disk cache when this model, data and length were seen before."""
+            key = cache.feature_key(cfg.model, loader.dataset, cfg.data.max_length, "first_token", tokenizer,
+                                    precision=cfg.train.mixed_precision)
+            return cache.cached(key, lambda: features.extract(encoder, loader, accelerator))
+
+        model, fitted = features.fit_head_on_features(model, train_texts, validation, cached_extract,
+                                                      features.feature_loaders, validate_on, cfg, lr, accelerator,
+                                                      **resume)
+        fitted.train_tokens = sum(encoded["train"].lengths) * len(fitted.history)  # what the features stand for
+        return model, fitted
     train_batches = batches.train_loader(encoded["train"], tokenizer, cfg.train.batch_size, cfg.seed,
                                          cfg.train.group_by_length)
-    fitted = fit(model, train_batches, lambda m: score(m, validation, data.validation.labels, data.label_names,
-                                                       accelerator), cfg.train, lr, accelerator, **resume)
+    fitted = fit(model, train_batches, validate_on(validation), cfg.train, lr, accelerator, **resume)
     return accelerator.unwrap_model(model), fitted
 
 
 def run(cfg: RunConfig) -> Results:
     """Fine-tune, evaluate on the held-out test split and save; returns the `Results`."""
+    if cfg.task == "token-classification":
+        from .tokens_pipeline import run_token_classification
+
+        return run_token_classification(cfg)
     started = time.perf_counter()
     accelerator, output_dir = setup(cfg)
     data = load_classification(cfg.data, cfg.seed)

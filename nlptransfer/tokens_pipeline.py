@@ -17,7 +17,8 @@ from . import export, features, metrics, models, tokens
 from .config import RunConfig
 from .conll import TokenData, load_token_classification
 from .errors import ConfigError
-from .pipeline import Results, setup, timing
+from .pipeline import Results, checkpointing, setup, timing
+from .push import publish
 from .train import fit
 
 logger = logging.getLogger(__name__)
@@ -68,9 +69,11 @@ def score(model, loader, encoded: tokens.EncodedWords, gold: list[list[str]], da
     return metrics.entity_metrics(tags, gold, data.entity_types)
 
 
-def train(model, encoded, tokenizer, data: TokenData, cfg: RunConfig, max_length: int, accelerator) -> tuple:
+def train(model, encoded, tokenizer, data: TokenData, cfg: RunConfig, max_length: int, accelerator,
+          checkpoints=None, resume_from=None) -> tuple:
     """Fit with the strategy's loop; frozen trains the head on per-token encoder features computed once."""
     lr = cfg.train.lr or models.default_lr(cfg.strategy)
+    resume = {"checkpoints": checkpoints, "resume_from": resume_from, "resume_force": cfg.resume_force}
     validation = accelerator.prepare(tokens.eval_loader(encoded["validation"], tokenizer, cfg.train.eval_batch_size))
 
     def validate_on(loader):
@@ -79,10 +82,11 @@ def train(model, encoded, tokenizer, data: TokenData, cfg: RunConfig, max_length
     if cfg.strategy == "frozen":
         train_windows = accelerator.prepare(tokens.eval_loader(encoded["train"], tokenizer, cfg.train.eval_batch_size))
         return features.fit_head_on_features(model, train_windows, validation, features.extract_tokens,
-                                             features.token_feature_loaders, validate_on, cfg, lr, accelerator)
+                                             features.token_feature_loaders, validate_on, cfg, lr, accelerator,
+                                             **resume)
     train_batches = tokens.train_loader(encoded["train"], tokenizer, cfg.train.batch_size, cfg.seed,
                                         cfg.train.group_by_length)
-    fitted = fit(model, train_batches, validate_on(validation), cfg.train, lr, accelerator)
+    fitted = fit(model, train_batches, validate_on(validation), cfg.train, lr, accelerator, **resume)
     return accelerator.unwrap_model(model), fitted
 
 
@@ -95,15 +99,18 @@ def run_token_classification(cfg: RunConfig) -> Results:
     logger.info("data: %s; %d train / %d validation / %d test sentences; tag scheme %s%s; entity types: %s",
                 data.source, len(data.train), len(data.validation), len(data.test), data.scheme,
                 "" if data.scheme == "IOB2" else " (converted to IOB2)", ", ".join(data.entity_types))
-    tokenizer = models.load_tokenizer(cfg.model)
+    tokenizer = models.load_tokenizer(cfg.model, cfg.trust_remote_code)
     max_length = model_max_length(tokenizer, cfg.data.max_length)
     encoded = encode(data, tokenizer, cfg, max_length)
-    model = models.apply_strategy(models.load_model(cfg.model, cfg.task, data.label_names), cfg)
+    model = models.load_model(cfg.model, cfg.task, data.label_names, cfg.trust_remote_code)
+    models.check_vocabulary(tokenizer, model, cfg.model)
+    model = models.apply_strategy(model, cfg)
     trainable, total = models.count_parameters(model)
     logger.info("strategy %s: %s trainable of %s parameters (%.2f%%)", cfg.strategy, f"{trainable:,}",
                 f"{total:,}", 100 * trainable / total)
 
-    model, fitted = train(model, encoded, tokenizer, data, cfg, max_length, accelerator)
+    checkpoints, resume_from = checkpointing(cfg, output_dir, data.label_names, len(data.train), accelerator)
+    model, fitted = train(model, encoded, tokenizer, data, cfg, max_length, accelerator, checkpoints, resume_from)
 
     test_batches = accelerator.prepare(tokens.eval_loader(encoded["test"], tokenizer, cfg.train.eval_batch_size))
     predicted = tokens.predict_words(model, test_batches, encoded["test"], max_length, accelerator, desc="testing")
@@ -123,6 +130,7 @@ def run_token_classification(cfg: RunConfig) -> Results:
                 results.baselines["word_lookup_f1"], results.baselines["word_lookup_accuracy"])
     if accelerator.is_main_process:
         save_run(results, model, tokenizer, data, predicted_tags, cfg)
+        publish(results, cfg)  # the model card; pushed when push.repo_id is set
     accelerator.wait_for_everyone()
     results.timing["wall_seconds"] = time.perf_counter() - started
     logger.info("done in %.0fs: %.1f training windows/s, test entity F1 %.4f; outputs in %s",
@@ -135,14 +143,15 @@ def save_run(results: Results, model, tokenizer, data: TokenData, predicted_tags
              cfg: RunConfig) -> None:
     """metrics.json, predictions.jsonl (words, gold and predicted tags) and model/ (plus adapter/ for LoRA)."""
     out = results.output_dir
+    export.write_jsonl(out / "predictions.jsonl", [
+        {"words": sentence.words, "tags": sentence.tags, "predicted": predicted}
+        for sentence, predicted in zip(data.test.sentences, predicted_tags)
+    ])
+    results.model_dir, results.adapter_dir = export.save_model(model, tokenizer, out, lora=cfg.strategy == "lora")
+    # Last: a run folder with metrics.json is a finished run.
     export.write_json(out / "metrics.json", {
         "test": results.test_metrics, "epochs": results.history, "baselines": results.baselines,
         "parameters": results.parameters, "timing": results.timing,
         "data": {"source": data.source, "scheme": data.scheme, "label_names": data.label_names,
                  "sentences": {split: len(getattr(data, split)) for split in SPLITS}},
     })
-    export.write_jsonl(out / "predictions.jsonl", [
-        {"words": sentence.words, "tags": sentence.tags, "predicted": predicted}
-        for sentence, predicted in zip(data.test.sentences, predicted_tags)
-    ])
-    results.model_dir, results.adapter_dir = export.save_model(model, tokenizer, out, lora=cfg.strategy == "lora")

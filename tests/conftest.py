@@ -11,6 +11,8 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
+# The frozen strategy's feature cache: a fresh folder per test session, never the user's ~/.cache.
+os.environ.setdefault("NLPTRANSFER_CACHE", __import__("tempfile").mkdtemp(prefix="nlptransfer-cache-"))
 
 import string  # noqa: E402
 from pathlib import Path  # noqa: E402

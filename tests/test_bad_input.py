@@ -84,7 +84,8 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(name, overrides, expect
     assert main(argv + overrides(tmp_path, tiny_model_dir)) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     error = lines[-1]  # warnings may come before it (e.g. rows dropped), never a traceback
-    assert error.startswith("error: ") and not any(line.startswith(("error", "Traceback")) for line in lines[:-1]), lines
+    assert error.startswith("error: ")
+    assert not any(line.startswith(("error", "Traceback", "--- Logging error")) for line in lines[:-1]), lines
     assert expected.lower() in error.lower()
     left = {p.name for p in run_dir.iterdir()} if run_dir.exists() else set()
     assert left <= {"config.yaml", "train.log"}  # never metrics.json, model/ or checkpoints/

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter
 
 import pandas as pd
@@ -206,7 +207,8 @@ def test_given_test_and_validation_files_are_used_whole(reviews_csv, tmp_path):
     frame = pd.read_csv(reviews_csv)
     validation_file = write_csv(tmp_path / "validation.csv", frame[:9].to_dict("records"))
     test_file = write_csv(tmp_path / "test.csv", frame[9:21].to_dict("records"))
-    cfg = DataConfig(train_file=str(reviews_csv), validation_file=str(validation_file), test_file=str(test_file))
+    cfg = DataConfig(train_file=str(reviews_csv), validation_file=str(validation_file), test_file=str(test_file),
+                     dedup_across_splits=False)  # the held-out files repeat training rows here
     data = load_classification(cfg, seed=0)
     assert data.validation.texts == frame["text"][:9].tolist()
     assert data.test.texts == frame["text"][9:21].tolist()
@@ -225,3 +227,28 @@ def test_packaged_corpus_is_split_like_a_file():
     assert (len(data.train), len(data.validation), len(data.test)) == (50, 10, 10)
     assert set(data.train.labels) == set(range(5))
     assert "bbc_news" in data.source
+
+
+def test_held_out_texts_seen_in_training_are_dropped(reviews_csv, tmp_path, caplog):
+    frame = pd.read_csv(reviews_csv)
+    fresh = [{"text": f"a held out text {i}", "label": frame["label"][i]} for i in range(6)]
+    test_file = write_csv(tmp_path / "test.csv", frame[:4].to_dict("records") + fresh)
+    cfg = DataConfig(train_file=str(reviews_csv), test_file=str(test_file))
+    package_logger = logging.getLogger("nlptransfer")  # it does not propagate once a run has set up logging
+    package_logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level("INFO", logger="nlptransfer.data"):
+            data = load_classification(cfg, seed=0)
+    finally:
+        package_logger.removeHandler(caplog.handler)
+    assert data.test.texts == [row["text"] for row in fresh]
+    assert "4 test examples repeat a training text exactly: dropped" in caplog.text
+    kept = load_classification(DataConfig(train_file=str(reviews_csv), test_file=str(test_file),
+                                          dedup_across_splits=False), seed=0)
+    assert len(kept.test) == 10
+
+
+def test_held_out_split_made_only_of_training_texts_is_an_error(reviews_csv):
+    cfg = DataConfig(train_file=str(reviews_csv), validation_file=str(reviews_csv), test_file=str(reviews_csv))
+    with pytest.raises(DataError, match="every validation example also occurs in training"):
+        load_classification(cfg, seed=0)
