@@ -14,10 +14,10 @@ recomputed, never trusted.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import transformers
 
-from . import catalog
+from . import catalog, export
 from .batches import EncodedSplit
 
 logger = logging.getLogger(__name__)
@@ -151,17 +151,9 @@ def load(path: Path, key_parts: dict[str, Any]) -> EncodedSplit:
 
 def save(path: Path, key_parts: dict[str, Any], split: EncodedSplit) -> None:
     """Write an entry atomically: to a temporary file in the same folder, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            torch.save({"key": key_text(key_parts), "rows": len(split), "columns": pack(split)}, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    buffer = io.BytesIO()
+    torch.save({"key": key_text(key_parts), "rows": len(split), "columns": pack(split)}, buffer)
+    export.write_bytes(path, buffer.getvalue())
 
 
 def cached(key_parts: dict[str, Any], compute: Callable[[], EncodedSplit],
