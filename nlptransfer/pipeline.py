@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
+from torch import nn
 
 from . import batches, cache, export, features, metrics, models
 from .checkpoint import Checkpoints
@@ -188,12 +189,7 @@ def run(cfg: RunConfig) -> Results:
                 len(data.validation), len(data.test), ", ".join(data.label_names))
     tokenizer = models.load_tokenizer(cfg.model, cfg.trust_remote_code)
     encoded = encode(data, tokenizer, cfg.data.max_length)
-    model = models.load_model(cfg.model, cfg.task, data.label_names, cfg.trust_remote_code)
-    models.check_vocabulary(tokenizer, model, cfg.model)
-    model = models.apply_strategy(model, cfg)
-    trainable, total = models.count_parameters(model)
-    logger.info("strategy %s: %s trainable of %s parameters (%.2f%%)", cfg.strategy, f"{trainable:,}",
-                f"{total:,}", 100 * trainable / total)
+    model, (trainable, total) = build_model(cfg, tokenizer, data.label_names)
 
     checkpoints, resume_from = checkpointing(cfg, output_dir, data.label_names, len(data.train), accelerator)
     model, fitted = train(model, encoded, tokenizer, data, cfg, accelerator, checkpoints, resume_from)
@@ -222,6 +218,17 @@ def run(cfg: RunConfig) -> Results:
                 results.timing["wall_seconds"], results.timing["train_samples_per_second"],
                 results.accuracy, output_dir)
     return results
+
+
+def build_model(cfg: RunConfig, tokenizer, label_names: list[str]) -> tuple[nn.Module, tuple[int, int]]:
+    """The checkpoint with a new head for `label_names`, adapted by the strategy; logs what trains."""
+    model = models.load_model(cfg.model, cfg.task, label_names, cfg.trust_remote_code)
+    models.check_vocabulary(tokenizer, model, cfg.model)
+    model = models.apply_strategy(model, cfg)
+    trainable, total = models.count_parameters(model)
+    logger.info("strategy %s: %s trainable of %s parameters (%.2f%%)", cfg.strategy, f"{trainable:,}",
+                f"{total:,}", 100 * trainable / total)
+    return model, (trainable, total)
 
 
 def score(model, loader, labels: list[int], label_names: list[str], accelerator: Accelerator) -> dict:

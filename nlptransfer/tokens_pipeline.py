@@ -17,7 +17,7 @@ from . import export, features, metrics, models, tokens
 from .config import RunConfig
 from .conll import TokenData, load_token_classification
 from .errors import ConfigError
-from .pipeline import Results, checkpointing, setup, timing
+from .pipeline import Results, build_model, checkpointing, setup, timing
 from .push import publish
 from .train import fit
 
@@ -102,12 +102,7 @@ def run_token_classification(cfg: RunConfig) -> Results:
     tokenizer = models.load_tokenizer(cfg.model, cfg.trust_remote_code)
     max_length = model_max_length(tokenizer, cfg.data.max_length)
     encoded = encode(data, tokenizer, cfg, max_length)
-    model = models.load_model(cfg.model, cfg.task, data.label_names, cfg.trust_remote_code)
-    models.check_vocabulary(tokenizer, model, cfg.model)
-    model = models.apply_strategy(model, cfg)
-    trainable, total = models.count_parameters(model)
-    logger.info("strategy %s: %s trainable of %s parameters (%.2f%%)", cfg.strategy, f"{trainable:,}",
-                f"{total:,}", 100 * trainable / total)
+    model, (trainable, total) = build_model(cfg, tokenizer, data.label_names)
 
     checkpoints, resume_from = checkpointing(cfg, output_dir, data.label_names, len(data.train), accelerator)
     model, fitted = train(model, encoded, tokenizer, data, cfg, max_length, accelerator, checkpoints, resume_from)
