@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
@@ -17,10 +18,16 @@ from .data import TextSplit
 
 
 class EncodedSplit(Dataset):
-    """Tokenized examples: each a dict of input_ids, attention_mask, ... and `labels`."""
+    """Tokenized examples: each a dict of input_ids, attention_mask, ... and `labels`.
 
-    def __init__(self, features: list[dict]):
+    With sliding windows a text becomes several rows; `documents[row]` is the text each row
+    came from (by default row i is text i) and `over_limit` counts texts longer than the limit.
+    """
+
+    def __init__(self, features: list[dict], documents: list[int] | None = None, over_limit: int = 0):
         self.features = features
+        self.documents = documents if documents is not None else list(range(len(features)))
+        self.over_limit = over_limit
 
     def __len__(self) -> int:
         return len(self.features)
@@ -33,15 +40,70 @@ class EncodedSplit(Dataset):
         return [len(f["input_ids"]) for f in self.features]
 
 
-def encode_split(split: TextSplit, tokenizer: PreTrainedTokenizerBase, max_length: int) -> EncodedSplit:
-    """Tokenize a split in one batch call; truncation keeps the first `max_length` tokens."""
-    encoded = tokenizer(split.texts, split.text_pairs, truncation=True, max_length=max_length)
+def encode_split(split: TextSplit, tokenizer: PreTrainedTokenizerBase, max_length: int,
+                 long_text: str = "truncate", stride: int = 0, num_labels: int | None = None) -> EncodedSplit:
+    """Tokenize a split in one batch call, reading texts over `max_length` tokens as `long_text` says.
+
+    `truncate` keeps the first tokens, `head_tail` the first quarter and the last three quarters
+    of the budget (Sun et al., 2019), `sliding` every window of `max_length` tokens, consecutive
+    windows sharing `stride` tokens; each window carries its text's label. With `num_labels`
+    (multi-label) the labels become multi-hot float vectors.
+    """
+    labels = split.labels if num_labels is None else [multi_hot(row, num_labels) for row in split.labels]
+    if split.text_pairs is not None:  # pairs are truncated (longest first); no overflow for pairs
+        encoded = tokenizer(split.texts, split.text_pairs, truncation=True, max_length=max_length)
+        documents = list(range(len(split)))
+        over_limit = sum(len(ids) >= max_length for ids in encoded["input_ids"])
+    else:
+        texts = head_tail_texts(split.texts, tokenizer, max_length) if long_text == "head_tail" else split.texts
+        encoded = tokenizer(texts, truncation=True, max_length=max_length,
+                            stride=stride if long_text == "sliding" else 0, return_overflowing_tokens=True)
+        documents = encoded.pop("overflow_to_sample_mapping")
+        over_limit = (sum(short is not text for short, text in zip(texts, split.texts)) if long_text == "head_tail"
+                      else int((np.bincount(documents, minlength=len(split)) > 1).sum()))
+        if long_text != "sliding":  # each text's first window: plain truncation
+            first = [row for row, doc in enumerate(documents) if row == 0 or documents[row - 1] != doc]
+            encoded = {key: [encoded[key][row] for row in first] for key in encoded.keys()}
+            documents = list(range(len(split)))
     keys = list(encoded.keys())
-    features = [
-        {key: encoded[key][i] for key in keys} | {"labels": split.labels[i], "example_index": i}
-        for i in range(len(split))
-    ]
-    return EncodedSplit(features)
+    features = [{key: encoded[key][row] for key in keys} | {"labels": labels[doc], "example_index": row}
+                for row, doc in enumerate(documents)]
+    return EncodedSplit(features, documents, over_limit)
+
+
+def multi_hot(label_ids: list[int], num_labels: int) -> list[float]:
+    row = [0.0] * num_labels
+    for i in label_ids:
+        row[i] = 1.0
+    return row
+
+
+def head_tail_texts(texts: list[str], tokenizer: PreTrainedTokenizerBase, max_length: int) -> list[str]:
+    """Texts over the limit cut to their first quarter and last three quarters of the token budget.
+
+    Cut on character offsets, so any tokenizer works; the texts under the limit are returned as is.
+    """
+    budget = max_length - tokenizer.num_special_tokens_to_add()
+    head = budget // 4
+    tail = budget - head
+    offsets = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    return [text if len(spans) <= budget else f"{text[:spans[head - 1][1]]} {text[spans[-tail][0]:]}"
+            for text, spans in zip(texts, offsets)]
+
+
+def pool_windows(logits: np.ndarray, documents: list[int], how: str = "mean") -> np.ndarray:
+    """One row of logits per text from the rows of its windows (`mean` or `max`); rows in text order."""
+    documents = np.asarray(documents)
+    if len(documents) == len(np.unique(documents)):
+        return logits[np.argsort(documents, kind="stable")]
+    count = int(documents.max()) + 1
+    if how == "max":
+        pooled = np.full((count, logits.shape[1]), -np.inf, dtype=logits.dtype)
+        np.maximum.at(pooled, documents, logits)
+        return pooled
+    pooled = np.zeros((count, logits.shape[1]), dtype=logits.dtype)
+    np.add.at(pooled, documents, logits)
+    return pooled / np.bincount(documents, minlength=count)[:, None]
 
 
 class LengthGroupedBatches(Sampler[list[int]]):
@@ -78,6 +140,9 @@ class LengthGroupedBatches(Sampler[list[int]]):
             chunk = sorted(order[start:start + self.chunk], key=self.lengths.__getitem__, reverse=True)
             batches += [chunk[i:i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
         rng.shuffle(batches)
+        # The one short batch goes last: split across processes (Accelerate's split_batches), a
+        # short batch anywhere else would be dropped, and only the last one is padded.
+        batches.sort(key=lambda batch: len(batch) < self.batch_size)
         return self._resume(batches)
 
 
@@ -91,10 +156,23 @@ class ShuffledBatches(LengthGroupedBatches):
         return self._resume([order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)])
 
 
-def sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
+class FixedBatches(Sampler[list[int]]):
+    """A fixed list of batches. Its `batch_size` lets Accelerate split each batch across processes."""
+
+    def __init__(self, batches: list[list[int]], batch_size: int):
+        self.batches, self.batch_size = batches, batch_size
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def sorted_batches(lengths: list[int], batch_size: int) -> FixedBatches:
     """Evaluation batches, longest first: the least padding and an early out-of-memory if any."""
     order = sorted(range(len(lengths)), key=lengths.__getitem__, reverse=True)
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    return FixedBatches([order[i:i + batch_size] for i in range(0, len(order), batch_size)], batch_size)
 
 
 def train_loader(

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import transformers
 
-from . import catalog, export
+from . import catalog, distributed, export
 from .batches import EncodedSplit
 
 logger = logging.getLogger(__name__)
@@ -161,22 +161,26 @@ def cached(key_parts: dict[str, Any], compute: Callable[[], EncodedSplit],
     """The features stored under `key_parts`, else `compute()`'s, stored for the next run.
 
     An unreadable or mismatched entry is logged and recomputed; a cache folder that cannot be
-    written only costs the next run a recomputation.
+    written only costs the next run a recomputation. On several processes `compute()` runs on all
+    of them or none (it gathers across processes), and one process per machine writes the entry.
     """
     root = cache_folder(folder)
     if root is None:
         return compute()
     path = entry_path(key_parts, root)
+    split = None
     if path.is_file():
         try:
             split = load(path, key_parts)
-            logger.info("encoder features from the cache: %s", path)
-            return split
         except Exception as e:  # truncated, corrupted or foreign files are all recomputed
             logger.warning("ignoring the unreadable feature cache entry %s (%s); recomputing", path, e)
+    if distributed.on_every_process(split is not None):
+        logger.info("encoder features from the cache: %s", path)
+        return split
     split = compute()
-    try:
-        save(path, key_parts, split)
-    except OSError as e:
-        logger.warning("cannot write the feature cache %s: %s", path, e)
+    if distributed.is_local_main():
+        try:
+            save(path, key_parts, split)
+        except OSError as e:
+            logger.warning("cannot write the feature cache %s: %s", path, e)
     return split

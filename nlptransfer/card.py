@@ -19,14 +19,18 @@ from huggingface_hub import EvalResult, ModelCardData
 from . import catalog
 from .config import RunConfig, load_yaml
 from .models import default_lr
+from .plots import CONFUSION_MATRIX, CURVES, ENTITY_F1
 from .predict import adapter_labels, is_repo_id, saved_label_names
 
-PIPELINE_TAGS = {"classification": "text-classification", "token-classification": "token-classification"}
-STRATEGY_TAGS = {"full": "full-fine-tuning", "frozen": "frozen-encoder", "lora": "lora"}
+PIPELINE_TAGS = {"classification": "text-classification", "multilabel": "text-classification",
+                 "token-classification": "token-classification"}
+STRATEGY_TAGS = {"full": "full-fine-tuning", "frozen": "frozen-encoder", "lora": "lora",
+                 "gradual": "gradual-unfreezing"}
 STRATEGY_TEXT = {
     "full": "full fine-tuning: every weight of the encoder and the new head trained",
     "frozen": "a frozen encoder (feature extraction): only the new head trained",
     "lora": "LoRA: low-rank adapters on the attention projections and the new head trained",
+    "gradual": "gradual unfreezing: the new head trained first, then the encoder unfrozen from the top layer down",
 }
 LICENSES = {  # licenses of the catalog's base models
     "sentence-transformers/all-MiniLM-L6-v2": "apache-2.0",
@@ -39,6 +43,8 @@ LICENSES = {  # licenses of the catalog's base models
 }
 OVERALL_METRICS = {
     "classification": [("accuracy", "accuracy", "Accuracy"), ("f1", "macro_f1", "Macro F1")],
+    "multilabel": [("accuracy", "subset_accuracy", "Subset accuracy"), ("f1", "micro_f1", "Micro F1"),
+                   ("f1", "macro_f1", "Macro F1")],
     "token-classification": [("precision", "precision", "Precision (entity level)"),
                              ("recall", "recall", "Recall (entity level)"),
                              ("f1", "f1", "F1 (entity level)"), ("accuracy", "accuracy", "Token accuracy")],
@@ -174,6 +180,11 @@ def training_section(cfg: RunConfig, metrics: dict) -> str:
                  ("LoRA target modules", ", ".join(cfg.lora.target_modules or ["peft default (attention)"]))]
     if cfg.freeze.embeddings or cfg.freeze.layers:
         rows.append(("frozen", f"embeddings: {cfg.freeze.embeddings}, bottom layers: {cfg.freeze.layers}"))
+    if cfg.strategy == "gradual":
+        rows.append(("gradual: epochs / layers per stage, encoder lr factor", f"{cfg.gradual.epochs_per_stage} / "
+                     f"{cfg.gradual.layers_per_stage or 'all by the last stage'}, {cfg.gradual.encoder_lr_factor}"))
+    rows += [(name, value) for name, value in (("layer lr decay", train.layer_lr_decay), ("head lr", train.head_lr))
+             if value is not None]
     lines += ["", "| hyperparameter | value |", "| --- | --- |"]
     lines += [f"| {name} | {'none' if value is None else value} |" for name, value in rows]
     return "\n".join(lines)
@@ -208,6 +219,22 @@ def results_section(cfg: RunConfig, metrics: dict) -> str:
     return "\n".join(lines)
 
 
+FIGURES = {
+    CURVES: "Training loss and validation metrics per epoch",
+    CONFUSION_MATRIX: "Test confusion matrix, normalized per true class",
+    ENTITY_F1: "Test F1 per entity type",
+}
+"""The figures a run may write (plots.py), with the card's caption for each."""
+
+
+def figures_section(run_dir: Path) -> str | None:
+    """The run's figures, linked by relative path (the export copies them beside README.md); None if there are none."""
+    present = [(name, caption) for name, caption in FIGURES.items() if (run_dir / name).is_file()]
+    if not present:
+        return None
+    return "\n\n".join(["## Training curves and errors"] + [f"![{caption}]({name})" for name, caption in present])
+
+
 def limitations_section(cfg: RunConfig, metrics: dict, sizes: dict[str, int] | None) -> str:
     test, baselines = metrics.get("test", {}), metrics.get("baselines", {})
     items = [f"Trained and tested on {data_name(cfg)} only: expect lower quality on text "
@@ -219,8 +246,13 @@ def limitations_section(cfg: RunConfig, metrics: dict, sizes: dict[str, int] | N
     for key, baseline, name in MUST_BEAT:
         if baselines.get(baseline) is not None and test.get(key, 1) <= baselines[baseline]:
             items.append(f"It does not beat {name} on the test split: do not rely on it.")
-    if cfg.task == "classification":
-        items.append(f"Texts longer than {cfg.data.max_length} tokens are truncated: the rest is not read.")
+    if cfg.task != "token-classification":
+        items.append({
+            "truncate": f"Texts longer than {cfg.data.max_length} tokens are truncated: the rest is not read.",
+            "head_tail": f"Texts longer than {cfg.data.max_length} tokens are read by their start and end only.",
+            "sliding": f"Texts longer than {cfg.data.max_length} tokens are read in overlapping windows whose "
+                       f"scores are pooled ({cfg.data.pooling}).",
+        }[cfg.long_text])
     else:
         items.append(f"Sentences longer than {cfg.data.max_length} tokens are read in overlapping windows.")
     if base_model_id(cfg.model) is None:
@@ -231,11 +263,11 @@ def limitations_section(cfg: RunConfig, metrics: dict, sizes: dict[str, int] | N
 
 def usage_section(cfg: RunConfig, repo: str, label_names: list[str], adapter_only: bool) -> str:
     pipeline_tag = PIPELINE_TAGS[cfg.task]
-    name = "classifier" if cfg.task == "classification" else "tagger"
+    name = "tagger" if cfg.task == "token-classification" else "classifier"
     extra = ', aggregation_strategy="first"' if cfg.task == "token-classification" else ""
     if adapter_only:
-        auto = "AutoPeftModelForSequenceClassification" if cfg.task == "classification" \
-            else "AutoPeftModelForTokenClassification"
+        auto = "AutoPeftModelForTokenClassification" if cfg.task == "token-classification" \
+            else "AutoPeftModelForSequenceClassification"
         id2label = dict(enumerate(label_names))
         label2id = {label: i for i, label in id2label.items()}
         load = (f"from peft import {auto}\nfrom transformers import AutoTokenizer, pipeline\n\n"
@@ -259,6 +291,8 @@ def intro_section(cfg: RunConfig, model_name: str, label_names: list[str]) -> st
     if cfg.task == "token-classification":
         kind, what = "named entity recognition (token classification)", "It tags entities of these types"
         names = sorted({name.split("-", 1)[-1] for name in label_names if name != "O"})
+    elif cfg.task == "multilabel":
+        kind, what, names = "multi-label text classification", "It predicts any number of", label_names
     else:
         kind, what, names = "text classification", "It predicts one of", label_names
     return (f"# {model_name}\n\n{start} fine-tuned for {kind} on {describe_data(cfg)}, with nlptransfer (recipe "
@@ -273,9 +307,10 @@ def render(cfg: RunConfig, metrics: dict, label_names: list[str], *, run_dir: Pa
     sizes = split_sizes(run_dir, metrics)
     sections = [
         intro_section(cfg, model_name, label_names), training_section(cfg, metrics), data_section(cfg, sizes),
-        results_section(cfg, metrics), limitations_section(cfg, metrics, sizes),
+        results_section(cfg, metrics), figures_section(run_dir), limitations_section(cfg, metrics, sizes),
         usage_section(cfg, repo_id or "path/to/this/folder", label_names, adapter_only),
     ]
+    sections = [section for section in sections if section]
     return f"---\n{header.to_yaml()}\n---\n\n" + "\n\n".join(sections) + "\n"
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.utils import gather_object
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -147,13 +148,12 @@ class Checkpoints:
         staging = self.folder / f".tmp-step-{state.optimizer_steps:07d}"
         weights = trainable_weights(accelerator.unwrap_model(model))
         check_finite(weights)
+        every_rng = gather_object([rng_states()])  # the main process writes all (no shared disk needed)
         if accelerator.is_main_process:
             shutil.rmtree(staging, ignore_errors=True)
             staging.mkdir(parents=True)
-        accelerator.wait_for_everyone()
-        torch.save(rng_states(), staging / f"rng-{accelerator.process_index}.pt")
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
+            for index, states in enumerate(every_rng):
+                torch.save(states, staging / f"rng-{index}.pt")
             save_file(weights, str(staging / "weights.safetensors"))
             torch.save(optimizer.state_dict(), staging / "optimizer.pt")
             torch.save(scheduler.state_dict(), staging / "scheduler.pt")

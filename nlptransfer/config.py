@@ -22,9 +22,12 @@ from omegaconf.errors import OmegaConfBaseException
 
 from .errors import ConfigError
 
-STRATEGIES = ("full", "frozen", "lora")
-TASKS = ("classification", "token-classification")
+STRATEGIES = ("full", "frozen", "lora", "gradual")
+TASKS = ("classification", "multilabel", "token-classification")
+LONG_TEXT = ("truncate", "head_tail", "sliding")
+POOLING = ("mean", "max")
 MIXED_PRECISION = ("no", "fp16", "bf16")
+LOG_WITH = ("tensorboard", "wandb", "mlflow", "none")
 
 
 @dataclass
@@ -44,7 +47,9 @@ class DataConfig:
     text_pair_column: str | None = None
     """A second text column, tokenized as a pair with the first (paraphrase, NLI)."""
     label_column: str = "label"
-    """The column holding the label (string or integer)."""
+    """The column holding the label (string or integer); for task=multilabel a list of labels per example."""
+    label_separator: str | None = None
+    """task=multilabel: the delimiter between labels in a csv/tsv label cell (e.g. `|`); JSON lists need none."""
     label_names: list[str] | None = None
     """The labels in order; default: the sorted labels of the training split."""
     validation_fraction: float = 0.1
@@ -72,7 +77,9 @@ class DataConfig:
     label_all_subtokens: bool = False
     """Token classification: train on every sub-token of a word (B- becomes I-), not only the first."""
     stride: int = 16
-    """Token classification: tokens of context shared by the windows of a sentence longer than max_length."""
+    """Tokens shared by consecutive windows of a text longer than max_length (NER, and long_text=sliding)."""
+    pooling: str = "mean"
+    """long_text=sliding: how a document's window logits become one prediction, `mean` or `max`."""
 
 
 @dataclass
@@ -82,9 +89,9 @@ class TrainConfig:
     max_steps: int | None = None
     """Stop after this many optimizer steps (quick runs); overrides `epochs` when reached."""
     batch_size: int = 32
-    """Examples per optimizer step and process, before gradient accumulation."""
+    """Examples per optimizer step before gradient accumulation, all processes together (each takes a share)."""
     eval_batch_size: int = 32
-    """Examples per evaluation batch."""
+    """Examples per evaluation batch, all processes together."""
     lr: float | None = None
     """Peak learning rate; default: full 1e-4 (2e-5..5e-5 for base-size models), lora 5e-4, frozen 1e-3."""
     weight_decay: float = 0.01
@@ -105,6 +112,10 @@ class TrainConfig:
     """Batch texts of similar length together: less padding, faster steps."""
     max_nonfinite_steps: int = 10
     """Stop the run after this many steps in a row with a NaN/inf loss or gradient (each is skipped)."""
+    layer_lr_decay: float | None = None
+    """Discriminative learning rates: each encoder layer below the top gets the lr times this factor (e.g. 0.8)."""
+    head_lr: float | None = None
+    """Learning rate of the new task head; default: train.lr (strategies full and gradual)."""
 
 
 @dataclass
@@ -117,6 +128,46 @@ class LoraSettings:
     """Dropout on the LoRA input."""
     target_modules: list[str] | None = None
     """Module names to adapt; default: peft's attention projections for the architecture."""
+
+
+@dataclass
+class LossConfig:
+    class_weights: Any = "none"
+    """`none`, `balanced` (inverse training frequency) or a list with one weight per label."""
+    focal_gamma: float = 0.0
+    """Focal loss focusing parameter; 0 is plain cross-entropy, 2 the usual focal loss for hard, rare classes."""
+
+
+@dataclass
+class GradualConfig:
+    epochs_per_stage: int = 1
+    """strategy=gradual: epochs per stage; stage 0 trains the head alone, each later one unfreezes more layers."""
+    layers_per_stage: int | None = None
+    """strategy=gradual: layers unfrozen per stage, top first, embeddings last; default: all by the last stage."""
+    encoder_lr_factor: float = 1.0
+    """strategy=gradual: the encoder's learning rate is train.lr times this factor (e.g. 0.1)."""
+
+
+@dataclass
+class PretrainConfig:
+    mlm: bool = False
+    """Continue masked-language-model training of the encoder on unlabeled in-domain text, then fine-tune."""
+    text_file: str | None = None
+    """Unlabeled text: .txt (a text per line) or csv/tsv/json/jsonl/parquet; default: all training-split texts."""
+    text_column: str | None = None
+    """The column of pretrain.text_file holding the text; default: data.text_column."""
+    max_samples: int | None = None
+    """Use a seeded random sample of at most this many texts."""
+    epochs: int = 1
+    """Passes of masked-language-model training over the texts."""
+    lr: float = 5e-5
+    """Peak learning rate of masked-language-model training."""
+    batch_size: int = 32
+    """Texts per masked-language-model training step."""
+    mlm_probability: float = 0.15
+    """Share of the tokens masked for the model to predict."""
+    output_dir: str | None = None
+    """Folder for the adapted encoder; default: <output_dir>/adapted-encoder; reused if its settings match."""
 
 
 @dataclass
@@ -152,15 +203,25 @@ class RunConfig:
     recipe: str = "custom"
     """Name of the recipe; names the run folder."""
     task: str = "classification"
-    """`classification` or `token-classification`."""
+    """`classification` (one label per text), `multilabel` (any number) or `token-classification` (NER)."""
     model: str = "minilm"
     """A short name (`minilm`, `bert`, `roberta`, ...), a hub id or a local folder."""
     strategy: str = "full"
-    """Transfer method: `full` fine-tuning, `frozen` encoder (feature extraction) or `lora`."""
+    """Transfer method: `full` fine-tuning, `frozen` encoder (feature extraction), `lora` or `gradual` unfreezing."""
+    long_text: str = "truncate"
+    """Texts over data.max_length: `truncate` (keep the start), `head_tail` (start + end) or `sliding` windows."""
+    threshold: str = "tune"
+    """task=multilabel: `tune` (per label, on the validation split) or a fixed probability such as 0.5."""
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    """Class weights and focal loss for imbalanced classes (classification and multilabel)."""
     lora: LoraSettings = field(default_factory=LoraSettings)
     freeze: FreezeConfig = field(default_factory=FreezeConfig)
+    gradual: GradualConfig = field(default_factory=GradualConfig)
+    """Gradual unfreezing (strategy=gradual): the head first, then the encoder from the top layer down."""
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    """Domain-adaptive pretraining (pretrain.mlm=true) of the encoder before fine-tuning."""
     push: PushConfig = field(default_factory=PushConfig)
     """Share the finished run on the Hugging Face Hub (push.repo_id=user/name)."""
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
@@ -177,6 +238,8 @@ class RunConfig:
     """Folder the run writes to; default: runs/<recipe>-<time>."""
     overwrite: bool = False
     """Allow writing into an existing run folder (its files are replaced)."""
+    log_with: str | None = None
+    """Experiment tracking: `tensorboard` (writes output_dir/tensorboard), `wandb` or `mlflow` (if installed)."""
 
     def __post_init__(self) -> None:
         # Notebooks pass sections as dicts: Config(train={"epochs": 1}) keeps the recipe's
@@ -227,13 +290,25 @@ def dotted_keys(cfg: Any, prefix: str = "") -> list[str]:
     return keys
 
 
+VERBATIM_KEYS = ("data.label_separator",)
+"""Options whose command-line value is used as typed, not parsed as YAML."""
+
+
 def apply_overrides(cfg: C, overrides: list[str]) -> C:
     """Return a copy of `cfg` with dotted `key=value` overrides applied and checked."""
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"expected key=value, got '{item}'; e.g. train.epochs=2")
-    # YAML parsing makes `3e-5` a string; OmegaConf converts it for float fields.
-    return _merge(cfg, OmegaConf.from_dotlist(overrides))
+    # YAML parsing makes `3e-5` a string; OmegaConf converts it for float fields. Separators are
+    # taken as typed: YAML would read `|` or `,` as syntax.
+    verbatim = [item for item in overrides if item.split("=", 1)[0] in VERBATIM_KEYS]
+    merged = _merge(cfg, OmegaConf.from_dotlist([item for item in overrides if item not in verbatim]))
+    for item in verbatim:
+        key, value = item.split("=", 1)
+        update = OmegaConf.create()
+        OmegaConf.update(update, key, value)
+        merged = _merge(merged, update)
+    return merged
 
 
 def load_yaml(cfg: C, path: str | Path) -> C:
@@ -279,10 +354,79 @@ def validate(cfg: RunConfig) -> RunConfig:
                                            cfg.data.max_test_samples)),
          "data.max_train_samples, max_validation_samples and max_test_samples must be at least 1 (or null)"),
     ]
-    for ok, message in checks:
+    for ok, message in checks + transfer_checks(cfg) + adaptation_checks(cfg) + tracking_checks(cfg):
         if not ok:
             raise ConfigError(message)
     return cfg
+
+
+def tracking_checks(cfg: RunConfig) -> list[tuple[bool, str]]:
+    """`log_with` is a known tracker whose package is installed."""
+    from .tracking import missing_package
+
+    known = cfg.log_with is None or cfg.log_with in LOG_WITH
+    missing = missing_package(cfg.log_with) if known else None
+    return [(known, f"log_with must be one of {', '.join(LOG_WITH)}"),
+            (missing is None, f"log_with={cfg.log_with} needs the {missing} package: pip install {missing}")]
+
+
+def fixed_threshold(cfg: RunConfig) -> float | None:
+    """The fixed multi-label threshold, or None for `threshold=tune`."""
+    if cfg.threshold == "tune":
+        return None
+    try:
+        value = float(cfg.threshold)
+    except ValueError:
+        raise ConfigError(f"threshold must be 'tune' or a number in [0, 1], got '{cfg.threshold}'") from None
+    if not 0 <= value <= 1:
+        raise ConfigError(f"threshold must be in [0, 1], got {value}; e.g. threshold=0.5 or threshold=tune")
+    return value
+
+
+def transfer_checks(cfg: RunConfig) -> list[tuple[bool, str]]:
+    """Checks of the long-text, multi-label and loss options."""
+    fixed_threshold(cfg)
+    weights = cfg.loss.class_weights
+    weights_ok = weights in (None, "none", "balanced") or (
+        isinstance(weights, list) and weights and all(isinstance(w, int | float) and w > 0 for w in weights))
+    return [
+        (cfg.long_text in LONG_TEXT, f"long_text must be one of {', '.join(LONG_TEXT)}"),
+        (cfg.data.pooling in POOLING, f"data.pooling must be one of {', '.join(POOLING)}"),
+        (cfg.long_text != "sliding" or 0 <= cfg.data.stride <= cfg.data.max_length // 2,
+         f"data.stride ({cfg.data.stride}) is the overlap of consecutive windows: it must be from 0 to half of "
+         f"data.max_length ({cfg.data.max_length}); e.g. data.stride={cfg.data.max_length // 4}"),
+        (cfg.long_text == "truncate" or cfg.task != "token-classification",
+         "long_text applies to classification; NER always reads long sentences in windows (data.stride)"),
+        (cfg.long_text == "truncate" or not cfg.data.text_pair_column,
+         "long_text=head_tail|sliding works on single texts; with data.text_pair_column use long_text=truncate"),
+        (weights_ok, "loss.class_weights must be none, balanced or a list of positive numbers, e.g. [1, 3.5, 1]"),
+        (cfg.loss.focal_gamma >= 0, "loss.focal_gamma must be 0 (cross-entropy) or more"),
+        (cfg.loss.focal_gamma == 0 and weights in (None, "none") or cfg.task != "token-classification",
+         "loss.class_weights and loss.focal_gamma apply to classification and multilabel tasks"),
+        (cfg.data.label_separator != "", "data.label_separator must not be empty; e.g. data.label_separator='|'"),
+    ]
+
+
+def adaptation_checks(cfg: RunConfig) -> list[tuple[bool, str]]:
+    """Checks of gradual unfreezing, discriminative learning rates and domain-adaptive pretraining."""
+    layerwise = cfg.train.layer_lr_decay is not None or cfg.train.head_lr is not None
+    return [
+        (cfg.strategy in ("full", "gradual") or not layerwise,
+         "train.layer_lr_decay and train.head_lr work with strategy=full or gradual"),
+        (cfg.train.layer_lr_decay is None or 0 < cfg.train.layer_lr_decay <= 1,
+         "train.layer_lr_decay must be in (0, 1], e.g. 0.8"),
+        (cfg.train.head_lr is None or cfg.train.head_lr > 0, "train.head_lr must be positive"),
+        (cfg.gradual.epochs_per_stage >= 1, "gradual.epochs_per_stage must be at least 1"),
+        (cfg.gradual.layers_per_stage is None or cfg.gradual.layers_per_stage >= 1,
+         "gradual.layers_per_stage must be at least 1 (or null: all layers by the last stage)"),
+        (cfg.gradual.encoder_lr_factor > 0, "gradual.encoder_lr_factor must be positive, e.g. 0.1"),
+        (cfg.pretrain.epochs >= 1, "pretrain.epochs must be at least 1"),
+        (cfg.pretrain.lr > 0, "pretrain.lr must be positive"),
+        (cfg.pretrain.batch_size >= 1, "pretrain.batch_size must be at least 1"),
+        (0 < cfg.pretrain.mlm_probability < 1, "pretrain.mlm_probability must be in (0, 1), e.g. 0.15"),
+        (cfg.pretrain.max_samples is None or cfg.pretrain.max_samples >= 1,
+         "pretrain.max_samples must be at least 1 (or null)"),
+    ]
 
 
 def to_yaml(cfg: RunConfig) -> str:

@@ -7,10 +7,12 @@ with a train, validation and held-out test split and the label names in a fixed 
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
@@ -33,7 +35,8 @@ READERS = {
 @dataclass
 class TextSplit:
     texts: list[str]
-    labels: list[int]
+    labels: list[int] | list[list[int]]
+    """A label id per text; for multi-label data a list of label ids per text."""
     text_pairs: list[str] | None = None
 
     def __len__(self) -> int:
@@ -48,6 +51,7 @@ class ClassificationData:
     test: TextSplit
     source: str
     """Where the data came from, for logs and the model card."""
+    multilabel: bool = False
 
 
 def _read_json(path: Path, encoding: str) -> pd.DataFrame:
@@ -161,14 +165,47 @@ def _columns(frame: pd.DataFrame, cfg: DataConfig, split: str) -> pd.DataFrame:
     return kept.reset_index(drop=True)
 
 
+def label_lists(frame: pd.DataFrame, cfg: DataConfig, split: str) -> pd.DataFrame:
+    """Multi-label cells as tuples of label strings: JSON lists, `data.label_separator`-joined text, or one label."""
+    rows = []
+    for i, (text, value) in enumerate(zip(frame[cfg.text_column], frame[cfg.label_column])):
+        if isinstance(value, str) and value.strip().startswith("[") and not cfg.label_separator:
+            try:
+                value = json.loads(value)
+            except ValueError:
+                pass
+        if isinstance(value, list | tuple | np.ndarray):
+            items = [str(v).strip() for v in value]
+        elif isinstance(value, str) and cfg.label_separator:
+            items = [v.strip() for v in value.split(cfg.label_separator)]
+        else:
+            items = [str(value).strip()]
+        items = [item for item in dict.fromkeys(items) if item]
+        if not items:
+            raise DataError(f"{split} example {i + 1} ('{str(text)[:40]}') has an empty label list; give every "
+                            "example at least one label or drop it")
+        rows.append(tuple(items))
+    return frame.assign(**{cfg.label_column: rows})
+
+
+def strata(labels: pd.Series) -> pd.Series:
+    """What a split is stratified on: the label, or for multi-label rows their rarest label."""
+    if not len(labels) or not isinstance(labels.iloc[0], tuple):
+        return labels
+    counts = pd.Series([label for row in labels for label in row]).value_counts()
+    return labels.map(lambda row: min(row, key=lambda label: (counts[label], label)))
+
+
 def label_names_for(train_labels: pd.Series, cfg: DataConfig, class_names: list[str] | None) -> list[str]:
     """The label order: configured, else the dataset's ClassLabel names, else sorted training labels."""
     if cfg.label_names:
         return list(cfg.label_names)
     if class_names:
         return list(class_names)
-    values = sorted(set(train_labels.tolist()))
-    return [str(v) for v in values]
+    values = train_labels.tolist()
+    if values and isinstance(values[0], tuple):
+        values = [label for row in values for label in row]
+    return [str(v) for v in sorted(set(values))]
 
 
 def encode_labels(labels: pd.Series, label_names: list[str], split: str, class_names: bool) -> list[int]:
@@ -176,7 +213,12 @@ def encode_labels(labels: pd.Series, label_names: list[str], split: str, class_n
     if class_names:
         return [int(v) for v in labels]
     index = {name: i for i, name in enumerate(label_names)}
-    unknown = sorted({str(v) for v in labels} - set(index))
+    if len(labels) and isinstance(labels.iloc[0], tuple):
+        unknown = sorted({str(v) for row in labels for v in row} - set(index))
+        if not unknown:
+            return [[index[str(v)] for v in row] for row in labels]
+    else:
+        unknown = sorted({str(v) for v in labels} - set(index))
     if unknown:
         where = "training" if split == "train" else split
         raise DataError(
@@ -188,11 +230,26 @@ def encode_labels(labels: pd.Series, label_names: list[str], split: str, class_n
 
 def _stratified_split(frame: pd.DataFrame, size: float | int, label: str, seed: int):
     """Split off `size` rows (a share or a count), keeping class proportions where possible."""
+    groups = strata(frame[label])
     try:
-        return train_test_split(frame, test_size=size, random_state=seed, stratify=frame[label])
-    except ValueError as e:  # a class with one example, or fewer rows than classes
-        logger.warning("splitting without stratification: %s", e)
+        return train_test_split(frame, test_size=size, random_state=seed, stratify=groups)
+    except ValueError:  # a class with one example, or fewer rows than classes
+        counts = groups.value_counts()
+        rare = [f"'{name}'" for name in counts[counts < 2].index]
+        reason = (f"{', '.join(rare)} {'has' if len(rare) == 1 else 'have'} a single example, which cannot be in "
+                  "every split" if rare else "the split is smaller than the number of classes")
+        logger.warning("splitting without stratification: %s", reason)
         return train_test_split(frame, test_size=size, random_state=seed)
+
+
+def report_missing_classes(splits: dict[str, TextSplit], label_names: list[str]) -> None:
+    """Warn about classes a held-out split has no example of: their scores there mean nothing."""
+    for split, texts in splits.items():
+        present = {label for row in texts.labels for label in (row if isinstance(row, list) else [row])}
+        missing = [name for i, name in enumerate(label_names) if i not in present]
+        if missing:
+            logger.warning("the %s split has no example of %s (too rare in the data); its scores for them "
+                           "are undefined", split, ", ".join(missing))
 
 
 def make_splits(frames: dict[str, pd.DataFrame], cfg: DataConfig, seed: int) -> dict[str, pd.DataFrame]:
@@ -239,12 +296,17 @@ def drop_shared_texts(frames: dict[str, pd.DataFrame], cfg: DataConfig) -> dict[
     return frames
 
 
-def load_classification(cfg: DataConfig, seed: int) -> ClassificationData:
-    """Read, clean, split and label-encode the configured data; refuse data that cannot be learned."""
+def load_classification(cfg: DataConfig, seed: int, multilabel: bool = False) -> ClassificationData:
+    """Read, clean, split and label-encode the configured data; refuse data that cannot be learned.
+
+    With `multilabel`, each example's label cell is a list of labels (see `label_lists`).
+    """
     raw, class_names, source = read_source(cfg)
     if "train" not in raw:
         raise DataError(f"the data has no 'train' split (found: {', '.join(raw)})")
     frames = {split: _columns(frame, cfg, split) for split, frame in raw.items() if split in SPLITS}
+    if multilabel:
+        frames = {split: label_lists(frame, cfg, split) for split, frame in frames.items()}
     if len(frames["train"]) < 3:
         raise DataError(f"the training data has {len(frames['train'])} usable rows; need more")
     frames = drop_shared_texts(make_splits(frames, cfg, seed), cfg)
@@ -257,9 +319,10 @@ def load_classification(cfg: DataConfig, seed: int) -> ClassificationData:
                                class_names=cfg.label_column in class_names)
         pairs = frame[cfg.text_pair_column].astype(str).tolist() if cfg.text_pair_column else None
         splits[split] = TextSplit(frame[cfg.text_column].astype(str).tolist(), labels, pairs)
-    if len(set(splits["train"].labels)) < 2:
+    if not multilabel and len(set(splits["train"].labels)) < 2:
         raise DataError(
             f"the training data has a single class ('{label_names[splits['train'].labels[0]]}'); "
             "a classifier needs at least two"
         )
-    return ClassificationData(label_names=label_names, source=source, **splits)
+    report_missing_classes(splits, label_names)
+    return ClassificationData(label_names=label_names, source=source, multilabel=multilabel, **splits)

@@ -15,12 +15,12 @@ from accelerate import Accelerator
 from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from .batches import EncodedSplit, LengthGroupedBatches, model_inputs, sorted_batches
 from .config import RunConfig
+from .console import progress_bar
 from .train import FitResult, fit
 
 
@@ -64,8 +64,7 @@ def extract(encoder: nn.Module, batches: DataLoader, accelerator: Accelerator) -
     """
     encoder.eval()
     rows: dict[int, dict] = {}
-    for batch in tqdm(batches, desc="extracting features", leave=False,
-                      disable=not accelerator.is_local_main_process):
+    for batch in progress_bar(accelerator, batches, desc="extracting features", leave=False):
         inputs = {k: v.to(accelerator.device) for k, v in model_inputs(batch).items() if k != "labels"}
         with accelerator.autocast():
             outputs = encoder(**inputs)
@@ -99,8 +98,7 @@ def extract_tokens(encoder: nn.Module, batches: DataLoader, accelerator: Acceler
     """
     encoder.eval()
     rows: dict[int, dict] = {}
-    for batch in tqdm(batches, desc="extracting token features", leave=False,
-                      disable=not accelerator.is_local_main_process):
+    for batch in progress_bar(accelerator, batches, desc="extracting token features", leave=False):
         inputs = {k: v.to(accelerator.device) for k, v in model_inputs(batch).items() if k != "labels"}
         with accelerator.autocast():
             hidden = encoder(**inputs).last_hidden_state.float()

@@ -7,6 +7,7 @@ and TF-IDF + logistic regression trained on the same examples.
 
 from __future__ import annotations
 
+import warnings
 from functools import cache
 from pathlib import Path
 
@@ -46,21 +47,76 @@ def classification_metrics(
     }
 
 
-def baselines(
-    train_texts: list[str], train_labels: list[int], test_texts: list[str], test_labels: list[int]
-) -> dict[str, float]:
-    """Test accuracy of the majority class and of TF-IDF + logistic regression (same train data)."""
+def multilabel_metrics(probabilities: np.ndarray, references: np.ndarray, label_names: list[str],
+                       thresholds: np.ndarray | float = 0.5) -> dict:
+    """Multi-label scores at per-label `thresholds`: micro/macro/sample F1, subset accuracy, per-label P/R/F1."""
+    from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
+
+    references = np.asarray(references).astype(int)
+    thresholds = np.broadcast_to(np.asarray(thresholds, dtype=np.float64), (len(label_names),))
+    predicted = (np.asarray(probabilities) >= thresholds).astype(int)
+    precision, recall, f1, support = precision_recall_fscore_support(references, predicted, average=None,
+                                                                     zero_division=0)
+    subset_accuracy = float(accuracy_score(references, predicted))
+    return {
+        "accuracy": subset_accuracy,
+        "subset_accuracy": subset_accuracy,
+        "micro_f1": float(f1_score(references, predicted, average="micro", zero_division=0)),
+        "macro_f1": float(f1_score(references, predicted, average="macro", zero_division=0)),
+        "samples_f1": float(f1_score(references, predicted, average="samples", zero_division=0)),
+        "per_class": {
+            name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+                   "support": int(support[i]), "threshold": float(thresholds[i])}
+            for i, name in enumerate(label_names)
+        },
+    }
+
+
+def tune_thresholds(probabilities: np.ndarray, references: np.ndarray) -> np.ndarray:
+    """Per label, the probability threshold (0.05 .. 0.95) with the best F1 on these (validation) examples.
+
+    A label without positives here keeps 0.5: any threshold would score the same.
+    """
+    from sklearn.metrics import f1_score
+
+    grid = np.round(np.arange(0.05, 0.951, 0.05), 2)
+    references = np.asarray(references).astype(int)
+    thresholds = np.full(references.shape[1], 0.5)
+    for label in range(references.shape[1]):
+        if references[:, label].any():
+            scores = [f1_score(references[:, label], probabilities[:, label] >= t, zero_division=0) for t in grid]
+            thresholds[label] = grid[int(np.argmax(scores))]
+    return thresholds
+
+
+def baselines(train_texts: list[str], train_labels: list, test_texts: list[str], test_labels: list) -> dict[str, float]:
+    """Test accuracy of the majority class and of TF-IDF + logistic regression (same train data).
+
+    Multi-hot (multi-label) labels: the most frequent label set, and one logistic regression per
+    label; both scored by subset accuracy.
+    """
+    from collections import Counter
+
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
+    from sklearn.multiclass import OneVsRestClassifier
     from sklearn.pipeline import make_pipeline
 
-    majority = np.bincount(train_labels).argmax()
+    train_labels, test_labels = np.asarray(train_labels), np.asarray(test_labels)
+    multilabel = train_labels.ndim == 2
+    rows = [tuple(row) for row in train_labels] if multilabel else train_labels.tolist()
+    majority = np.asarray(Counter(rows).most_common(1)[0][0])
+    classifier = LogisticRegression(max_iter=1000)
     bag_of_words = make_pipeline(
         TfidfVectorizer(ngram_range=(1, 2), min_df=1, sublinear_tf=True),
-        LogisticRegression(max_iter=1000),
-    ).fit(train_texts, train_labels)
+        OneVsRestClassifier(classifier) if multilabel else classifier,
+    )
+    with warnings.catch_warnings():  # "label present in all training examples": fine for a baseline
+        warnings.simplefilter("ignore", UserWarning)
+        bag_of_words.fit(train_texts, train_labels)
+    hits = (test_labels == majority).all(axis=1) if multilabel else test_labels == majority
     return {
-        "majority_accuracy": float(np.mean(np.asarray(test_labels) == majority)),
+        "majority_accuracy": float(np.mean(hits)),
         "tfidf_logreg_accuracy": float(bag_of_words.score(test_texts, test_labels)),
     }
 
@@ -75,7 +131,8 @@ def format_report(metrics: dict, label_names: list[str]) -> str:
             f"{name:<{width}}  {row['precision']:9.3f}  {row['recall']:6.3f}  {row['f1']:5.3f}"
             f"  {row['support']:7d}"
         )
-    lines.append(f"accuracy {metrics['accuracy']:.4f}   macro-F1 {metrics['macro_f1']:.4f}")
+    lines.append(f"accuracy {metrics['accuracy']:.4f}   macro-F1 {metrics['macro_f1']:.4f}"
+                 + (f"   micro-F1 {metrics['micro_f1']:.4f}" if "micro_f1" in metrics else ""))
     return "\n".join(lines)
 
 

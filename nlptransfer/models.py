@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import torch
@@ -21,13 +22,14 @@ from transformers import (
 )
 
 from . import catalog
-from .config import RunConfig
+from .config import GradualConfig, RunConfig
 from .errors import ConfigError, ModelError
 
 logger = logging.getLogger(__name__)
 
 AUTO_CLASSES = {
     "classification": AutoModelForSequenceClassification,
+    "multilabel": AutoModelForSequenceClassification,
     "token-classification": AutoModelForTokenClassification,
 }
 
@@ -69,6 +71,8 @@ def load_model(name: str, task: str, label_names: list[str], trust_remote_code: 
             num_labels=len(label_names),
             id2label=dict(enumerate(label_names)),
             label2id={label: i for i, label in enumerate(label_names)},
+            # sigmoid scores per label in the model's own loss and in transformers' pipeline()
+            **({"problem_type": "multi_label_classification"} if task == "multilabel" else {}),
         )
     except (OSError, ValueError) as e:
         raise _hub_error(name, path, e) from None
@@ -103,14 +107,14 @@ def freeze(module: nn.Module) -> None:
         parameter.requires_grad_(False)
 
 
-def encoder_layers(model: PreTrainedModel) -> nn.ModuleList:
+def encoder_layers(model: PreTrainedModel, option: str = "freeze.layers") -> nn.ModuleList:
     """The stack of transformer layers: the ModuleList as long as the model has layers."""
     depth = model.config.num_hidden_layers
     for module in model.base_model.modules():
         if isinstance(module, nn.ModuleList) and len(module) == depth:
             return module
     raise ConfigError(
-        f"freeze.layers is not supported for {model.config.model_type} (its layers share weights "
+        f"{option} is not supported for {model.config.model_type} (its layers share weights "
         "or have an unusual layout); use freeze.embeddings or strategy=frozen"
     )
 
@@ -127,13 +131,93 @@ def freeze_bottom(model: PreTrainedModel, embeddings: bool, layers: int) -> None
             freeze(layer)
 
 
+def parameter_layers(model: PreTrainedModel, option: str = "train.layer_lr_decay") -> dict[str, int | None]:
+    """The encoder layer of each parameter, for layer-wise learning rates and gradual unfreezing.
+
+    Layer i of the L-layer stack is i; the embeddings are -1 (the layer below layer 0); other encoder
+    weights (the pooler above the stack) go with the top layer, L - 1; the task head is None.
+    """
+    stack = encoder_layers(model, option)
+    layer_of = {id(p): i for i, layer in enumerate(stack) for p in layer.parameters()}
+    embeddings = getattr(model.base_model, "embeddings", None) or model.get_input_embeddings()
+    layer_of |= {id(p): -1 for p in embeddings.parameters()}
+    encoder = {id(p) for p in model.base_model.parameters()}
+    return {name: layer_of.get(id(p), len(stack) - 1) if id(p) in encoder else None
+            for name, p in model.named_parameters()}
+
+
+def layer_lr_scales(layers: dict[str, int | None], layer_lr_decay: float | None, head_scale: float = 1.0,
+                    encoder_scale: float = 1.0) -> dict[str, float]:
+    """Discriminative learning rates: the factor of the base lr for each parameter.
+
+    The head gets `head_scale`; layer i of L gets `encoder_scale * layer_lr_decay ** (L - 1 - i)`, so
+    the top layer trains at the encoder's rate and each layer below at `layer_lr_decay` times the one
+    above; the embeddings (layer -1) one step below layer 0.
+    """
+    top = max((layer for layer in layers.values() if layer is not None), default=0)
+    decay = 1.0 if layer_lr_decay is None else layer_lr_decay
+    return {name: head_scale if layer is None else encoder_scale * decay ** (top - layer)
+            for name, layer in layers.items()}
+
+
+def unfreeze_top(model: PreTrainedModel, layers: int) -> None:
+    """Train the head and the top `layers` encoder layers; freeze the rest of the encoder.
+
+    0 trains the head alone; 1 adds the top layer (and the pooler above it); L, all layers;
+    L + 1 the embeddings too.
+    """
+    layer_of = parameter_layers(model, "strategy=gradual")
+    lowest = max(layer for layer in layer_of.values() if layer is not None) + 1 - layers
+    for name, parameter in model.named_parameters():
+        layer = layer_of[name]
+        parameter.requires_grad_(layer is None or layer >= lowest)
+
+
+def stage_size(cfg: GradualConfig, epochs: int, depth: int) -> int:
+    """Layers unfrozen per stage: `gradual.layers_per_stage`, or by default as many as it takes to
+    unfreeze all `depth` layers and the embeddings by the last stage of `epochs` (with 2 epochs: the
+    head alone, then everything)."""
+    if cfg.layers_per_stage is not None:
+        return cfg.layers_per_stage
+    later_stages = max(math.ceil(epochs / cfg.epochs_per_stage) - 1, 1)
+    return math.ceil((depth + 1) / later_stages)
+
+
+def gradual_layers(epoch: int, cfg: GradualConfig, epochs: int, depth: int) -> int:
+    """How many encoder layers (from the top) train in `epoch` (1-based): none in stage 0, then more each stage."""
+    return (epoch - 1) // cfg.epochs_per_stage * stage_size(cfg, epochs, depth)
+
+
+def fully_unfrozen_epoch(model: PreTrainedModel, cfg: GradualConfig, epochs: int) -> int:
+    """The first epoch in which gradual unfreezing trains every weight (all layers and the embeddings)."""
+    depth = model.config.num_hidden_layers
+    return math.ceil((depth + 1) / stage_size(cfg, epochs, depth)) * cfg.epochs_per_stage + 1
+
+
+def unfreeze_stage(model: PreTrainedModel, epoch: int, cfg: GradualConfig, epochs: int) -> None:
+    """Gradual unfreezing: set what trains in `epoch` of `epochs` (called by `fit` before each epoch)."""
+    layers = gradual_layers(epoch, cfg, epochs, model.config.num_hidden_layers)
+    unfreeze_top(model, layers)
+    trainable, total = count_parameters(model)
+    logger.info("gradual unfreezing, epoch %d: the head and the top %d encoder layers%s train (%s of %s parameters)",
+                epoch, min(layers, model.config.num_hidden_layers),
+                " and the embeddings" if layers > model.config.num_hidden_layers else "", f"{trainable:,}",
+                f"{total:,}")
+
+
 def apply_strategy(model: PreTrainedModel, cfg: RunConfig) -> nn.Module:
-    """Make the parameters that `cfg.strategy` trains trainable, and no others."""
+    """Make the parameters that `cfg.strategy` trains trainable, and no others.
+
+    `gradual` starts with the head alone; `fit` unfreezes the encoder stage by stage.
+    """
     if cfg.strategy == "full":
         freeze_bottom(model, cfg.freeze.embeddings, cfg.freeze.layers)
         return model
     if cfg.strategy == "frozen":
         freeze(model.base_model)
+        return model
+    if cfg.strategy == "gradual":
+        unfreeze_top(model, 0)
         return model
     return add_lora(model, cfg)
 
@@ -141,7 +225,7 @@ def apply_strategy(model: PreTrainedModel, cfg: RunConfig) -> nn.Module:
 def add_lora(model: PreTrainedModel, cfg: RunConfig) -> nn.Module:
     from peft import LoraConfig, TaskType, get_peft_model
 
-    task_type = TaskType.SEQ_CLS if cfg.task == "classification" else TaskType.TOKEN_CLS
+    task_type = TaskType.TOKEN_CLS if cfg.task == "token-classification" else TaskType.SEQ_CLS
     lora_config = LoraConfig(
         task_type=task_type,
         r=cfg.lora.r,
@@ -178,7 +262,7 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
 
 def default_lr(strategy: str) -> float:
     """Learning rates that work for each strategy: small for all weights, larger for few."""
-    return {"full": 1e-4, "lora": 5e-4, "frozen": 1e-3}[strategy]
+    return {"full": 1e-4, "gradual": 1e-4, "lora": 5e-4, "frozen": 1e-3}[strategy]
 
 
 @torch.no_grad()

@@ -16,13 +16,15 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from transformers import AutoConfig, Pipeline, PreTrainedModel, pipeline
 
 from . import catalog, models
+from .batches import head_tail_texts, pool_windows
 from .config import RunConfig, describe, load_yaml
 from .errors import ConfigError, DataError, ModelError
 from .export import write_jsonl
@@ -46,30 +48,69 @@ class Predictor:
     source: str
     """The folder the weights came from."""
     stride: int = 16
-    """NER: tokens shared by the windows of a text longer than the model's maximum length."""
+    """Tokens shared by the windows of a text longer than the maximum length (NER, long_text=sliding)."""
+    settings: dict = field(default_factory=dict)
+    """Classification: the run's long-text policy and multi-label thresholds (config.json `nlptransfer`)."""
 
     @property
     def label_names(self) -> list[str]:
         id2label = self.pipe.model.config.id2label
         return [id2label[i] for i in sorted(id2label)]
 
-    def predict(self, texts: str | Iterable[str], all_scores: bool = False, batch_size: int = 32) -> list[dict]:
-        """One dict per text: `label`, `score` (and `scores` of every label), or `entities`."""
+    @property
+    def multilabel(self) -> bool:
+        return self.pipe.model.config.problem_type == "multi_label_classification"
+
+    def predict(self, texts: str | Iterable[str], all_scores: bool = False, batch_size: int = 32,
+                text_pairs: str | Iterable[str] | None = None) -> list[dict]:
+        """One dict per text: `label`, `score` (and `scores` of every label); multi-label: `labels` over
+        their thresholds and every label's `scores`; NER: `entities`. `text_pairs` for pair models."""
         texts = [texts] if isinstance(texts, str) else list(texts)
+        pairs = [text_pairs] if isinstance(text_pairs, str) else (list(text_pairs) if text_pairs is not None else None)
+        if pairs is not None and len(pairs) != len(texts):
+            raise DataError(f"got {len(texts)} texts but {len(pairs)} text pairs; give one pair text per text")
         if not texts:
             return []
         if self.task == "classification":
-            outputs = self.pipe(texts, top_k=None, truncation=True, batch_size=batch_size)
-            return [classification_row(text, ranked, all_scores) for text, ranked in zip(texts, outputs)]
+            probabilities = self.class_probabilities(texts, pairs, batch_size)
+            rows = [self.classification_row(p, all_scores) for p in probabilities]
+            return [{"text": text} | ({"text_pair": pairs[i]} if pairs else {}) | row
+                    for i, (text, row) in enumerate(zip(texts, rows))]
         outputs = self.pipe(texts, aggregation_strategy="first", stride=self.stride, batch_size=batch_size)
         return [{"text": text, "entities": [entity_row(e) for e in found]} for text, found in zip(texts, outputs)]
 
 
-def classification_row(text: str, ranked: list[dict], all_scores: bool) -> dict:
-    row = {"text": text, "label": ranked[0]["label"], "score": round(float(ranked[0]["score"]), 6)}
-    if all_scores:
-        row["scores"] = {r["label"]: round(float(r["score"]), 6) for r in ranked}
-    return row
+    @torch.inference_mode()
+    def class_probabilities(self, texts: list[str], pairs: list[str] | None, batch_size: int) -> np.ndarray:
+        """Per text, every label's probability; long texts read as the run did (truncate, head_tail, sliding)."""
+        model, tokenizer = self.pipe.model, self.pipe.tokenizer
+        long_text = self.settings.get("long_text", "truncate") if pairs is None else "truncate"
+        max_length = tokenizer.model_max_length
+        if long_text == "head_tail":
+            texts = head_tail_texts(texts, tokenizer, max_length)
+        sliding = long_text == "sliding"
+        encoded = tokenizer(texts, pairs, truncation=True, max_length=max_length,
+                            stride=min(self.stride, max_length // 2) if sliding else 0,
+                            return_overflowing_tokens=sliding)
+        documents = encoded.pop("overflow_to_sample_mapping", list(range(len(texts))))
+        rows = [{key: encoded[key][i] for key in encoded.keys()} for i in range(len(documents))]
+        logits = []
+        for start in range(0, len(rows), batch_size):
+            batch = tokenizer.pad(rows[start:start + batch_size], return_tensors="pt").to(model.device)
+            logits.append(model(**batch).logits.float().cpu())
+        pooled = torch.from_numpy(pool_windows(torch.cat(logits).numpy(), documents,
+                                               self.settings.get("pooling", "mean")))
+        return (torch.sigmoid(pooled) if self.multilabel else torch.softmax(pooled, dim=-1)).numpy()
+
+    def classification_row(self, probabilities: np.ndarray, all_scores: bool) -> dict:
+        names = self.label_names
+        scores = {name: round(float(p), 6) for name, p in sorted(zip(names, probabilities), key=lambda x: -x[1])}
+        if self.multilabel:
+            thresholds = self.settings.get("thresholds") or [0.5] * len(names)
+            return {"labels": [n for n, p, t in zip(names, probabilities, thresholds) if p >= t], "scores": scores}
+        best = int(np.argmax(probabilities))
+        row = {"label": names[best], "score": round(float(probabilities[best]), 6)}
+        return row | ({"scores": scores} if all_scores else {})
 
 
 def entity_row(entity: dict) -> dict:
@@ -94,7 +135,8 @@ def load_model(location: str | Path, base_model: str | None = None) -> Predictor
     tokenizer.model_max_length = max_length
     device = "cuda" if torch.cuda.is_available() else "cpu"
     pipe = pipeline(PIPELINE_TASKS[task], model=model.eval(), tokenizer=tokenizer, device=device)
-    return Predictor(pipe=pipe, task=task, source=str(model_dir), stride=stride)
+    settings = getattr(model.config, "nlptransfer", None) or {}
+    return Predictor(pipe=pipe, task=task, source=str(model_dir), stride=stride, settings=settings)
 
 
 def local_folder(location: str) -> Path:
@@ -222,9 +264,10 @@ def run_config(folder: Path) -> RunConfig | None:
 
 def input_limits(model: PreTrainedModel, tokenizer_limit: int, cfg: RunConfig | None) -> tuple[int, int]:
     """(max tokens per input, NER window stride): the run's settings, else what the model can take."""
+    saved = getattr(model.config, "nlptransfer", None) or {}  # a model folder saved by a run
     model_limit = getattr(model.config, "max_position_embeddings", None) or 512
-    max_length = min(tokenizer_limit, model_limit, cfg.data.max_length if cfg else model_limit)
-    stride = cfg.data.stride if cfg else 16
+    max_length = min(tokenizer_limit, model_limit, cfg.data.max_length if cfg else saved.get("max_length", model_limit))
+    stride = cfg.data.stride if cfg else saved.get("stride", 16)
     return max_length, min(stride, max_length // 4)
 
 
@@ -244,6 +287,10 @@ class PredictOptions:
     """Write the predictions here as JSON lines; default: print them."""
     text_column: str = "text"
     """The column (csv) or key (jsonl) holding the text in `input`."""
+    text_pair: str | None = None
+    """Pair models (paraphrase, NLI): the second text of `text`."""
+    text_pair_column: str | None = None
+    """Pair models: the column (csv) or key (jsonl) of `input` holding each second text."""
     all_scores: bool = False
     """Classification: add the score of every label."""
     batch_size: int = 32
@@ -252,7 +299,7 @@ class PredictOptions:
     """LoRA adapter: load it onto this checkpoint instead of the one its adapter_config.json names."""
 
 
-VERBATIM = ("model", "text", "input", "output", "text_column", "base_model")
+VERBATIM = ("model", "text", "input", "output", "text_column", "base_model", "text_pair", "text_pair_column")
 """Options whose value is used as typed: free text and paths."""
 
 USAGE = """usage: python -m nlptransfer.predict model=RUN_OR_MODEL_DIR_OR_HUB_ID (text="..." | input=FILE [output=FILE])
@@ -295,8 +342,13 @@ def predict_command(argv: list[str]) -> int:
         raise ConfigError('pass exactly one of text="..." and input=FILE')
     quiet_libraries()
     texts = [options.text] if options.text is not None else read_texts(options.input, options.text_column)
+    pairs = None
+    if options.text_pair is not None:
+        pairs = [options.text_pair]
+    elif options.text_pair_column and options.input:
+        pairs = read_texts(options.input, options.text_pair_column)
     predictor = load_model(options.model, base_model=options.base_model)
-    rows = predictor.predict(texts, all_scores=options.all_scores, batch_size=options.batch_size)
+    rows = predictor.predict(texts, all_scores=options.all_scores, batch_size=options.batch_size, text_pairs=pairs)
     if options.output:
         write_jsonl(Path(options.output), rows)
         if not flags["quiet"]:

@@ -4,11 +4,11 @@
     python -m nlptransfer.push RUN_DIR repo_id=user/name [private=true] [revision=BRANCH] [merged=false]
 
 The export holds the model (safetensors weights, config with labels, tokenizer), README.md (the
-model card), training_config.yaml and metrics.json; a LoRA run adds its adapter (with its head)
-in adapter/, or with merged=false ships the adapter alone. The push creates the repo if needed
-and uploads the folder in one commit, retrying transient failures (5xx, timeouts, dropped
-connections) with exponential backoff. The token comes from HF_TOKEN or `hf auth login` and is
-never written anywhere.
+model card), training_config.yaml, metrics.json and the run's figures (curves.png, ...); a LoRA
+run adds its adapter (with its head) in adapter/, or with merged=false ships the adapter alone.
+The push creates the repo if needed and uploads the folder in one commit, retrying transient
+failures (5xx, timeouts, dropped connections) with exponential backoff. The token comes from
+HF_TOKEN or `hf auth login` and is never written anywhere.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from .card import base_model_id, run_card, run_label_names
 from .config import PushConfig, RunConfig, describe, load_yaml
 from .errors import ConfigError, HubError, ModelError
 from .export import write_json, write_text
+from .plots import PLOT_FILES
 from .predict import LABELS_FILE, first_line
 from .run import parse_args, parse_options, run_command
 
@@ -48,7 +49,7 @@ ATTEMPTS = 5
 FIRST_DELAY = 2.0
 """Seconds before the first retry; doubled after each failure, at most MAX_DELAY."""
 MAX_DELAY = 60.0
-MANAGED_FILES = ["*.safetensors", "*.bin", "*.json", "*.txt", "*.model", "*.yaml", "README.md"]
+MANAGED_FILES = ["*.safetensors", "*.bin", "*.json", "*.txt", "*.model", "*.yaml", "*.png", "README.md"]
 """Files an export owns in the repo: a new push deletes the ones it no longer has."""
 
 
@@ -75,6 +76,9 @@ def export_run(run_dir: str | Path, dest: str | Path, merged: bool = True, repo_
                 copy_adapter(run_dir / "adapter", staging / "adapter", cfg)
         shutil.copy2(run_dir / "config.yaml", staging / "training_config.yaml")
         shutil.copy2(run_dir / "metrics.json", staging / "metrics.json")
+        for figure in PLOT_FILES:  # the card shows them by relative path
+            if (run_dir / figure).is_file():
+                shutil.copy2(run_dir / figure, staging / figure)
         write_text(staging / "README.md", run_card(run_dir, repo_id=repo_id, adapter_only=adapter_only,
                                                    license=license))
     except BaseException:

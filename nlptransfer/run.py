@@ -1,6 +1,8 @@
 """Command line: `python -m nlptransfer.run recipe=NAME|path.py [key=value ...] [--config f.yaml]`.
 
-Flags: `--help` (recipes, or every option of a recipe), `--debug` (tracebacks), `--quiet`.
+Flags: `--help` (recipes, or every option of a recipe), `--debug` (tracebacks), `--quiet` (warnings
+and errors only, no progress bars), `--verbose` (nlptransfer's DEBUG lines, such as the whole resolved
+config, and the libraries' own warnings and messages, which are hidden by default).
 Errors a user can fix print one line on stderr and exit with code 2.
 """
 
@@ -22,7 +24,7 @@ from .errors import ConfigError, NlpTransferError
 T = TypeVar("T")
 
 USAGE = """usage: python -m nlptransfer.run recipe=NAME|path/to/recipe.py [key=value ...] [--config file.yaml]
-                                  [--help] [--debug] [--quiet]
+                                  [--help] [--debug] [--quiet | --verbose]
 
 recipes: {recipes}
 `recipe=NAME --help` lists every option with its default.
@@ -34,13 +36,13 @@ examples:
 
 def parse_args(argv: list[str]) -> tuple[dict, list[str], str | None]:
     """Split argv into flags, key=value overrides and the --config file."""
-    flags = {"help": False, "debug": False, "quiet": False}
+    flags = {"help": False, "debug": False, "quiet": False, "verbose": False}
     overrides, config_file = [], None
     items = iter(argv)
     for item in items:
         if item in ("-h", "--help"):
             flags["help"] = True
-        elif item in ("--debug", "--quiet"):
+        elif item in ("--debug", "--quiet", "--verbose"):
             flags[item[2:]] = True
         elif item == "--config":
             config_file = next(items, None)
@@ -49,9 +51,11 @@ def parse_args(argv: list[str]) -> tuple[dict, list[str], str | None]:
         elif item.startswith("--config="):
             config_file = item.split("=", 1)[1]
         elif item.startswith("-"):
-            raise ConfigError(f"unknown flag '{item}'; flags: --help, --debug, --quiet, --config FILE")
+            raise ConfigError(f"unknown flag '{item}'; flags: --help, --debug, --quiet, --verbose, --config FILE")
         else:
             overrides.append(item)
+    if flags["quiet"] and flags["verbose"]:
+        raise ConfigError("--quiet and --verbose contradict each other; pass one of them")
     return flags, overrides, config_file
 
 
@@ -75,6 +79,20 @@ def quiet_libraries() -> None:
     transformers.logging.disable_progress_bar()
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=UserWarning, module="torch")
+
+
+def configure_console(quiet: bool = False, verbose: bool = False) -> None:
+    """What a run prints: by default nlptransfer's INFO lines and progress bars, without library chatter;
+    `quiet`: warnings and errors only, no bars; `verbose`: nlptransfer's DEBUG lines and the libraries' own
+    warnings and messages too."""
+    from .console import show_progress_bars
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if not verbose:
+        quiet_libraries()
+    show_progress_bars(not quiet)
+    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    logging.getLogger("nlptransfer").setLevel(level)
 
 
 def run_command(command: Callable[[list[str]], int], argv: list[str] | None = None) -> int:
@@ -114,8 +132,7 @@ def run_recipe(argv: list[str]) -> int:
         print("options (key=default):")
         print(describe(cfg))
         return 0
-    quiet_libraries()
-    logging.getLogger("nlptransfer").setLevel(logging.WARNING if flags["quiet"] else logging.INFO)
+    configure_console(quiet=flags["quiet"], verbose=flags["verbose"])
     recipe.run(cfg)
     return 0
 

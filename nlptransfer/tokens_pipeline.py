@@ -13,11 +13,11 @@ from collections import Counter
 
 from accelerate import Accelerator
 
-from . import export, features, metrics, models, tokens
+from . import adapt, export, features, metrics, models, plots, tokens, tracking
 from .config import RunConfig
 from .conll import TokenData, load_token_classification
 from .errors import ConfigError
-from .pipeline import Results, build_model, checkpointing, setup, timing
+from .pipeline import Results, build_model, checkpointing, layerwise_options, setup, timing
 from .push import publish
 from .train import fit
 
@@ -86,7 +86,8 @@ def train(model, encoded, tokenizer, data: TokenData, cfg: RunConfig, max_length
                                              **resume)
     train_batches = tokens.train_loader(encoded["train"], tokenizer, cfg.train.batch_size, cfg.seed,
                                         cfg.train.group_by_length)
-    fitted = fit(model, train_batches, validate_on(validation), cfg.train, lr, accelerator, **resume)
+    fitted = fit(model, train_batches, validate_on(validation), cfg.train, lr, accelerator, **resume,
+                 **layerwise_options(model, cfg, lr, accelerator))
     return accelerator.unwrap_model(model), fitted
 
 
@@ -95,6 +96,8 @@ def run_token_classification(cfg: RunConfig) -> Results:
     started = time.perf_counter()
     check_config(cfg)
     accelerator, output_dir = setup(cfg)
+    if cfg.pretrain.mlm:  # domain-adaptive pretraining: fine-tune from the adapted encoder
+        cfg = adapt.adapted_config(cfg, adapt.default_folder(cfg, output_dir), accelerator)
     data = load_token_classification(cfg.data, cfg.seed)
     logger.info("data: %s; %d train / %d validation / %d test sentences; tag scheme %s%s; entity types: %s",
                 data.source, len(data.train), len(data.validation), len(data.test), data.scheme,
@@ -126,6 +129,7 @@ def run_token_classification(cfg: RunConfig) -> Results:
     if accelerator.is_main_process:
         save_run(results, model, tokenizer, data, predicted_tags, cfg)
         publish(results, cfg)  # the model card; pushed when push.repo_id is set
+    tracking.finish(accelerator, test_metrics, fitted.optimizer_steps)
     accelerator.wait_for_everyone()
     results.timing["wall_seconds"] = time.perf_counter() - started
     logger.info("done in %.0fs: %.1f training windows/s, test entity F1 %.4f; outputs in %s",
@@ -136,13 +140,14 @@ def run_token_classification(cfg: RunConfig) -> Results:
 
 def save_run(results: Results, model, tokenizer, data: TokenData, predicted_tags: list[list[str]],
              cfg: RunConfig) -> None:
-    """metrics.json, predictions.jsonl (words, gold and predicted tags) and model/ (plus adapter/ for LoRA)."""
+    """metrics.json, predictions.jsonl (words, gold and predicted tags), model/ (plus adapter/ for LoRA), plots."""
     out = results.output_dir
     export.write_jsonl(out / "predictions.jsonl", [
         {"words": sentence.words, "tags": sentence.tags, "predicted": predicted}
         for sentence, predicted in zip(data.test.sentences, predicted_tags)
     ])
     results.model_dir, results.adapter_dir = export.save_model(model, tokenizer, out, lora=cfg.strategy == "lora")
+    plots.write_run_plots(out, results.history, results.test_metrics, data.label_names, cfg.train.metric_for_best)
     # Last: a run folder with metrics.json is a finished run.
     export.write_json(out / "metrics.json", {
         "test": results.test_metrics, "epochs": results.history, "baselines": results.baselines,

@@ -11,6 +11,8 @@ from nlptransfer.run import main
 
 ROWS = "".join(f"this is text number {i},{'ab'[i % 2]}\n" for i in range(30))
 HEADER = "text,label\n"
+MULTI = "".join(f'{{"text": "text number {i}", "labels": {["a", "b"] if i % 3 else ["c"]}}}\n'.replace("'", '"')
+                for i in range(30))
 ONE_CLASS = "".join(f"words number {i},a\n" for i in range(20))
 
 
@@ -72,6 +74,17 @@ CASES = [
      "cannot load model"),
     ("unreachable hub id offline", lambda t, m: ["model=nobody/no-such-model"], "check the hub id"),
     ("resume without a checkpoint", lambda t, m: ["resume=auto"], "no complete checkpoint"),
+    ("empty label list", lambda t, m: ["task=multilabel", "data.label_column=labels",
+                                       train_file(t, MULTI + '{"text": "nothing", "labels": []}\n', "m.jsonl")],
+     "empty label list"),
+    ("label outside the known set", lambda t, m: ["task=multilabel", "data.label_column=labels",
+                                                  "data.label_names=[a,b]", train_file(t, MULTI, "m.jsonl")],
+     "labels not seen in training or data.label_names: c"),
+    ("threshold outside [0, 1]", lambda t, m: ["task=multilabel", "threshold=1.5"], "threshold must be in [0, 1]"),
+    ("stride not smaller than max length", lambda t, m: ["long_text=sliding", "data.max_length=32",
+                                                         "data.stride=32"], "data.stride (32)"),
+    ("unknown long_text policy", lambda t, m: ["long_text=chunk"], "long_text must be one of"),
+    ("class weights of the wrong length", lambda t, m: ["loss.class_weights=[1,2]"], "2 weights for 3 labels"),
 ]
 
 

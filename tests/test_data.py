@@ -252,3 +252,15 @@ def test_held_out_split_made_only_of_training_texts_is_an_error(reviews_csv):
     cfg = DataConfig(train_file=str(reviews_csv), validation_file=str(reviews_csv), test_file=str(reviews_csv))
     with pytest.raises(DataError, match="every validation example also occurs in training"):
         load_classification(cfg, seed=0)
+
+
+def test_a_class_too_rare_for_every_split_is_named(tmp_path, caplog):
+    rows = [f"common text {i},{'ab'[i % 2]}" for i in range(40)] + ["rare text one,r"]
+    path = tmp_path / "d.csv"
+    path.write_text("text,label\n" + "\n".join(rows) + "\n")
+    with caplog.at_level(logging.WARNING):
+        data = load_classification(DataConfig(train_file=str(path)), 0)
+    assert "'r' has a single example" in caplog.text
+    assert "has no example of r" in caplog.text
+    for split in (data.train, data.validation, data.test):  # a and b still reach every split
+        assert {0, 1} <= set(split.labels)

@@ -45,13 +45,13 @@ def error_line(capsys) -> str:
 def test_no_recipe_prints_usage_and_fails(capsys):
     assert main([]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("usage:") and "recipes: ner, sentiment, topic" in err
+    assert err.startswith("usage:") and "recipes: adapt, ner, sentiment, topic" in err
 
 
 def test_help_lists_recipes(capsys):
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
-    assert "usage:" in out and "recipes: ner, sentiment, topic" in out
+    assert "usage:" in out and "recipes: adapt, ner, sentiment, topic" in out
 
 
 def test_recipe_help_lists_options_with_defaults(capsys):
@@ -77,7 +77,7 @@ def test_help_shows_config_file_and_overrides(capsys, tmp_path):
     (["recipe=sentiment", "train.epoch=2"], "unknown option 'train.epoch'; did you mean: train.epochs"),
     (["recipe=sentiment", "train.epochs=two"], "bad value for 'train.epochs'"),
     (["recipe=sentiment", "strategy=adapters"], "strategy must be one of full, frozen, lora"),
-    (["recipe=sentiment", "--verbose"], "unknown flag '--verbose'"),
+    (["recipe=sentiment", "--loud"], "unknown flag '--loud'"),
     (["recipe=sentiment", "--config"], "--config needs a file"),
     (["recipe=sentiment", "--config", "no/such.yaml"], "config file not found"),
     (["recipe=sentiment", "train.epochs"], "expected key=value"),

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 
 from nlptransfer.batches import LengthGroupedBatches, sorted_batches
 from nlptransfer.config import TrainConfig
-from nlptransfer.train import build_optimizer, fit, predict
+from nlptransfer.train import build_optimizer, fit, loss_curve, predict
 
 
 class Toy(nn.Module):
@@ -98,9 +98,17 @@ def test_gradient_accumulation_counts_optimizer_steps():
 def test_history_records_loss_and_time():
     _, result, _ = run_fit([0.5])
     entry = result.history[0]
-    assert set(entry) == {"epoch", "train_loss", "train_seconds", "validation"}
+    assert set(entry) == {"epoch", "train_loss", "train_seconds", "validation", "train_loss_curve"}
     assert entry["train_loss"] > 0 and entry["train_seconds"] >= 0
     assert result.train_seconds >= entry["train_seconds"]
+    curve = entry["train_loss_curve"]  # 10 batches: each its own point, averaging to the epoch's loss
+    assert len(curve) == 10 and abs(sum(curve) / len(curve) - entry["train_loss"]) < 1e-4
+
+
+def test_loss_curve_averages_equal_groups_of_batches():
+    assert loss_curve([]) == []
+    assert loss_curve([1.0, 3.0, 2.0, 4.0], points=2) == [2.0, 3.0]
+    assert len(loss_curve([1.0] * 1000)) == 50
 
 
 def test_no_weight_decay_on_biases_and_layer_norm():
