@@ -254,12 +254,10 @@ def write_report(trained: list[Entry], cfg: RunConfig, out: Path) -> None:
 
 def plot(table: list[dict], metric: str, x_key: str, x_label: str, path: Path, log_x: bool) -> None:
     """A scatter of the held-out metric against one cost, each point named by its variant."""
-    import matplotlib
+    from .plots import new_figure, save_figure
 
-    matplotlib.use("Agg")
-    from matplotlib import pyplot
-
-    figure, axes = pyplot.subplots(figsize=(6, 4))
+    figure = new_figure(6, 4)
+    axes = figure.subplots()
     for row in table:
         axes.scatter(row[x_key], row[metric], s=40)
         axes.annotate(row["strategy"], (row[x_key], row[metric]), textcoords="offset points", xytext=(5, 5))
@@ -268,9 +266,7 @@ def plot(table: list[dict], metric: str, x_key: str, x_label: str, path: Path, l
     axes.set_xlabel(x_label)
     axes.set_ylabel(f"test {metric}")
     axes.grid(alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    pyplot.close(figure)
+    save_figure(figure, path)
 
 
 def console_logging(quiet: bool) -> None:

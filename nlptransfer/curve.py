@@ -227,18 +227,16 @@ def write_report(table: list[dict], cfg: RunConfig, metric: str, out: Path, avai
 
 def plot(points: list[dict], table: list[dict], metric: str, path: Path) -> None:
     """Mean per size with a min-max band and every run as a dot; x on a log scale."""
-    import matplotlib
+    from .plots import new_figure, save_figure
 
-    matplotlib.use("Agg")
-    from matplotlib import pyplot
-
-    figure, axes = pyplot.subplots(figsize=(6.5, 4.2))
+    figure = new_figure(6.5, 4.2)
+    axes = figure.subplots()
     for model, color in (("pretrained", "tab:blue"), ("scratch", "tab:orange")):
         mine = [p for p in points if p["model"] == model]
         if not mine:
             continue
         sizes = [p["size"] for p in mine]
-        axes.plot(sizes, [p["mean"] for p in mine], marker="o", color=color, label=f"{model} (mean)")
+        axes.plot(sizes, [p["mean"] for p in mine], marker="o", color=color, label=f"{model}: mean, min-max band")
         axes.fill_between(sizes, [p["min"] for p in mine], [p["max"] for p in mine], color=color, alpha=0.2)
         runs = [row for row in table if row["model"] == model]
         axes.scatter([row["size"] for row in runs], [row[metric] for row in runs], color=color, s=10, alpha=0.6)
@@ -248,13 +246,14 @@ def plot(points: list[dict], table: list[dict], metric: str, path: Path) -> None
         axes.axhline(most["mean"], color="tab:orange", linestyle="--", linewidth=1,
                      label=f"scratch on {most['size']:,} examples")
     axes.set_xscale("log")
+    sizes = sorted({p["size"] for p in points})
+    axes.set_xticks(sizes, [f"{size:,}" for size in sizes])
+    axes.minorticks_off()
     axes.set_xlabel("labeled training examples")
     axes.set_ylabel(f"test {metric}")
     axes.grid(alpha=0.3)
     axes.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    pyplot.close(figure)
+    save_figure(figure, path)
 
 
 def main(argv: list[str] | None = None) -> int:

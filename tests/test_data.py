@@ -258,8 +258,13 @@ def test_a_class_too_rare_for_every_split_is_named(tmp_path, caplog):
     rows = [f"common text {i},{'ab'[i % 2]}" for i in range(40)] + ["rare text one,r"]
     path = tmp_path / "d.csv"
     path.write_text("text,label\n" + "\n".join(rows) + "\n")
-    with caplog.at_level(logging.WARNING):
-        data = load_classification(DataConfig(train_file=str(path)), 0)
+    package_logger = logging.getLogger("nlptransfer")  # it does not propagate once a run has set up logging
+    package_logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.WARNING, logger="nlptransfer.data"):
+            data = load_classification(DataConfig(train_file=str(path)), 0)
+    finally:
+        package_logger.removeHandler(caplog.handler)
     assert "'r' has a single example" in caplog.text
     assert "has no example of r" in caplog.text
     for split in (data.train, data.validation, data.test):  # a and b still reach every split
