@@ -182,10 +182,15 @@ def load_mlm_model(cfg: RunConfig) -> nn.Module:
     """The checkpoint with a masked-language-model head (new if the checkpoint has none, e.g. sentence encoders)."""
     path = catalog.resolve_model(cfg.model)
     try:
-        return AutoModelForMaskedLM.from_pretrained(path, use_safetensors=True,
-                                                    trust_remote_code=cfg.trust_remote_code)
+        model, loading = AutoModelForMaskedLM.from_pretrained(path, use_safetensors=True, output_loading_info=True,
+                                                              trust_remote_code=cfg.trust_remote_code)
     except (OSError, ValueError) as e:
         raise models._hub_error(cfg.model, path, e) from None
+    if loading["missing_keys"]:
+        logger.warning("%s has no masked-language-model head (%d new weights, e.g. %s): it is learned from scratch "
+                       "along with the encoder; checkpoints that keep their MLM head (bert, roberta, ...) adapt "
+                       "better", cfg.model, len(loading["missing_keys"]), sorted(loading["missing_keys"])[0])
+    return model
 
 
 def masked_accuracy(split: batches.EncodedSplit, tokenizer, cfg: RunConfig):

@@ -160,11 +160,15 @@ def curve(recipe: str, cfg: RunConfig | None = None, sizes: str = "50,200,1000,a
     out = Path(output_dir or f"runs/curve-{cfg.recipe}-{datetime.now():%Y%m%d-%H%M%S}")
     if (out / "report.md").exists() and not overwrite:
         raise ConfigError(f"{out} already holds a curve; choose another output_dir or pass overwrite=true")
+    if cfg.pretrain.mlm:  # adapt the encoder once; every pretrained point starts from it
+        from .adapt import adapted_config, default_folder
+
+        cfg = adapted_config(cfg, default_folder(cfg, out))
     base, available = fixed_splits(cfg, out)
     plan = [("pretrained", size) for size in parse_sizes(sizes, available)]
     if from_scratch:
         plan += [("scratch", size) for size in parse_sizes(scratch_sizes or sizes, available)]
-    metric, table = cfg.train.metric_for_best, []
+    metric, table, held_out = cfg.train.metric_for_best, [], {}
     for number, (kind, size) in enumerate(plan, start=1):
         for seed in range(cfg.seed, cfg.seed + seeds):
             point = point_config(base, size, seed, available, min_steps)
@@ -172,10 +176,11 @@ def curve(recipe: str, cfg: RunConfig | None = None, sizes: str = "50,200,1000,a
             point = dataclasses.replace(point, model=model, output_dir=str(out / f"{kind}-n{size}-s{seed}"))
             logger.info("curve: %s, %d examples, seed %d (point %d of %d)", kind, size, seed, number, len(plan))
             written = run_point(recipe, point)
+            held_out = {split: written["data"]["examples"][split] for split in ("validation", "test")}
             table.append({"model": kind, "size": written["data"]["examples"]["train"], "seed": seed,
                           metric: written["test"][metric], "macro_f1": written["test"].get("macro_f1"),
                           "epochs": point.train.epochs, "train_seconds": written["timing"]["train_seconds"]})
-    write_report(table, cfg, metric, out, available)
+    write_report(table, cfg, metric, out, available, held_out)
     return table
 
 
@@ -207,7 +212,8 @@ def transfer_gain(points: list[dict]) -> str:
                    f"({first['mean']:.4f}): {target['size'] / first['size']:.0f}x fewer.")
 
 
-def write_report(table: list[dict], cfg: RunConfig, metric: str, out: Path, available: int) -> None:
+def write_report(table: list[dict], cfg: RunConfig, metric: str, out: Path, available: int,
+                 held_out: dict[str, int]) -> None:
     from .export import write_text
 
     write_csv(out / "curve.csv", table)
@@ -215,8 +221,11 @@ def write_report(table: list[dict], cfg: RunConfig, metric: str, out: Path, avai
     plot(points, table, metric, out / "curve.png")
     body = [[p["model"], p["size"], p["runs"], p["mean"], p["std"], p["min"], p["max"]] for p in points]
     lines = [f"# Learning curve: recipe `{cfg.recipe}`, model `{cfg.model}`", "",
-             f"Test {metric} on the same held-out test split for every point; each point trains on a seeded, "
-             f"stratified subset of the {available:,} training examples (seeds {cfg.seed}..), with the recipe's "
+             f"Test {metric} on the same held-out test split ({held_out['test']:,} examples; "
+             f"{held_out['validation']:,} validation examples pick the best epoch) for every point; each point "
+             "trains on a seeded, "
+             f"stratified subset of the {available:,} training examples (seeds "
+             f"{', '.join(str(seed) for seed in sorted({row['seed'] for row in table}))}), with the recipe's "
              f"training settings (strategy {cfg.strategy}, at least {cfg.train.epochs} epochs). `scratch` is the "
              "same architecture randomly initialized, trained the same way.", "",
              *markdown_table(["model", "labeled examples", "runs", f"mean {metric}", "std", "min", "max"], body),

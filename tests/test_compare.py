@@ -16,8 +16,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY = {"data": {"max_train_samples": 24, "max_validation_samples": 12, "max_test_samples": 12, "max_length": 32},
         "train": {"epochs": 1, "batch_size": 8}}
-COLUMNS = ["strategy", "accuracy", "macro_f1", "trainable_params", "total_params", "run_seconds", "train_seconds",
-           "peak_rss_mb", "model_mb", "adapter_mb", "best_epoch"]
+COLUMNS = ["strategy", "accuracy", "macro_f1", "trainable_params", "total_params", "cpu_seconds", "run_seconds",
+           "train_seconds", "peak_rss_mb", "model_mb", "adapter_mb", "best_epoch"]
 
 
 def read_csv(path: Path) -> list[dict]:
@@ -64,7 +64,7 @@ def test_all_strategies_in_process(tiny_model_dir, tmp_path):
     report = (out / "report.md").read_text()
     rows = table_rows(report)
     assert [row[0] for row in rows] == ["full", "frozen", "lora", "gradual"]
-    assert all(len(row) == 9 for row in rows)
+    assert all(len(row) == 10 for row in rows)
     best = max(table, key=lambda row: float(row["accuracy"]))["strategy"]
     assert f"- **accuracy**: `{best}`" in report
     assert "- **speed**: `" in report and "- **size**: `" in report
@@ -81,6 +81,7 @@ def test_cli_runs_each_strategy_in_its_own_process(tiny_model_dir, reviews_csv, 
     table = read_csv(out / "comparison.csv")
     assert [row["strategy"] for row in table] == ["frozen"]
     assert float(table[0]["peak_rss_mb"]) > 50  # a python process with torch loaded
+    assert float(table[0]["cpu_seconds"]) > 0.5
     assert (out / "frozen.yaml").is_file() and (out / "frozen" / "model").is_dir()
     assert main(argv) == 2  # the comparison is there: not overwritten
     assert "already holds a comparison" in capsys.readouterr().err
