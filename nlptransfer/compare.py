@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from .catalog import load_recipe
 from .config import STRATEGIES, RunConfig, apply_overrides, describe, load_yaml, to_yaml, validate
@@ -295,17 +296,27 @@ def main(argv: list[str] | None = None) -> int:
     return run_command(compare_command, argv)
 
 
-def compare_command(argv: list[str]) -> int:
+def parse_tool_command(argv: list[str], options: Any, verbatim: tuple[str, ...], usage: str):
+    """compare's and curve's command line: (recipe name, its config, the tool's options), or the exit
+    code when only the usage or `--help` was printed."""
     flags, overrides, config_file = parse_args(argv)
-    mine, for_recipe = split_options(overrides, CompareOptions)
+    mine, for_recipe = split_options(overrides, type(options))
     recipe_items = [o for o in overrides if o.startswith("recipe=")]
     if flags["help"] or not recipe_items:
-        print(USAGE.format(options=describe(CompareOptions())), file=sys.stdout if flags["help"] else sys.stderr)
+        print(usage.format(options=describe(options)), file=sys.stdout if flags["help"] else sys.stderr)
         return 0 if flags["help"] else 2
-    options = parse_options(CompareOptions(), mine, verbatim=("strategies", "output_dir"))
+    options = parse_options(options, mine, verbatim=verbatim)
     recipe = recipe_items[-1].split("=", 1)[1]
     cfg = recipe_config(recipe, for_recipe, config_file)
     console_logging(flags["quiet"])
+    return recipe, cfg, options
+
+
+def compare_command(argv: list[str]) -> int:
+    parsed = parse_tool_command(argv, CompareOptions(), ("strategies", "output_dir"), USAGE)
+    if isinstance(parsed, int):
+        return parsed
+    recipe, cfg, options = parsed
     compare(recipe, cfg, options.strategies, options.output_dir, options.overwrite, options.isolate,
             options.unadapted)
     return 0

@@ -23,10 +23,10 @@ from datetime import datetime
 from pathlib import Path
 
 from .catalog import load_recipe
-from .compare import console_logging, markdown_table, recipe_config, split_options, write_csv
-from .config import RunConfig, describe, to_yaml, validate
+from .compare import markdown_table, parse_tool_command, write_csv
+from .config import RunConfig, to_yaml, validate
 from .errors import ConfigError
-from .run import parse_args, parse_options, run_command
+from .run import run_command
 
 logger = logging.getLogger("nlptransfer")
 
@@ -270,16 +270,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def curve_command(argv: list[str]) -> int:
-    flags, overrides, config_file = parse_args(argv)
-    mine, for_recipe = split_options(overrides, CurveOptions)
-    recipe_items = [o for o in overrides if o.startswith("recipe=")]
-    if flags["help"] or not recipe_items:
-        print(USAGE.format(options=describe(CurveOptions())), file=sys.stdout if flags["help"] else sys.stderr)
-        return 0 if flags["help"] else 2
-    options = parse_options(CurveOptions(), mine, verbatim=("sizes", "scratch_sizes", "output_dir"))
-    recipe = recipe_items[-1].split("=", 1)[1]
-    cfg = recipe_config(recipe, for_recipe, config_file)
-    console_logging(flags["quiet"])
+    parsed = parse_tool_command(argv, CurveOptions(), ("sizes", "scratch_sizes", "output_dir"), USAGE)
+    if isinstance(parsed, int):
+        return parsed
+    recipe, cfg, options = parsed
     curve(recipe, cfg, options.sizes, options.seeds, options.from_scratch, options.scratch_sizes, options.min_steps,
           options.output_dir, options.overwrite)
     return 0
