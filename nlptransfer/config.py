@@ -116,6 +116,8 @@ class TrainConfig:
     """Discriminative learning rates: each encoder layer below the top gets the lr times this factor (e.g. 0.8)."""
     head_lr: float | None = None
     """Learning rate of the new task head; default: train.lr (strategies full and gradual)."""
+    speedups: bool = True
+    """Exact speed-ups of the model's computation (top layer for [CLS] only, fast CPU dropout); see speed.py."""
 
 
 @dataclass

@@ -27,6 +27,7 @@ from .config import RunConfig, fixed_threshold, to_yaml, validate
 from .data import ClassificationData, TextSplit, load_classification
 from .errors import CheckpointError, ConfigError
 from .push import check_push, publish
+from .speed import speed_up
 from .train import FitResult, fit, predict
 
 logger = logging.getLogger("nlptransfer")
@@ -262,6 +263,8 @@ def build_model(cfg: RunConfig, tokenizer, label_names: list[str]) -> tuple[nn.M
     model = models.load_model(cfg.model, cfg.task, label_names, cfg.trust_remote_code)
     models.check_vocabulary(tokenizer, model, cfg.model)
     model = models.apply_strategy(model, cfg)
+    if cfg.train.speedups:
+        speed_up(model)
     trainable, total = models.count_parameters(model)
     if cfg.strategy == "gradual":  # the head alone at first; every weight once the encoder is unfrozen
         logger.info("strategy gradual: %s trainable parameters at first, all %s from epoch %d on", f"{trainable:,}",

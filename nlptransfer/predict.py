@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from transformers import AutoConfig, Pipeline, PreTrainedModel, pipeline
 
-from . import catalog, models
+from . import catalog, models, speed
 from .batches import head_tail_texts, pool_windows
 from .config import RunConfig, describe, load_yaml
 from .errors import ConfigError, DataError, ModelError
@@ -134,6 +134,7 @@ def load_model(location: str | Path, base_model: str | None = None) -> Predictor
     max_length, stride = input_limits(model, tokenizer.model_max_length, run_config(folder))
     tokenizer.model_max_length = max_length
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    speed.first_token_top(model)  # exact: the head reads the first token only
     pipe = pipeline(PIPELINE_TASKS[task], model=model.eval(), tokenizer=tokenizer, device=device)
     settings = getattr(model.config, "nlptransfer", None) or {}
     return Predictor(pipe=pipe, task=task, source=str(model_dir), stride=stride, settings=settings)

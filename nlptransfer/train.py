@@ -275,7 +275,7 @@ def count_batch(batch, loss, finite: bool, state: LoopState, cfg: TrainConfig, a
         )
 
 
-@torch.no_grad()
+@torch.inference_mode()  # no autograd bookkeeping at all: the logits only go to numpy
 def predict(model: nn.Module, batches: DataLoader, accelerator: Accelerator, desc: str = "evaluating") -> np.ndarray:
     """Logits for every example of the loader's split, in the split's order."""
     model.eval()

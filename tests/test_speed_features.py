@@ -103,8 +103,9 @@ def frozen_runs(tiny_model_dir, varied_csv, tmp_path_factory) -> tuple[RunConfig
 
 
 @pytest.fixture(scope="module")
-def full_run(tiny_model_dir, varied_csv, tmp_path_factory) -> tuple[list[EncoderCall], int]:
-    """A full run of 2 epochs: its encoder calls and how often the tokenizer was called."""
+def full_run(tiny_model_dir, varied_csv, tmp_path_factory) -> tuple[list[EncoderCall], int, list[tuple]]:
+    """A full run of 2 epochs: its encoder calls, how often the tokenizer was called, and the calls
+    of dropout and top-layer modules as (class name, training, output shape)."""
     cfg = config(tiny_model_dir, varied_csv, tmp_path_factory.mktemp("full") / "run", "full", epochs=2)
     tokenizer_calls = 0
     tokenize = PreTrainedTokenizerBase.__call__
@@ -114,10 +115,19 @@ def full_run(tiny_model_dir, varied_csv, tmp_path_factory) -> tuple[list[Encoder
         tokenizer_calls += 1
         return tokenize(self, *args, **kwargs)
 
+    module_calls = []
+
+    def record(module, args, output) -> None:
+        name = type(module).__name__
+        if "Dropout" in name or name.endswith("Layer"):
+            module_calls.append((name, module.training, tuple(output.shape)))
+
+    handle = register_module_forward_hook(record)
     with pytest.MonkeyPatch.context() as patch, recorded_encoder_calls() as calls:
         patch.setattr(PreTrainedTokenizerBase, "__call__", counting)
         run(cfg)
-    return calls, tokenizer_calls
+    handle.remove()
+    return calls, tokenizer_calls, module_calls
 
 
 def test_frozen_runs_the_encoder_once_per_example_not_once_per_epoch(frozen_runs):
@@ -138,7 +148,7 @@ def padding_share(batches: list[list[int]]) -> float:
 
 
 def test_training_batches_are_grouped_by_length(full_run):
-    calls, _ = full_run
+    calls, _, _ = full_run
     training = [call.lengths for call in calls if call.training]
     assert all(call.padded_length == max(call.lengths) for call in calls)  # dynamic padding
     lengths = [n for batch in training for n in batch]
@@ -155,10 +165,20 @@ def test_autograd_is_off_in_evaluation_and_on_in_training(full_run, frozen_runs)
 
 
 def test_texts_are_tokenized_once_per_split_not_per_epoch(full_run):
-    _, tokenizer_calls = full_run
+    _, tokenizer_calls, _ = full_run
     assert tokenizer_calls == 3  # train, validation, test
 
 
 def test_models_load_with_sdpa_attention(tiny_model_dir):
     model = models.load_model(tiny_model_dir, "classification", ["neg", "pos"])
     assert model.config._attn_implementation == "sdpa"
+
+
+def test_the_top_layer_runs_for_the_first_token_and_dropout_is_the_fast_one(full_run):
+    *_, module_calls = full_run
+    top = [shape for name, _, shape in module_calls if name == "FirstTokenBertLayer"]
+    lower = [shape for name, _, shape in module_calls if name == "BertLayer"]
+    assert top and len(top) == len(lower)  # one of the tiny model's two layers
+    assert all(shape[1] == 1 for shape in top) and any(shape[1] > 1 for shape in lower)
+    dropouts = [name for name, training, _ in module_calls if "Dropout" in name and training]
+    assert dropouts and set(dropouts) == {"FastDropout"}
