@@ -78,6 +78,7 @@ def run_nlptransfer(config: BertConfig, tokenizer, rows: list[dict], args, steps
 
     from nlptransfer import batches
     from nlptransfer.config import TrainConfig
+    from nlptransfer.speed import speed_up
     from nlptransfer.train import fit
 
     accelerator = Accelerator(mixed_precision="bf16")
@@ -86,6 +87,7 @@ def run_nlptransfer(config: BertConfig, tokenizer, rows: list[dict], args, steps
     cfg = TrainConfig(epochs=1, max_steps=steps, batch_size=args.batch_size, lr=args.lr, patience=None,
                       mixed_precision="bf16")
     model = BertForSequenceClassification(config)
+    speed_up(model)  # as pipeline.build_model does (train.speedups=true)
     result = fit(model, loader, lambda _: {"accuracy": 0.0}, cfg, args.lr, accelerator)
     return {"seconds": result.train_seconds, "steps": result.optimizer_steps, "samples": result.train_examples}
 

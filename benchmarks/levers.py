@@ -1,14 +1,15 @@
 """Interleaved A/B timings of the levers of the training and evaluation hot path.
 
     python benchmarks/levers.py                          # every lever, 4 rounds
-    python benchmarks/levers.py --levers fused_adamw,threads_1 --rounds 6
+    python benchmarks/levers.py --levers all_speedups,threads_1 --rounds 6
 
 Every variant holds its own copy of the packaged MiniLM and trains on the same real tweet
 batches (length-grouped, batch 32). Rounds interleave the variants, each on the same batches
 in a round, so drift in the machine's load hits them alike; a variant's effect is the median
 of its per-round time ratios to the baseline. The baseline step is what `train.train_epoch`
-does per batch: collate with `DataCollatorWithPadding`, forward, backward, clip, AdamW
-(foreach), schedule, zero the gradients.
+does per batch without the speed-ups of nlptransfer/speed.py: collate with
+`DataCollatorWithPadding`, forward, backward, clip, AdamW (fused, as `train.build_optimizer`
+makes it), schedule, zero the gradients.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import torch
 from methods import MODEL, Slice, load_data
 from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, get_linear_schedule_with_warmup
 
-from nlptransfer import batches, catalog, models, train
+from nlptransfer import batches, catalog, models, speed, train
 
 Step = Callable[[list[dict]], None]
 
@@ -47,14 +48,25 @@ def load_model(attention: str = "sdpa"):
         catalog.resolve_model(MODEL), num_labels=3, attn_implementation=attention)
 
 
-def training_step(tokenizer, attention: str = "sdpa", fused: bool = False, lean_collate: bool = False,
-                  compiled: bool = False, threads: int | None = None, bf16: bool = False) -> Step:
+SPEEDUPS = {
+    "first_token": speed.first_token_top,
+    "fast_dropout": lambda model: speed.fast_dropout_modules(model) and speed.fast_attention_dropout(model),
+    "all": speed.speed_up,
+}
+"""The exact speed-ups of nlptransfer/speed.py, alone and together."""
+
+
+def training_step(tokenizer, attention: str = "sdpa", foreach: bool = False, lean_collate: bool = False,
+                  compiled: bool = False, threads: int | None = None, bf16: bool = False,
+                  speedups: str | None = None) -> Step:
     """One variant of the training step, on a fresh model and optimizer."""
     model = load_model(attention).train()
+    if speedups:
+        SPEEDUPS[speedups](model)
     optimizer = train.build_optimizer(model, 5e-5, 0.01)
-    if fused:
+    if foreach:
         optimizer = torch.optim.AdamW([{"params": g["params"], "weight_decay": g["weight_decay"]}
-                                       for g in optimizer.param_groups], lr=5e-5, fused=True)
+                                       for g in optimizer.param_groups], lr=5e-5, foreach=True)
     scheduler = get_linear_schedule_with_warmup(optimizer, 0, 10_000)
     hf_collate = DataCollatorWithPadding(tokenizer)
     forward = torch.compile(model, dynamic=True) if compiled else model
@@ -75,9 +87,11 @@ def training_step(tokenizer, attention: str = "sdpa", fused: bool = False, lean_
     return step
 
 
-def evaluation_step(tokenizer, mode: Callable[[], object]) -> Step:
+def evaluation_step(tokenizer, mode: Callable[[], object], first_token: bool = False) -> Step:
     """A forward pass for predictions under `mode` (torch.no_grad or torch.inference_mode)."""
     model = load_model().eval()
+    if first_token:
+        speed.first_token_top(model)
     collate = DataCollatorWithPadding(tokenizer)
 
     def step(features: list[dict]) -> None:
@@ -101,15 +115,19 @@ def levers(tokenizer) -> dict[str, tuple[str, Callable[[], Step]]]:
     hf_collate, pad_id = DataCollatorWithPadding(tokenizer), tokenizer.pad_token_id
     return {
         "train_baseline": ("train_baseline", lambda: training_step(tokenizer)),
-        "fused_adamw": ("train_baseline", lambda: training_step(tokenizer, fused=True)),
+        "foreach_adamw": ("train_baseline", lambda: training_step(tokenizer, foreach=True)),
         "lean_collate": ("train_baseline", lambda: training_step(tokenizer, lean_collate=True)),
         "eager_attention": ("train_baseline", lambda: training_step(tokenizer, attention="eager")),
         "threads_1": ("train_baseline", lambda: training_step(tokenizer, threads=1)),
-        "all_but_compile": ("train_baseline", lambda: training_step(tokenizer, fused=True, lean_collate=True)),
         "torch_compile": ("train_baseline", lambda: training_step(tokenizer, compiled=True)),
         "bf16_autocast": ("train_baseline", lambda: training_step(tokenizer, bf16=True)),
+        "first_token_top": ("train_baseline", lambda: training_step(tokenizer, speedups="first_token")),
+        "fast_dropout": ("train_baseline", lambda: training_step(tokenizer, speedups="fast_dropout")),
+        "all_speedups": ("train_baseline", lambda: training_step(tokenizer, speedups="all")),
         "eval_no_grad": ("eval_no_grad", lambda: evaluation_step(tokenizer, torch.no_grad)),
         "eval_inference_mode": ("eval_no_grad", lambda: evaluation_step(tokenizer, torch.inference_mode)),
+        "eval_first_token_top": ("eval_no_grad", lambda: evaluation_step(tokenizer, torch.no_grad, first_token=True)),
+        "eval_both": ("eval_no_grad", lambda: evaluation_step(tokenizer, torch.inference_mode, first_token=True)),
         "collate_hf_x50": ("collate_hf_x50", lambda: collation_step(hf_collate)),
         "collate_lean_x50": ("collate_hf_x50", lambda: collation_step(lambda f: pad_batch(f, pad_id))),
     }
