@@ -27,6 +27,7 @@ from methods import MODEL, Slice, load_data
 from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, get_linear_schedule_with_warmup
 
 from nlptransfer import batches, catalog, models, speed, train
+from nlptransfer.config import RunConfig
 
 Step = Callable[[list[dict]], None]
 
@@ -58,9 +59,11 @@ SPEEDUPS = {
 
 def training_step(tokenizer, attention: str = "sdpa", foreach: bool = False, lean_collate: bool = False,
                   compiled: bool = False, threads: int | None = None, bf16: bool = False,
-                  speedups: str | None = None) -> Step:
+                  speedups: str | None = None, lora: bool = False) -> Step:
     """One variant of the training step, on a fresh model and optimizer."""
     model = load_model(attention).train()
+    if lora:  # the recipe's LoRA settings (r 8, alpha 16, dropout 0.1 on query and value)
+        model = models.add_lora(model, RunConfig(model=MODEL, strategy="lora")).train()
     if speedups:
         SPEEDUPS[speedups](model)
     optimizer = train.build_optimizer(model, 5e-5, 0.01)
@@ -124,6 +127,7 @@ def levers(tokenizer) -> dict[str, tuple[str, Callable[[], Step]]]:
         "first_token_top": ("train_baseline", lambda: training_step(tokenizer, speedups="first_token")),
         "fast_dropout": ("train_baseline", lambda: training_step(tokenizer, speedups="fast_dropout")),
         "all_speedups": ("train_baseline", lambda: training_step(tokenizer, speedups="all")),
+        "lora_step": ("all_speedups", lambda: training_step(tokenizer, speedups="all", lora=True)),
         "eval_no_grad": ("eval_no_grad", lambda: evaluation_step(tokenizer, torch.no_grad)),
         "eval_inference_mode": ("eval_no_grad", lambda: evaluation_step(tokenizer, torch.inference_mode)),
         "eval_first_token_top": ("eval_no_grad", lambda: evaluation_step(tokenizer, torch.no_grad, first_token=True)),

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 from transformers import PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
+from . import cache
 from .batches import EncodedSplit, LengthGroupedBatches, model_inputs, sorted_batches
 from .config import RunConfig
 from .console import progress_bar
@@ -136,6 +137,24 @@ def token_feature_loaders(
     validation_batches = DataLoader(validation, batch_sampler=sorted_batches(validation_lengths, eval_batch_size),
                                     collate_fn=pad_token_features)
     return train_batches, validation_batches
+
+
+def cached_extraction(extract_features: Callable, kind: str, cfg: RunConfig, tokenizer) -> Callable:
+    """`extract_features` through the disk cache: features are reused when this model, split,
+    max length, tokenizer and precision were seen before (`kind`: `first_token` or `tokens`)."""
+
+    def extract(encoder: nn.Module, loader: DataLoader, accelerator: Accelerator) -> EncodedSplit:
+        # Iterating a DataLoader draws a seed from the global RNG: without the fork, a run that
+        # extracts would train with other dropout masks than one that reads the cache.
+        with torch.random.fork_rng(devices=[]):
+            return extract_features(encoder, loader, accelerator)
+
+    def extract_or_load(encoder: nn.Module, loader: DataLoader, accelerator: Accelerator) -> EncodedSplit:
+        key = cache.feature_key(cfg.model, loader.dataset, cfg.data.max_length, kind, tokenizer,
+                                precision=cfg.train.mixed_precision)
+        return cache.cached(key, lambda: extract(encoder, loader, accelerator))
+
+    return extract_or_load
 
 
 def fit_head_on_features(

@@ -21,7 +21,7 @@ from accelerate.utils import broadcast_object_list, set_seed
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import adapt, batches, cache, console, distributed, export, features, losses, metrics, models, plots, tracking
+from . import adapt, batches, console, distributed, export, features, losses, metrics, models, plots, tracking
 from .checkpoint import Checkpoints
 from .config import RunConfig, fixed_threshold, to_yaml, validate
 from .data import ClassificationData, TextSplit, load_classification
@@ -194,13 +194,7 @@ def train(model, encoded, tokenizer, data: ClassificationData, cfg: RunConfig, a
 
     if cfg.strategy == "frozen":
         train_texts = accelerator.prepare(batches.eval_loader(encoded["train"], tokenizer, cfg.train.eval_batch_size))
-
-        def cached_extract(encoder, loader, accelerator) -> batches.EncodedSplit:
-            """Encoder features from the disk cache when this model, data and length were seen before."""
-            key = cache.feature_key(cfg.model, loader.dataset, cfg.data.max_length, "first_token", tokenizer,
-                                    precision=cfg.train.mixed_precision)
-            return cache.cached(key, lambda: features.extract(encoder, loader, accelerator))
-
+        cached_extract = features.cached_extraction(features.extract, "first_token", cfg, tokenizer)
         model, fitted = features.fit_head_on_features(model, train_texts, validation, cached_extract,
                                                       features.feature_loaders, validate_on, cfg, lr, accelerator,
                                                       **resume)

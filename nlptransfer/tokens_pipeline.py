@@ -81,7 +81,8 @@ def train(model, encoded, tokenizer, data: TokenData, cfg: RunConfig, max_length
 
     if cfg.strategy == "frozen":
         train_windows = accelerator.prepare(tokens.eval_loader(encoded["train"], tokenizer, cfg.train.eval_batch_size))
-        return features.fit_head_on_features(model, train_windows, validation, features.extract_tokens,
+        cached_extract = features.cached_extraction(features.extract_tokens, "tokens", cfg, tokenizer)
+        return features.fit_head_on_features(model, train_windows, validation, cached_extract,
                                              features.token_feature_loaders, validate_on, cfg, lr, accelerator,
                                              **resume)
     train_batches = tokens.train_loader(encoded["train"], tokenizer, cfg.train.batch_size, cfg.seed,

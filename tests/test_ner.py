@@ -184,6 +184,25 @@ def test_cached_token_features_give_the_model_logits(tiny_model_dir):
     assert head.restore() is model and model.base_model is not head.replay
 
 
+def test_a_second_frozen_run_reads_token_features_from_the_disk_cache(tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("NLPTRANSFER_CACHE", str(tmp_path / "cache"))
+    extracted = []
+    real_extract = features.extract_tokens
+
+    def counting(encoder, loader, accelerator):
+        extracted.append(len(loader.dataset))
+        return real_extract(encoder, loader, accelerator)
+
+    monkeypatch.setattr(features, "extract_tokens", counting)
+    results = [run_token_classification(ner_config(tiny_model_dir, tmp_path / f"run{i}", strategy="frozen",
+                                                   data={"max_length": 16, "stride": 4}))
+               for i in (1, 2)]
+    assert len(extracted) == 2  # train and validation windows, by the first run only
+    assert len(list((tmp_path / "cache").rglob("*.pt"))) == 2
+    assert results[0].test_metrics == results[1].test_metrics
+    assert [e["train_loss"] for e in results[0].history] == [e["train_loss"] for e in results[1].history]
+
+
 def test_cli_runs_the_recipe_with_freezing_options(tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "run"
     code = main(["recipe=ner", f"model={tiny_model_dir}", "data.name=null", f"data.train_file={TINY_CONLL}",

@@ -88,18 +88,18 @@ def eval_batches(cfg: RunConfig, *splits: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def frozen_runs(tiny_model_dir, varied_csv, tmp_path_factory) -> tuple[RunConfig, list[list[EncoderCall]]]:
+def frozen_runs(tiny_model_dir, varied_csv, tmp_path_factory) -> tuple[RunConfig, list[list[EncoderCall]], list]:
     """Two frozen runs of 3 epochs on the same data, sharing a fresh feature cache folder."""
     root = tmp_path_factory.mktemp("frozen")
     cfg = config(tiny_model_dir, varied_csv, root / "run", "frozen", epochs=3)
-    runs = []
+    runs, results = [], []
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("NLPTRANSFER_CACHE", str(root / "cache"))
         for _ in range(2):
             with recorded_encoder_calls() as calls:
-                run(cfg)
+                results.append(run(cfg))
             runs.append(calls)
-    return cfg, runs
+    return cfg, runs, results
 
 
 @pytest.fixture(scope="module")
@@ -131,15 +131,18 @@ def full_run(tiny_model_dir, varied_csv, tmp_path_factory) -> tuple[list[Encoder
 
 
 def test_frozen_runs_the_encoder_once_per_example_not_once_per_epoch(frozen_runs):
-    cfg, (first, _) = frozen_runs
+    cfg, (first, _), _ = frozen_runs
     assert not any(call.training for call in first)
     # features of train and validation once, then the test split through the restored model
     assert len(first) == eval_batches(cfg, "train", "validation", "test")
 
 
 def test_a_second_frozen_run_reads_the_features_from_the_disk_cache(frozen_runs):
-    cfg, (_, second) = frozen_runs
+    cfg, (_, second), results = frozen_runs
     assert len(second) == eval_batches(cfg, "test")
+    # reading the cache instead of extracting changes nothing downstream (same dropout, same batches)
+    assert [e["train_loss"] for e in results[0].history] == [e["train_loss"] for e in results[1].history]
+    assert results[0].test_metrics == results[1].test_metrics
 
 
 def padding_share(batches: list[list[int]]) -> float:
