@@ -238,6 +238,46 @@ def evaluation_batch_sizes(args: argparse.Namespace) -> None:
     print("(s/step here is seconds per example)")
 
 
+def evaluation_vs_trainer(args: argparse.Namespace) -> None:
+    """`Trainer.evaluate` against nlptransfer's test prediction on the same test slice, interleaved.
+
+    Both hold the same model weights (the packaged MiniLM with one seeded head); each keeps its
+    default evaluation batch size (Trainer 8, nlptransfer `train.eval_batch_size`).
+    """
+    from accelerate import Accelerator
+    from methods import token_rows
+    from transformers import Trainer, TrainingArguments
+
+    from nlptransfer.config import TrainConfig
+
+    data = load_data(Slice(train=64, test=args.eval_examples, validation=64))
+    tokenizer = models.load_tokenizer(MODEL)
+    torch.manual_seed(0)
+    model = models.load_model(MODEL, "classification", data.label_names).eval()
+    fast = models.load_model(MODEL, "classification", data.label_names)
+    fast.load_state_dict(model.state_dict())
+    speed.speed_up(fast)
+    trainer = Trainer(model=model, processing_class=tokenizer,
+                      args=TrainingArguments(output_dir="/tmp/levers-trainer", report_to="none", disable_tqdm=True),
+                      eval_dataset=token_rows(data.test.texts, data.test.labels, tokenizer, 128))
+    test = batches.encode_split(data.test, tokenizer, 128)
+    accelerator = Accelerator(cpu=True)
+
+    def nlptransfer_predict() -> None:
+        train.predict(fast, batches.eval_loader(test, tokenizer, TrainConfig().eval_batch_size), accelerator)
+
+    rates: dict[str, list[float]] = {"Trainer.evaluate": [], "nlptransfer predict": []}
+    for index in range(args.rounds):
+        rates["Trainer.evaluate"].append(len(test) / trainer.evaluate()["eval_runtime"])
+        rates["nlptransfer predict"].append(len(test) / seconds_per_step(lambda _: nlptransfer_predict(), [None]))
+        ratios = [ours / theirs for ours, theirs in zip(rates["nlptransfer predict"], rates["Trainer.evaluate"])]
+        print(f"round {index + 1}: " + ", ".join(f"{n} {r[-1]:.1f} samples/s" for n, r in rates.items())
+              + f", ratio {ratios[-1]:.2f}", flush=True)
+    print(f"median samples/s: Trainer.evaluate {median(rates['Trainer.evaluate']):.1f}, nlptransfer "
+          f"{median(rates['nlptransfer predict']):.1f}; median ratio {median(ratios):.2f} "
+          f"(range {min(ratios):.2f}-{max(ratios):.2f})")
+
+
 def step_child(args: argparse.Namespace) -> None:
     tokenizer = models.load_tokenizer(MODEL)
     groups = real_batches(args, tokenizer, print_padding=False)
@@ -252,7 +292,10 @@ def main() -> None:
     parser.add_argument("--threads", action="store_true",
                         help="compare thread settings instead (default, OMP_WAIT_POLICY=PASSIVE, one thread)")
     parser.add_argument("--eval-batch-sizes", help="compare prediction batch sizes instead, e.g. 32,64,128")
-    parser.add_argument("--eval-examples", type=int, default=512, help="test examples for --eval-batch-sizes")
+    parser.add_argument("--eval-vs-trainer", action="store_true",
+                        help="Trainer.evaluate vs nlptransfer's test prediction instead, interleaved")
+    parser.add_argument("--eval-examples", type=int, default=512,
+                        help="test examples for --eval-batch-sizes and --eval-vs-trainer")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--per-round", type=int, default=2, help="batches per variant per round")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -261,6 +304,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.step_child is not None:
         step_child(args)
+    elif args.eval_vs_trainer:
+        evaluation_vs_trainer(args)
     elif args.eval_batch_sizes:
         evaluation_batch_sizes(args)
     elif args.threads:
