@@ -8,10 +8,14 @@ import pytest
 import torch
 from torch import nn
 from transformers import (
+    AlbertConfig,
+    AlbertForSequenceClassification,
     AutoModelForSequenceClassification,
     BertConfig,
     BertForSequenceClassification,
     BertForTokenClassification,
+    DebertaV2Config,
+    DebertaV2ForSequenceClassification,
     DistilBertConfig,
     DistilBertForSequenceClassification,
     ElectraConfig,
@@ -92,6 +96,29 @@ def test_first_token_is_not_applied_where_the_head_reads_every_token_or_the_laye
         applied = speed.speed_up(model)
         assert not any("first token" in item for item in applied)
         assert any("fast CPU dropout" in item for item in applied)  # still exact in distribution
+
+
+OTHER_FAMILIES = {
+    "albert": lambda: tiny(AlbertForSequenceClassification, AlbertConfig, embedding_size=16),
+    "distilbert": lambda: DistilBertForSequenceClassification(DistilBertConfig(
+        vocab_size=60, dim=32, n_layers=2, n_heads=4, hidden_dim=64, num_labels=3)).eval(),
+    "deberta-v2": lambda: tiny(DebertaV2ForSequenceClassification, DebertaV2Config),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OTHER_FAMILIES))
+def test_other_families_keep_their_outputs_and_train(name):
+    torch.manual_seed(0)
+    reference = OTHER_FAMILIES[name]()
+    fast = copy.deepcopy(reference)
+    applied = speed.speed_up(fast)
+    assert any("fast CPU dropout" in item for item in applied)
+    inputs = batch()
+    with torch.no_grad():
+        torch.testing.assert_close(fast(**inputs).logits, reference(**inputs).logits)
+    fast.train()
+    fast(**inputs).loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in fast.parameters() if p.requires_grad)
 
 
 def test_lora_models_get_the_speed_ups(tiny_model_dir):
