@@ -93,7 +93,7 @@ class TrainConfig:
     eval_batch_size: int = 32
     """Examples per evaluation batch, all processes together."""
     lr: float | None = None
-    """Peak learning rate; default: full 1e-4 (2e-5..5e-5 for base-size models), lora 5e-4, frozen 1e-3."""
+    """Peak learning rate; default: full 1e-4 (2e-5..5e-5 for base-size models), lora 5e-4, frozen 1e-2."""
     weight_decay: float = 0.01
     """AdamW weight decay (never on biases and LayerNorm weights)."""
     warmup_ratio: float = 0.06

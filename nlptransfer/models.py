@@ -262,7 +262,7 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
 
 def default_lr(strategy: str) -> float:
     """Learning rates that work for each strategy: small for all weights, larger for few."""
-    return {"full": 1e-4, "gradual": 1e-4, "lora": 5e-4, "frozen": 1e-3}[strategy]
+    return {"full": 1e-4, "gradual": 1e-4, "lora": 5e-4, "frozen": 1e-2}[strategy]
 
 
 @torch.no_grad()
