@@ -4,7 +4,7 @@
     python -m nlptransfer.push RUN_DIR repo_id=user/name [private=true] [revision=BRANCH] [merged=false]
 
 The export holds the model (safetensors weights, config with labels, tokenizer), README.md (the
-model card), training_config.yaml, metrics.json and the run's figures (curves.png, ...); a LoRA
+model card), training_config.yaml (without local paths), metrics.json and the run's figures (curves.png, ...); a LoRA
 run adds its adapter (with its head) in adapter/, or with merged=false ships the adapter alone.
 The push creates the repo if needed and uploads the folder in one commit, retrying transient
 failures (5xx, timeouts, dropped connections) with exponential backoff. The token comes from
@@ -13,6 +13,7 @@ HF_TOKEN or `hf auth login` and is never written anywhere.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -21,7 +22,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import TypeVar
 
 from huggingface_hub import HfApi, get_token
@@ -29,7 +30,7 @@ from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from .card import base_model_id, run_card, run_label_names
-from .config import PushConfig, RunConfig, describe, load_yaml
+from .config import PushConfig, RunConfig, describe, load_yaml, to_yaml
 from .errors import ConfigError, HubError, ModelError
 from .export import write_json, write_text
 from .plots import PLOT_FILES
@@ -74,7 +75,7 @@ def export_run(run_dir: str | Path, dest: str | Path, merged: bool = True, repo_
             copy_files(run_dir / "model", staging)
             if cfg.strategy == "lora":
                 copy_adapter(run_dir / "adapter", staging / "adapter", cfg)
-        shutil.copy2(run_dir / "config.yaml", staging / "training_config.yaml")
+        write_text(staging / "training_config.yaml", to_yaml(portable_config(cfg)))
         shutil.copy2(run_dir / "metrics.json", staging / "metrics.json")
         for figure in PLOT_FILES:  # the card shows them by relative path
             if (run_dir / figure).is_file():
@@ -88,6 +89,27 @@ def export_run(run_dir: str | Path, dest: str | Path, merged: bool = True, repo_
         shutil.rmtree(dest)
     os.replace(staging, dest)
     return dest
+
+
+def is_local_path(value: str) -> bool:
+    """An absolute or home-relative path (`/...`, `~...`, `C:\\...`): where a file sat on the author's disk."""
+    return value.startswith(("/", "~")) or (len(value) > 2 and value[1] == ":" and value[2] in "\\/")
+
+
+def portable_config(cfg: RunConfig) -> RunConfig:
+    """The run's config without the author's local paths: files and folders by name, a local copy of
+    a known checkpoint by its hub id. A published training_config.yaml should not show one's disk."""
+
+    def portable(value):
+        if dataclasses.is_dataclass(value):
+            return dataclasses.replace(value, **{f.name: portable(getattr(value, f.name))
+                                                 for f in dataclasses.fields(value) if f.init})
+        if not (isinstance(value, str) and is_local_path(value)):
+            return value
+        return (PureWindowsPath if value[1:2] == ":" else Path)(value).name
+
+    model = base_model_id(cfg.model) or cfg.model
+    return portable(dataclasses.replace(cfg, model=model))
 
 
 def check_run(run_dir: Path) -> RunConfig:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from collections.abc import Callable
@@ -13,7 +14,7 @@ from huggingface_hub import ModelCard
 from huggingface_hub.errors import HfHubHTTPError
 
 from nlptransfer import push
-from nlptransfer.config import PushConfig, RunConfig
+from nlptransfer.config import DataConfig, PushConfig, RunConfig, load_yaml
 from nlptransfer.errors import ConfigError, HubError, ModelError
 from nlptransfer.predict import load_model
 
@@ -90,7 +91,14 @@ def test_export_is_a_loadable_hub_folder(full_run, tmp_path):
             "training_config.yaml", "metrics.json"} <= names
     assert not any(name.endswith(".bin") for name in names)
     assert json.loads((dest / "config.json").read_text())["id2label"] == {"0": "neg", "1": "neu", "2": "pos"}
-    assert (dest / "training_config.yaml").read_text() == (full_run / "config.yaml").read_text()
+    exported = (dest / "training_config.yaml").read_text()
+    assert str(tmp_path.parent) not in exported  # no local paths of the author's machine
+    run_cfg = load_yaml(RunConfig(), full_run / "config.yaml")
+    shared = load_yaml(RunConfig(), dest / "training_config.yaml")
+    assert (shared.model, shared.output_dir, shared.data.train_file) == (
+        Path(run_cfg.model).name, full_run.name, Path(run_cfg.data.train_file).name)
+    assert dataclasses.replace(shared, model=run_cfg.model, output_dir=run_cfg.output_dir,
+                               data=dataclasses.replace(shared.data, train_file=run_cfg.data.train_file)) == run_cfg
     assert ModelCard((dest / "README.md").read_text()).data.model_name == "tiny"
     texts = ["a great movie", "terrible food"]
     assert load_model(dest).predict(texts) == load_model(full_run).predict(texts)
@@ -124,6 +132,20 @@ def test_adapter_names_its_base_by_hub_id(lora_run, tmp_path):
     push.copy_adapter(lora_run / "adapter", tmp_path / "adapter", RunConfig(model="minilm", strategy="lora"))
     settings = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
     assert settings["base_model_name_or_path"] == "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def test_portable_config_drops_local_paths_and_names_known_checkpoints():
+    from nlptransfer import catalog
+
+    cfg = RunConfig(model=str(catalog.resolve_model("minilm")), output_dir="/home/alice/runs/x",
+                    data=DataConfig(train_file="~/data/reviews.csv", test_file="data/test.csv",
+                                    validation_file="C:\\Users\\alice\\val.csv"))
+    shared = push.portable_config(cfg)
+    assert shared.model == "sentence-transformers/all-MiniLM-L6-v2"
+    assert shared.output_dir == "x" and shared.data.train_file == "reviews.csv"
+    assert shared.data.test_file == "data/test.csv"  # relative paths say nothing about the machine
+    assert shared.data.validation_file.endswith("val.csv") and "alice" not in shared.data.validation_file
+    assert push.portable_config(RunConfig(model="bert-base-uncased")).model == "bert-base-uncased"
 
 
 def test_export_refuses_what_is_not_a_run(full_run, tiny_model_dir, tmp_path):
