@@ -91,9 +91,14 @@ def export_run(run_dir: str | Path, dest: str | Path, merged: bool = True, repo_
     return dest
 
 
-def is_local_path(value: str) -> bool:
-    """An absolute or home-relative path (`/...`, `~...`, `C:\\...`): where a file sat on the author's disk."""
-    return value.startswith(("/", "~")) or (len(value) > 2 and value[1] == ":" and value[2] in "\\/")
+def local_file_name(value: str) -> str | None:
+    """The file or folder name of an absolute or home-relative path (`/...`, `~...`, `C:\\...`): where
+    something sat on the author's disk; None for anything else (relative paths, names, hub ids)."""
+    if value.startswith(("/", "~")):
+        return Path(value).name
+    if len(value) > 2 and value[1] == ":" and value[2] in "\\/":
+        return PureWindowsPath(value).name
+    return None
 
 
 def portable_config(cfg: RunConfig) -> RunConfig:
@@ -104,12 +109,9 @@ def portable_config(cfg: RunConfig) -> RunConfig:
         if dataclasses.is_dataclass(value):
             return dataclasses.replace(value, **{f.name: portable(getattr(value, f.name))
                                                  for f in dataclasses.fields(value) if f.init})
-        if not (isinstance(value, str) and is_local_path(value)):
-            return value
-        return (PureWindowsPath if value[1:2] == ":" else Path)(value).name
+        return (local_file_name(value) or value) if isinstance(value, str) else value
 
-    model = base_model_id(cfg.model) or cfg.model
-    return portable(dataclasses.replace(cfg, model=model))
+    return portable(dataclasses.replace(cfg, model=base_model_id(cfg.model) or cfg.model))
 
 
 def check_run(run_dir: Path) -> RunConfig:

@@ -31,6 +31,8 @@ from torch import nn
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.models.bert.modeling_bert import eager_attention_forward
 
 logger = logging.getLogger(__name__)
 
@@ -97,9 +99,6 @@ def first_token_forward(self, hidden_states: torch.Tensor, attention_mask: torch
     def heads(states: torch.Tensor) -> torch.Tensor:
         return states.view(batch, states.shape[1], -1, attention.attention_head_size).transpose(1, 2)
 
-    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-    from transformers.models.bert.modeling_bert import eager_attention_forward
-
     attend = ALL_ATTENTION_FUNCTIONS.get_interface(attention.config._attn_implementation, eager_attention_forward)
     context, _ = attend(
         attention, heads(attention.query(first)), heads(attention.key(hidden_states)),
@@ -159,9 +158,10 @@ def fast_dropout_modules(model: nn.Module) -> int:
 
 def fast_attention_dropout(model: nn.Module) -> bool:
     """Route SDPA attention through `dropout_attention` (same masks, fast dropout while training)."""
-    config = transformers_model(model).config
-    if config._attn_implementation != "sdpa" or not getattr(transformers_model(model), "_supports_sdpa", False):
+    inner = transformers_model(model)
+    if inner.config._attn_implementation != "sdpa" or not getattr(inner, "_supports_sdpa", False):
         return False
+    config = inner.config
     config._attn_implementation = ATTENTION
     return True
 
