@@ -73,13 +73,13 @@ def flops_per_token(config: BertConfig, seq_len: int) -> float:
 
 
 def run_nlptransfer(config: BertConfig, tokenizer, rows: list[dict], args, steps: int) -> dict:
-    """`nlptransfer.train.fit` over `batches.train_loader`, as `pipeline.train` runs it for strategy=full."""
+    """`nlptransfer.engine.loop.fit` over `batches.train_loader`, as strategy=full runs it."""
     from accelerate import Accelerator
 
-    from nlptransfer import batches
-    from nlptransfer.config import TrainConfig
-    from nlptransfer.speed import speed_up
-    from nlptransfer.train import fit
+    from nlptransfer.engine import batches
+    from nlptransfer.engine.loop import OptimizerSettings, TrainData, fit
+    from nlptransfer.engine.speed import speed_up
+    from nlptransfer.options import TrainConfig
 
     accelerator = Accelerator(mixed_precision="bf16")
     split = batches.EncodedSplit([row | {"example_index": i} for i, row in enumerate(rows[:steps * args.batch_size])])
@@ -88,7 +88,7 @@ def run_nlptransfer(config: BertConfig, tokenizer, rows: list[dict], args, steps
                       mixed_precision="bf16")
     model = BertForSequenceClassification(config)
     speed_up(model)  # as pipeline.build_model does (train.speedups=true)
-    result = fit(model, loader, lambda _: {"accuracy": 0.0}, cfg, args.lr, accelerator)
+    result = fit(model, TrainData(loader, lambda _: {"accuracy": 0.0}), cfg, OptimizerSettings(args.lr), accelerator)
     return {"seconds": result.train_seconds, "steps": result.optimizer_steps, "samples": result.train_examples}
 
 

@@ -27,8 +27,10 @@ import torch
 from methods import MODEL, Slice, load_data
 from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, get_linear_schedule_with_warmup
 
-from nlptransfer import batches, catalog, models, speed, train
-from nlptransfer.config import RunConfig
+from nlptransfer import catalog, models, tasks
+from nlptransfer.engine import batches, speed
+from nlptransfer.engine import loop as train
+from nlptransfer.strategies.lora import LoraSettings, add_lora
 
 Step = Callable[[list[dict]], None]
 
@@ -65,7 +67,7 @@ def training_step(tokenizer, attention: str = "sdpa", foreach: bool = False, lea
     """One variant of the training step, on a fresh model and optimizer."""
     model = load_model(attention).train()
     if lora:  # the recipe's LoRA settings (r 8, alpha 16, dropout 0.1 on query and value)
-        model = models.add_lora(model, RunConfig(model=MODEL, strategy="lora")).train()
+        model = add_lora(model, LoraSettings(), "SEQ_CLS").train()
     if speedups:
         SPEEDUPS[speedups](model)
     optimizer = train.build_optimizer(model, 5e-5, 0.01)
@@ -255,8 +257,8 @@ def evaluation_vs_trainer(args: argparse.Namespace) -> None:
     data = load_data(Slice(train=64, test=args.eval_examples, validation=64))
     tokenizer = models.load_tokenizer(MODEL)
     torch.manual_seed(0)
-    model = models.load_model(MODEL, "classification", data.label_names).eval()
-    fast = models.load_model(MODEL, "classification", data.label_names)
+    model = models.load_model(MODEL, tasks.get("classification"), data.label_names).eval()
+    fast = models.load_model(MODEL, tasks.get("classification"), data.label_names)
     fast.load_state_dict(model.state_dict())
     speed.speed_up(fast)
     trainer = Trainer(model=model, processing_class=tokenizer,

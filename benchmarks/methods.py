@@ -46,20 +46,20 @@ def data_config(spec: Slice):
 
 def load_data(spec: Slice):
     """The slice, split exactly as `nlptransfer.pipeline.run` splits it."""
-    from nlptransfer.data import load_classification
+    from nlptransfer.data.classification import load_classification
 
     return load_classification(data_config(spec), spec.seed)
 
 
 def workload(spec: Slice) -> dict:
     """Real-token counts of the training split and the model shape the FLOP formula needs."""
-    from nlptransfer import models
+    from nlptransfer import models, tasks
 
     data = load_data(spec)
     tokenizer = models.load_tokenizer(MODEL)
     lengths = np.array([len(ids) for ids in tokenizer(data.train.texts, truncation=True,
                                                        max_length=spec.max_length)["input_ids"]], dtype=np.int64)
-    model = models.load_model(MODEL, "classification", data.label_names)
+    model = models.load_model(MODEL, tasks.get("classification"), data.label_names)
     return {
         "train_examples": len(data.train), "validation_examples": len(data.validation),
         "test_examples": len(data.test),
@@ -91,15 +91,17 @@ def timed_calls(owner: object, name: str) -> Iterator[list[dict]]:
 
 def run_nlptransfer(strategy: str, spec: Slice, workdir: Path, lr: float | None = None) -> dict:
     """`nlptransfer.pipeline.run` with one strategy; the test prediction and feature extraction timed."""
-    from nlptransfer import features, pipeline
+    from nlptransfer import pipeline
     from nlptransfer.config import RunConfig, TrainConfig
+    from nlptransfer.engine import loop
+    from nlptransfer.tasks.classification import Classification
 
     logging.getLogger("nlptransfer").setLevel(logging.WARNING)
     cfg = RunConfig(recipe="bench", model=MODEL, strategy=strategy, seed=spec.seed, overwrite=True,
                     output_dir=str(workdir / f"run-{strategy}"), data=data_config(spec),
                     train=TrainConfig(epochs=spec.epochs, batch_size=spec.batch_size, lr=lr or spec.lr,
                                       patience=None))
-    with timed_calls(pipeline, "predict") as predictions, timed_calls(features, "extract") as extractions:
+    with timed_calls(loop, "predict") as predictions, timed_features(Classification) as extractions:
         results = pipeline.run(cfg)
     epoch_seconds = [epoch["train_seconds"] for epoch in results.history]
     test = predictions[-1]  # validation after each epoch, then the test split
@@ -118,6 +120,27 @@ def run_nlptransfer(strategy: str, spec: Slice, workdir: Path, lr: float | None 
         "eval_examples": test["rows"],
         "run_seconds": timing["wall_seconds"],
     }
+
+
+@contextmanager
+def timed_features(task_class: type) -> Iterator[list[dict]]:
+    """Time every feature extraction of `strategy=frozen` for `task_class` while the block runs."""
+    import dataclasses
+
+    original = task_class.features
+    calls: list[dict] = []
+
+    def timed(*args, **kwargs):
+        started = time.perf_counter()
+        result = original.extract(*args, **kwargs)
+        calls.append({"seconds": time.perf_counter() - started, "rows": len(result)})
+        return result
+
+    task_class.features = dataclasses.replace(original, extract=timed)
+    try:
+        yield calls
+    finally:
+        task_class.features = original
 
 
 def token_rows(texts: list[str], labels: list[int], tokenizer, max_length: int) -> list[dict]:
@@ -182,10 +205,10 @@ def _seconds(work: Callable[[], object]) -> float:
 
 def methods(spec: Slice, workdir: Path, own_lr: bool) -> dict[str, Callable[[], dict]]:
     """Every method by name; `own_lr` gives frozen and lora nlptransfer's default learning rates."""
-    from nlptransfer.models import default_lr
+    from nlptransfer import strategies
 
     def lr(strategy: str) -> float | None:
-        return default_lr(strategy) if own_lr else None
+        return strategies.get(strategy).default_lr if own_lr else None
 
     return {
         "trainer": lambda: run_trainer("random", spec, workdir),

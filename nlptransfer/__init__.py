@@ -1,31 +1,34 @@
 """nlptransfer: transfer learning for text classification and NER with BERT-family models.
 
-    from nlptransfer import load_recipe
-    sentiment = load_recipe("sentiment")
-    results = sentiment.run(sentiment.Config(strategy="lora", train={"epochs": 1}))
+    from nlptransfer import run
+    results = run(recipe="sentiment", strategy="lora", train={"epochs": 1})
+    results.test_metrics, results.predictions_frame, results.predict(["what a great day"])
+
+`run` also takes your own data (`data=` a DataFrame, a datasets Dataset/DatasetDict or lists), model
+objects (`model=`, `tokenizer=`) and loop callbacks (`callbacks=[...]`); see `nlptransfer.api`.
 """
 
-from .catalog import load_recipe, recipe_names
 from .config import DataConfig, FreezeConfig, LoraSettings, PushConfig, RunConfig, TrainConfig
-from .errors import ConfigError, DataError, HubError, ModelError, NlpTransferError
+from .errors import CheckpointError, ConfigError, DataError, HubError, ModelError, NlpTransferError, TrainingError
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ConfigError", "DataConfig", "DataError", "FreezeConfig", "HubError", "LoraSettings", "ModelError",
-    "NlpTransferError", "PushConfig", "Results", "RunConfig", "TrainConfig", "load_model", "load_recipe",
-    "recipe_names", "run",
+    "Callback", "CheckpointError", "ConfigError", "DataConfig", "DataError", "FreezeConfig", "HubError",
+    "LoraSettings", "ModelError", "NlpTransferError", "PushConfig", "Results", "RunConfig", "TrainConfig",
+    "TrainingError", "load_model", "load_recipe", "recipe_names", "run",
 ]
+
+_LAZY = {"run": "api", "load_model": "api", "load_recipe": "api", "recipe_names": "api", "Results": "pipeline",
+         "Callback": "engine.loop"}
 
 
 def __getattr__(name: str):
-    # `run` and `Results` pull in torch and transformers: import them only when asked for.
-    if name in ("run", "Results"):
-        from . import pipeline
+    # The entry points pull in torch and transformers: import them only when asked for.
+    if name in _LAZY:
+        import importlib
 
-        return getattr(pipeline, name)
-    if name == "load_model":
-        from .predict import load_model
-
-        return load_model
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value  # a later `import nlptransfer.run` (the CLI module) must not hide the function
+        return value
     raise AttributeError(f"module 'nlptransfer' has no attribute '{name}'")

@@ -25,11 +25,13 @@ from torch import nn
 from transformers import AutoModel, AutoModelForMaskedLM, DataCollatorForLanguageModeling
 from transformers.modeling_outputs import MaskedLMOutput
 
-from . import batches, catalog, export, models
+from . import catalog, models, tasks
 from .config import RunConfig, TrainConfig
-from .data import read_table
+from .data.classification import read_table
+from .engine import batches
+from .engine.loop import OptimizerSettings, TrainData, fit
 from .errors import DataError, ModelError
-from .train import fit
+from .outputs import export
 
 logger = logging.getLogger("nlptransfer")
 
@@ -77,19 +79,10 @@ def training_texts(cfg: RunConfig) -> list[str]:
     The run's held-out splits are deduplicated against its own (sampled) training texts only, so a
     training-split text outside the sample may repeat a test text word for word: it is left out.
     """
-    everything = dataclasses.replace(cfg.data, max_train_samples=None)
-    if cfg.task == "token-classification":
-        from .conll import load_token_classification
-
-        full, run = (load_token_classification(data_cfg, cfg.seed) for data_cfg in (everything, cfg.data))
-        texts = lambda split: [" ".join(words) for words in split.words]
-    else:
-        from .data import load_classification
-
-        multilabel = cfg.task == "multilabel"
-        full, run = (load_classification(data_cfg, cfg.seed, multilabel=multilabel)
-                     for data_cfg in (everything, cfg.data))
-        texts = lambda split: split.texts
+    everything = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, max_train_samples=None))
+    task = tasks.get(cfg.task)
+    full, run = task.load_data(everything), task.load_data(cfg)
+    texts = task.split_texts
     held_out = set(texts(run.validation)) | set(texts(run.test))
     return [text for text in texts(full.train) if text not in held_out]
 
@@ -136,7 +129,7 @@ def adapt_encoder(cfg: RunConfig, folder: Path, accelerator: Accelerator | None 
                             mixed_precision=cfg.train.mixed_precision)
     collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=p.mlm_probability, seed=cfg.seed)
     loader = batches.train_loader(train_split, tokenizer, p.batch_size, cfg.seed, True, collate_fn=collator)
-    fitted = fit(mlm_model, loader, validate, train_cfg, p.lr, accelerator)
+    fitted = fit(mlm_model, TrainData(loader, validate), train_cfg, OptimizerSettings(p.lr), accelerator)
     mlm_model = accelerator.unwrap_model(mlm_model).model
     after = fitted.history[fitted.best_epoch - 1]["validation"]
     accelerator.free_memory()

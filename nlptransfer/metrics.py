@@ -176,7 +176,7 @@ def tagger_baselines(
     training tag (unknown words `O`; an I- that starts an entity read as B-)."""
     from collections import Counter, defaultdict
 
-    from .conll import to_iob2
+    from .data.conll import to_iob2
 
     seen: dict[str, Counter] = defaultdict(Counter)
     for words, tags in zip(train_words, train_tags):

@@ -1,38 +1,22 @@
-"""A pretrained backbone with a new task head, adapted by one visible transfer strategy.
+"""A pretrained backbone with a new task head, and the tools strategies use on it.
 
-- `full`: every weight trains (optionally with the embeddings or the bottom K layers frozen);
-- `frozen`: the encoder is frozen and only the head trains (feature extraction);
-- `lora`: peft LoRA adapters on the attention projections; the head trains and is saved with them.
+Loading (tokenizer, model with a new head of the task's class, safetensors only), and the
+parameter tools behind every strategy's "what trains": `freeze`, `freeze_bottom`,
+`unfreeze_top`, the encoder layer of each parameter (layer-wise rates), parameter counts.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 
-import torch
 from torch import nn
-from transformers import (
-    AutoModelForSequenceClassification,
-    AutoModelForTokenClassification,
-    AutoTokenizer,
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
-)
+from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from . import catalog
-from .config import GradualConfig, RunConfig
 from .errors import ConfigError, ModelError
 
 logger = logging.getLogger(__name__)
-
-AUTO_CLASSES = {
-    "classification": AutoModelForSequenceClassification,
-    "multilabel": AutoModelForSequenceClassification,
-    "token-classification": AutoModelForTokenClassification,
-}
-
 
 def _hub_error(name: str, path: str, error: Exception) -> ModelError:
     first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
@@ -47,9 +31,9 @@ def _hub_error(name: str, path: str, error: Exception) -> ModelError:
     return ModelError(f"cannot load model '{name}': {first_line}; {fix}")
 
 
-def load_tokenizer(name: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
-    """The tokenizer of a checkpoint given by short name, hub id or folder."""
-    path = catalog.resolve_model(name)
+def load_tokenizer(name: str, trust_remote_code: bool = False, path: str | None = None) -> PreTrainedTokenizerBase:
+    """The tokenizer of a checkpoint given by short name, hub id or folder (or found at `path`)."""
+    path = path or catalog.resolve_model(name)
     try:
         # RoBERTa-style byte-level BPE needs the prefix space to tokenize pre-split words.
         return AutoTokenizer.from_pretrained(path, add_prefix_space=True, trust_remote_code=trust_remote_code)
@@ -57,22 +41,23 @@ def load_tokenizer(name: str, trust_remote_code: bool = False) -> PreTrainedToke
         raise _hub_error(name, path, e) from None
 
 
-def load_model(name: str, task: str, label_names: list[str], trust_remote_code: bool = False) -> PreTrainedModel:
-    """The checkpoint with a newly initialized head for `label_names`, labels stored in its config.
+def load_model(name: str, task, label_names: list[str], trust_remote_code: bool = False,
+               path: str | None = None) -> PreTrainedModel:
+    """The checkpoint with a newly initialized head of `task` (its `auto_class`) for `label_names`, labels
+    stored in its config; loaded from `path` if given (a model object saved for the run), else from `name`.
 
     Weights load from safetensors only: a pickled `.bin` file can run code when loaded.
     """
-    path = catalog.resolve_model(name)
+    path = path or catalog.resolve_model(name)
     try:
-        model = AUTO_CLASSES[task].from_pretrained(
+        model = task.auto_class.from_pretrained(
             path,
             use_safetensors=True,
             trust_remote_code=trust_remote_code,
             num_labels=len(label_names),
             id2label=dict(enumerate(label_names)),
             label2id={label: i for i, label in enumerate(label_names)},
-            # sigmoid scores per label in the model's own loss and in transformers' pipeline()
-            **({"problem_type": "multi_label_classification"} if task == "multilabel" else {}),
+            **task.extra_model_options,
         )
     except (OSError, ValueError) as e:
         raise _hub_error(name, path, e) from None
@@ -173,76 +158,6 @@ def unfreeze_top(model: PreTrainedModel, layers: int) -> None:
         parameter.requires_grad_(layer is None or layer >= lowest)
 
 
-def stage_size(cfg: GradualConfig, epochs: int, depth: int) -> int:
-    """Layers unfrozen per stage: `gradual.layers_per_stage`, or by default as many as it takes to
-    unfreeze all `depth` layers and the embeddings by the last stage of `epochs` (with 2 epochs: the
-    head alone, then everything)."""
-    if cfg.layers_per_stage is not None:
-        return cfg.layers_per_stage
-    later_stages = max(math.ceil(epochs / cfg.epochs_per_stage) - 1, 1)
-    return math.ceil((depth + 1) / later_stages)
-
-
-def gradual_layers(epoch: int, cfg: GradualConfig, epochs: int, depth: int) -> int:
-    """How many encoder layers (from the top) train in `epoch` (1-based): none in stage 0, then more each stage."""
-    return (epoch - 1) // cfg.epochs_per_stage * stage_size(cfg, epochs, depth)
-
-
-def fully_unfrozen_epoch(model: PreTrainedModel, cfg: GradualConfig, epochs: int) -> int:
-    """The first epoch in which gradual unfreezing trains every weight (all layers and the embeddings)."""
-    depth = model.config.num_hidden_layers
-    return math.ceil((depth + 1) / stage_size(cfg, epochs, depth)) * cfg.epochs_per_stage + 1
-
-
-def unfreeze_stage(model: PreTrainedModel, epoch: int, cfg: GradualConfig, epochs: int) -> None:
-    """Gradual unfreezing: set what trains in `epoch` of `epochs` (called by `fit` before each epoch)."""
-    layers = gradual_layers(epoch, cfg, epochs, model.config.num_hidden_layers)
-    unfreeze_top(model, layers)
-    trainable, total = count_parameters(model)
-    logger.info("gradual unfreezing, epoch %d: the head and the top %d encoder layers%s train (%s of %s parameters)",
-                epoch, min(layers, model.config.num_hidden_layers),
-                " and the embeddings" if layers > model.config.num_hidden_layers else "", f"{trainable:,}",
-                f"{total:,}")
-
-
-def apply_strategy(model: PreTrainedModel, cfg: RunConfig) -> nn.Module:
-    """Make the parameters that `cfg.strategy` trains trainable, and no others.
-
-    `gradual` starts with the head alone; `fit` unfreezes the encoder stage by stage.
-    """
-    if cfg.strategy == "full":
-        freeze_bottom(model, cfg.freeze.embeddings, cfg.freeze.layers)
-        return model
-    if cfg.strategy == "frozen":
-        freeze(model.base_model)
-        return model
-    if cfg.strategy == "gradual":
-        unfreeze_top(model, 0)
-        return model
-    return add_lora(model, cfg)
-
-
-def add_lora(model: PreTrainedModel, cfg: RunConfig) -> nn.Module:
-    from peft import LoraConfig, TaskType, get_peft_model
-
-    task_type = TaskType.TOKEN_CLS if cfg.task == "token-classification" else TaskType.SEQ_CLS
-    lora_config = LoraConfig(
-        task_type=task_type,
-        r=cfg.lora.r,
-        lora_alpha=cfg.lora.alpha,
-        lora_dropout=cfg.lora.dropout,
-        target_modules=cfg.lora.target_modules,
-        modules_to_save=head_module_names(model),
-    )
-    try:
-        return get_peft_model(model, lora_config)
-    except ValueError as e:
-        raise ConfigError(
-            f"cannot add LoRA to {model.config.model_type}: {str(e).splitlines()[0]}; "
-            "set lora.target_modules=[...] to the attention projection names"
-        ) from None
-
-
 def count_parameters(model: nn.Module) -> tuple[int, int]:
     """(trainable, total) parameter counts; tied weights count once.
 
@@ -258,16 +173,3 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
         total += parameter.numel()
         trainable += parameter.numel() if parameter.requires_grad else 0
     return trainable, total
-
-
-def default_lr(strategy: str) -> float:
-    """Learning rates that work for each strategy: small for all weights, larger for few."""
-    return {"full": 1e-4, "gradual": 1e-4, "lora": 5e-4, "frozen": 1e-2}[strategy]
-
-
-@torch.no_grad()
-def merged_copy(model: nn.Module) -> PreTrainedModel:
-    """A plain transformers model with the LoRA updates merged in (the original stays intact)."""
-    import copy
-
-    return copy.deepcopy(model).merge_and_unload()

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from nlptransfer.config import DataConfig, PretrainConfig, RunConfig, TrainConfig
-from nlptransfer.pipeline import Results
+from nlptransfer.pipeline import Inputs, Results
 from nlptransfer.pipeline import run as run_pipeline
 
 
@@ -26,5 +26,5 @@ class Config(RunConfig):
     pretrain: PretrainConfig = field(default_factory=lambda: PretrainConfig(mlm=True, max_samples=10000, epochs=1))
 
 
-def run(cfg: Config | None = None) -> Results:
-    return run_pipeline(cfg or Config())
+def run(cfg: Config | None = None, inputs: Inputs | None = None) -> Results:
+    return run_pipeline(cfg or Config(), inputs)

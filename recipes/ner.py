@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from nlptransfer.config import DataConfig, RunConfig, TrainConfig
-from nlptransfer.pipeline import Results
-from nlptransfer.tokens_pipeline import run_token_classification
+from nlptransfer.pipeline import Inputs, Results
+from nlptransfer.pipeline import run as run_pipeline
 
 # With train.lr=null, the learning rate per strategy, measured on this data (4 epochs, test entity F1):
 # full 1e-4 (0.47); lora 2e-3 (0.45; 5e-4 gives 0.25); frozen 1e-2 (0.27; 1e-3 gives 0.16).
@@ -29,8 +29,9 @@ class Config(RunConfig):
     ))
 
 
-def run(cfg: Config | None = None) -> Results:
+def run(cfg: Config | None = None, inputs: Inputs | None = None) -> Results:
     cfg = cfg or Config()
-    if cfg.train.lr is None and cfg.strategy in LEARNING_RATES:
-        cfg = replace(cfg, train=replace(cfg.train, lr=LEARNING_RATES[cfg.strategy]))
-    return run_token_classification(cfg)
+    measured_lr = LEARNING_RATES.get(cfg.strategy)
+    if cfg.train.lr is None and measured_lr is not None:
+        cfg = replace(cfg, train=replace(cfg.train, lr=measured_lr))
+    return run_pipeline(cfg, inputs)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from nlptransfer.config import DataConfig, RunConfig, TrainConfig
-from nlptransfer.pipeline import Results
+from nlptransfer.pipeline import Inputs, Results
 from nlptransfer.pipeline import run as run_pipeline
 
 
@@ -23,5 +23,5 @@ class Config(RunConfig):
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=2, batch_size=32))
 
 
-def run(cfg: Config | None = None) -> Results:
-    return run_pipeline(cfg or Config())
+def run(cfg: Config | None = None, inputs: Inputs | None = None) -> Results:
+    return run_pipeline(cfg or Config(), inputs)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from nlptransfer.config import DataConfig, RunConfig, TrainConfig
-from nlptransfer.pipeline import Results
+from nlptransfer.pipeline import Inputs, Results
 from nlptransfer.pipeline import run as run_pipeline
 
 
@@ -21,5 +21,5 @@ class Config(RunConfig):
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=3, batch_size=16))
 
 
-def run(cfg: Config | None = None) -> Results:
-    return run_pipeline(cfg or Config())
+def run(cfg: Config | None = None, inputs: Inputs | None = None) -> Results:
+    return run_pipeline(cfg or Config(), inputs)

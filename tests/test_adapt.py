@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from nlptransfer import adapt, load_recipe
 from nlptransfer.config import DataConfig, PretrainConfig, RunConfig, TrainConfig, validate
-from nlptransfer.data import load_classification
+from nlptransfer.data.classification import load_classification
 from nlptransfer.errors import ConfigError, DataError
 
 pytestmark = pytest.mark.usefixtures("one_thread")

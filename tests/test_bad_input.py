@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from nlptransfer.run import main
+from nlptransfer.cli.run import main
 
 ROWS = "".join(f"this is text number {i},{'ab'[i % 2]}\n" for i in range(30))
 HEADER = "text,label\n"
@@ -73,7 +73,7 @@ CASES = [
     ("folder that is not a model", lambda t, m: [f"model={write(t / 'notes' / 'a.txt', 'x').parent}"],
      "cannot load model"),
     ("unreachable hub id offline", lambda t, m: ["model=nobody/no-such-model"], "check the hub id"),
-    ("resume without a checkpoint", lambda t, m: ["resume=auto"], "no complete checkpoint"),
+    ("resume without a checkpoint", lambda t, m: ["resume=auto"], "holds no run to resume"),
     ("empty label list", lambda t, m: ["task=multilabel", "data.label_column=labels",
                                        train_file(t, MULTI + '{"text": "nothing", "labels": []}\n', "m.jsonl")],
      "empty label list"),

@@ -8,7 +8,8 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from nlptransfer.batches import (
+from nlptransfer.data.classification import TextSplit
+from nlptransfer.engine.batches import (
     LengthGroupedBatches,
     ShuffledBatches,
     encode_split,
@@ -17,7 +18,6 @@ from nlptransfer.batches import (
     sorted_batches,
     train_loader,
 )
-from nlptransfer.data import TextSplit
 
 
 @pytest.fixture(scope="module")

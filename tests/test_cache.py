@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nlptransfer import cache
-from nlptransfer.batches import EncodedSplit
+from nlptransfer.engine import cache
+from nlptransfer.engine.batches import EncodedSplit
 
 
 def token_split(*texts_ids: list[int], labels: tuple[int, ...] | None = None) -> EncodedSplit:

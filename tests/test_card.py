@@ -9,10 +9,9 @@ import yaml
 from huggingface_hub import ModelCard, metadata_load
 from huggingface_hub.repocard_data import model_index_to_eval_results
 
-from nlptransfer import catalog
-from nlptransfer.card import base_model_id, render, run_card
+from nlptransfer import catalog, strategies
 from nlptransfer.config import DataConfig, RunConfig
-from nlptransfer.models import default_lr
+from nlptransfer.hub.card import base_model_id, render, run_card
 
 CLASSIFICATION_TEST = {
     "accuracy": 0.8125, "macro_f1": 0.79,
@@ -62,7 +61,8 @@ def test_run_card_body(full_run):
         assert section in card_text
     assert f"Trainable parameters: {metrics['parameters']['trainable']:,} of {metrics['parameters']['total']:,}" \
         in card_text
-    assert f"| learning rate | {default_lr('full')} |" in card_text and "| max length (tokens) | 32 |" in card_text
+    assert f"| learning rate | {strategies.get('full').default_lr} |" in card_text
+    assert "| max length (tokens) | 32 |" in card_text
     assert "48 train / 6 validation / 6 test" in sizes
     assert "| train | 48 |" in card_text and "| test | 6 |" in card_text
     for label, row in metrics["test"]["per_class"].items():

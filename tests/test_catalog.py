@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from nlptransfer import catalog
+from nlptransfer import api, catalog
 from nlptransfer.errors import ConfigError, DataError
 
 
@@ -37,20 +37,20 @@ def test_missing_corpus_package_names_the_fix(monkeypatch):
 
 
 def test_load_recipe_by_name():
-    recipe = catalog.load_recipe("topic")
+    recipe = api.load_recipe("topic")
     assert recipe.__name__ == "nlptransfer.recipes.topic"
     assert recipe.Config().data.name == "bbc_news"
 
 
 def test_unknown_recipe_suggests_the_close_name():
     with pytest.raises(ConfigError, match="did you mean sentiment"):
-        catalog.load_recipe("sentimnt")
+        api.load_recipe("sentimnt")
 
 
 def test_recipe_file_must_exist_and_define_config_and_run(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
-        catalog.load_recipe(str(tmp_path / "missing.py"))
+        api.load_recipe(str(tmp_path / "missing.py"))
     incomplete = tmp_path / "incomplete.py"
     incomplete.write_text("def run(cfg):\n    return cfg\n")
     with pytest.raises(ConfigError, match="lacks Config"):
-        catalog.load_recipe(str(incomplete))
+        api.load_recipe(str(incomplete))

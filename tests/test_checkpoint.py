@@ -17,20 +17,20 @@ import torch
 from accelerate import Accelerator
 from safetensors.torch import load_file
 
-from nlptransfer.checkpoint import MARKER, Checkpoints, LoopState, verify
+from nlptransfer.cli.run import main
 from nlptransfer.config import CheckpointConfig, TrainConfig
+from nlptransfer.engine.checkpoint import MARKER, Checkpoints, LoopState, verify
+from nlptransfer.engine.loop import OptimizerSettings, TrainData, fit
 from nlptransfer.errors import CheckpointError, TrainingError
-from nlptransfer.run import main
-from nlptransfer.train import fit
 
 # A driver process: runs the CLI; optionally kills itself with SIGKILL at a chosen point, and
 # logs the example ids of every training batch (model_inputs is called once per batch).
 DRIVER = textwrap.dedent('''
     import os, signal, sys
     import torch
-    import nlptransfer.checkpoint as checkpoint
-    import nlptransfer.train as train
-    from nlptransfer.run import main
+    import nlptransfer.engine.checkpoint as checkpoint
+    import nlptransfer.engine.loop as train
+    from nlptransfer.cli.run import main
 
     kill_mode, kill_at, ids_file = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     calls = {"step": 0, "save": 0}
@@ -178,7 +178,7 @@ def test_no_complete_checkpoint_is_a_clear_error(tmp_path, tiny_model_dir, revie
     run_dir.mkdir()
     argv = run_args(tiny_model_dir, reviews_csv, run_dir)
     assert main(argv + ["resume=auto"]) == 2
-    assert "no complete checkpoint" in capsys.readouterr().err
+    assert "holds no run to resume" in capsys.readouterr().err
     assert main(argv + [f"resume={tmp_path / 'nowhere'}"]) == 2
     assert "no such checkpoint folder" in capsys.readouterr().err
     assert not (run_dir / "metrics.json").exists()
@@ -221,7 +221,7 @@ def nan_fit(nan_batches: set[int], limit: int):
     loader.batch_sampler.set_epoch = lambda epoch: None
     model = NaNAfter(nan_batches)
     cfg = TrainConfig(epochs=1, max_nonfinite_steps=limit)
-    return model, fit(model, loader, lambda m: {"accuracy": 0.5}, cfg, 0.1, Accelerator())
+    return model, fit(model, TrainData(loader, lambda m: {"accuracy": 0.5}), cfg, OptimizerSettings(0.1), Accelerator())
 
 
 def test_nonfinite_steps_are_skipped_and_counted():

@@ -10,7 +10,7 @@ import pytest
 from matplotlib import image
 
 from nlptransfer import load_recipe
-from nlptransfer.compare import compare, main
+from nlptransfer.cli.compare import compare, main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from nlptransfer import conll
 from nlptransfer.config import DataConfig
+from nlptransfer.data import conll
 from nlptransfer.errors import ConfigError, DataError
 
 ASSETS = Path(__file__).parent / "assets"

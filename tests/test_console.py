@@ -11,9 +11,9 @@ from types import SimpleNamespace
 import pytest
 from test_run import USER_RECIPE  # a user's recipe: the tiny checkpoint on the reviews, 2 steps
 
-from nlptransfer.console import progress_bar, progress_bars_shown, show_progress_bars
+from nlptransfer.cli.run import main, parse_args
 from nlptransfer.errors import ConfigError
-from nlptransfer.run import main, parse_args
+from nlptransfer.outputs.console import progress_bar, progress_bars_shown, show_progress_bars
 
 
 @pytest.fixture

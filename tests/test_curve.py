@@ -13,7 +13,7 @@ from matplotlib import image
 from safetensors.torch import load_file
 
 from nlptransfer import load_recipe
-from nlptransfer.curve import curve, main, parse_sizes
+from nlptransfer.cli.curve import curve, main, parse_sizes
 from nlptransfer.errors import ConfigError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -81,7 +81,7 @@ def test_curve_with_and_without_pretraining(tiny_model_dir, reviews_csv, tmp_pat
 def drawn_training_split(run_dir: Path):
     """The training examples a point drew, read back the way its run drew them."""
     from nlptransfer.config import load_yaml
-    from nlptransfer.data import load_classification
+    from nlptransfer.data.classification import load_classification
 
     cfg = load_yaml(load_recipe("sentiment").Config(), run_dir / "config.yaml")
     return load_classification(cfg.data, cfg.seed).train

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from nlptransfer.config import DataConfig
-from nlptransfer.data import load_classification, read_packaged, read_table
+from nlptransfer.data.classification import load_classification, read_packaged, read_table
 from nlptransfer.errors import DataError
 
 ROWS = [{"text": "good movie", "label": "pos"}, {"text": "bad movie", "label": "neg"}]

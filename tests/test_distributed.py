@@ -16,12 +16,12 @@ import pytest
 import torch
 from accelerate.data_loader import BatchSamplerShard
 
-from nlptransfer import distributed
-from nlptransfer.batches import LengthGroupedBatches, sorted_batches
+from nlptransfer.cli.run import main
 from nlptransfer.config import TrainConfig
+from nlptransfer.engine import distributed
+from nlptransfer.engine.batches import LengthGroupedBatches, sorted_batches
+from nlptransfer.engine.loop import each_example_once
 from nlptransfer.errors import ConfigError, TrainingError
-from nlptransfer.run import main
-from nlptransfer.train import each_example_once
 
 ASSETS = Path(__file__).parent / "assets"
 REPO = Path(__file__).parents[1]
@@ -33,7 +33,7 @@ DRIVER = '''\
 import json
 import sys
 
-from nlptransfer.run import main
+from nlptransfer.cli.run import main
 
 for argv in json.loads(sys.argv[1]):
     code = main(argv)
@@ -235,11 +235,12 @@ def test_fsdp_config_wraps_each_bert_layer(tiny_model_dir):
     from accelerate.commands.config.config_args import load_config_from_file
     from accelerate.utils.constants import FSDP2_STATE_DICT_TYPE, FSDP_AUTO_WRAP_POLICY
 
+    from nlptransfer import tasks
     from nlptransfer.models import load_model
 
     fsdp = load_config_from_file(str(CONFIGS / "fsdp.yaml")).fsdp_config
     assert fsdp["fsdp_version"] == 2 and fsdp["fsdp_state_dict_type"] in FSDP2_STATE_DICT_TYPE
     assert fsdp["fsdp_auto_wrap_policy"] == FSDP_AUTO_WRAP_POLICY[0] == "TRANSFORMER_BASED_WRAP"
-    model = load_model(tiny_model_dir, "classification", ["neg", "pos"])
+    model = load_model(tiny_model_dir, tasks.get("classification"), ["neg", "pos"])
     layers = [m for m in model.modules() if type(m).__name__ == fsdp["fsdp_transformer_layer_cls_to_wrap"]]
     assert len(layers) == model.config.num_hidden_layers

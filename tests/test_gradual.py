@@ -13,12 +13,13 @@ import pytest
 import torch
 from accelerate import Accelerator
 
-from nlptransfer import batches, load_recipe, models
+from nlptransfer import load_recipe, models, strategies, tasks
 from nlptransfer.config import GradualConfig, RunConfig, TrainConfig, validate
-from nlptransfer.data import TextSplit
+from nlptransfer.data.classification import TextSplit
+from nlptransfer.engine import batches
+from nlptransfer.engine.loop import Callback, OptimizerSettings, TrainData, build_optimizer, fit
 from nlptransfer.errors import ConfigError
-from nlptransfer.pipeline import layerwise_options
-from nlptransfer.train import build_optimizer, fit
+from nlptransfer.strategies import gradual
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -37,7 +38,16 @@ def trainable(model) -> set[str]:
 @pytest.fixture
 def model(tiny_model_dir):
     torch.manual_seed(0)
-    return models.load_model(tiny_model_dir, "classification", LABELS)
+    return models.load_model(tiny_model_dir, tasks.get("classification"), LABELS)
+
+
+def prepare(model, cfg):
+    return strategies.get(cfg.strategy).prepare(model, cfg, tasks.get(cfg.task))
+
+
+def layerwise_options(model, cfg, lr, accelerator):
+    """What the strategy gives the loop: optimizer settings (with layer-wise rates or not) and its callbacks."""
+    return strategies.get(cfg.strategy).optimization(model, cfg, lr, accelerator)
 
 
 def stages(model) -> list[set[str]]:
@@ -58,7 +68,7 @@ def test_parameter_layers(model):
 
 
 def test_gradual_starts_with_the_head_alone(model, tiny_model_dir):
-    models.apply_strategy(model, RunConfig(model=tiny_model_dir, strategy="gradual"))
+    prepare(model, RunConfig(model=tiny_model_dir, strategy="gradual"))
     assert trainable(model) == HEAD
 
 
@@ -74,9 +84,9 @@ def test_unfreeze_stage_follows_the_schedule(model, epochs_per_stage, layers_per
     cfg = GradualConfig(epochs_per_stage=epochs_per_stage, layers_per_stage=layers_per_stage)
     expected, epochs = stages(model), len(schedule)
     for epoch, stage in enumerate(schedule, start=1):
-        models.unfreeze_stage(model, epoch, cfg, epochs)
+        gradual.unfreeze_stage(model, epoch, cfg, epochs)
         assert trainable(model) == expected[stage], f"epoch {epoch}"
-    assert models.fully_unfrozen_epoch(model, cfg, epochs) == schedule.index(3) + 1
+    assert gradual.fully_unfrozen_epoch(model, cfg, epochs) == schedule.index(3) + 1
 
 
 def tiny_batches(tiny_model_dir, n: int = 16):
@@ -90,19 +100,18 @@ def tiny_batches(tiny_model_dir, n: int = 16):
 def test_fit_trains_exactly_the_scheduled_weights(model, tiny_model_dir, epochs):
     cfg = RunConfig(model=tiny_model_dir, strategy="gradual", train=TrainConfig(epochs=epochs, patience=None),
                     gradual=GradualConfig(layers_per_stage=1))
-    models.apply_strategy(model, cfg)
+    prepare(model, cfg)
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
-    options = layerwise_options(model, cfg, 1e-2, Accelerator(cpu=True))
+    settings, callbacks = layerwise_options(model, cfg, 1e-2, Accelerator(cpu=True))
     seen = []
 
-    def epoch_start(epoch):
-        options_start(epoch)
-        seen.append(trainable(model))
+    class Record(Callback):  # after the strategy's unfreezing callback: what trains in the epoch
+        def on_epoch_start(self, loop):
+            seen.append(trainable(model))
 
-    options_start, options["epoch_start"] = options["epoch_start"], epoch_start
     better = count()  # every epoch improves: the last epoch's weights are kept
-    fit(model, tiny_batches(tiny_model_dir), lambda m: {"accuracy": next(better)}, cfg.train, 1e-2,
-        Accelerator(cpu=True), **options)
+    fit(model, TrainData(tiny_batches(tiny_model_dir), lambda m: {"accuracy": next(better)}), cfg.train, settings,
+        Accelerator(cpu=True), callbacks + [Record()])
 
     assert seen == stages(model)[:epochs]
     changed = {name for name, p in model.named_parameters() if not torch.equal(p, before[name])}
@@ -111,11 +120,12 @@ def test_fit_trains_exactly_the_scheduled_weights(model, tiny_model_dir, epochs)
 
 def test_best_epoch_restores_weights_frozen_at_that_epoch(model, tiny_model_dir):
     cfg = RunConfig(model=tiny_model_dir, strategy="gradual", train=TrainConfig(epochs=2, patience=None))
-    models.apply_strategy(model, cfg)
+    prepare(model, cfg)
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     scores = iter([1.0, 0.0])  # epoch 1 (head alone) is best
-    fit(model, tiny_batches(tiny_model_dir), lambda m: {"accuracy": next(scores)}, cfg.train, 1e-2,
-        Accelerator(cpu=True), **layerwise_options(model, cfg, 1e-2, Accelerator(cpu=True)))
+    settings, callbacks = layerwise_options(model, cfg, 1e-2, Accelerator(cpu=True))
+    fit(model, TrainData(tiny_batches(tiny_model_dir), lambda m: {"accuracy": next(scores)}), cfg.train, settings,
+        Accelerator(cpu=True), callbacks)
     changed = {name for name, p in model.named_parameters() if not torch.equal(p, before[name])}
     assert changed == HEAD  # the top layer trained in epoch 2, but the best epoch had it untouched
 
@@ -128,9 +138,9 @@ def lr_of(optimizer, parameter) -> float:
 def test_layer_lr_decay_and_head_lr(model, tiny_model_dir, strategy, encoder_lr_factor):
     cfg = RunConfig(model=tiny_model_dir, strategy=strategy, train=TrainConfig(layer_lr_decay=0.8, head_lr=5e-3),
                     gradual=GradualConfig(encoder_lr_factor=encoder_lr_factor))
-    models.apply_strategy(model, cfg)
-    options = layerwise_options(model, cfg, 1e-3, Accelerator(cpu=True))
-    optimizer = build_optimizer(model, 1e-3, 0.01, options["lr_scales"])
+    prepare(model, cfg)
+    settings, _ = layerwise_options(model, cfg, 1e-3, Accelerator(cpu=True))
+    optimizer = build_optimizer(model, 1e-3, 0.01, settings.lr_scales)
     top = 1e-3 * encoder_lr_factor
     expected = {"classifier.weight": 5e-3, "classifier.bias": 5e-3,
                 "bert.pooler.dense.weight": top,
@@ -153,14 +163,15 @@ def test_layer_lr_decay_and_head_lr(model, tiny_model_dir, strategy, encoder_lr_
 
 def test_layer_lr_decay_skips_frozen_layers(model, tiny_model_dir):
     cfg = RunConfig(model=tiny_model_dir, freeze={"layers": 1}, train=TrainConfig(layer_lr_decay=0.5))
-    models.apply_strategy(model, cfg)
-    scales = layerwise_options(model, cfg, 1e-3, Accelerator(cpu=True))["lr_scales"]
+    prepare(model, cfg)
+    scales = layerwise_options(model, cfg, 1e-3, Accelerator(cpu=True))[0].lr_scales
     assert set(scales) == trainable(model)
     assert scales["bert.encoder.layer.1.output.dense.weight"] == 1.0 and scales["classifier.bias"] == 1.0
 
 
 def test_a_plain_run_has_no_layerwise_options(model, tiny_model_dir):
-    assert layerwise_options(model, RunConfig(model=tiny_model_dir), 1e-3, Accelerator(cpu=True)) == {}
+    assert layerwise_options(model, RunConfig(model=tiny_model_dir), 1e-3, Accelerator(cpu=True)) == (
+        OptimizerSettings(1e-3), [])
 
 
 @pytest.mark.parametrize(("changes", "message"), [

@@ -9,9 +9,9 @@ import pytest
 from transformers import AutoTokenizer
 
 from nlptransfer import load_model
-from nlptransfer.batches import encode_split, head_tail_texts, pool_windows
 from nlptransfer.config import DataConfig, RunConfig, TrainConfig
-from nlptransfer.data import TextSplit
+from nlptransfer.data.classification import TextSplit
+from nlptransfer.engine.batches import encode_split, head_tail_texts, pool_windows
 from nlptransfer.pipeline import run
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from nlptransfer.config import DataConfig, LossConfig, RunConfig, TrainConfig
+from nlptransfer.engine.losses import build_loss, class_weights
 from nlptransfer.errors import ConfigError
-from nlptransfer.losses import build_loss, class_weights
 from nlptransfer.pipeline import run
 
 LOGITS = torch.tensor([[2.0, 0.0, -1.0], [0.5, 1.5, 0.0], [0.0, 0.0, 3.0], [1.0, 2.0, 0.5]])

@@ -7,9 +7,10 @@ import time
 import pytest
 import torch
 
-from nlptransfer import models
+from nlptransfer import models, strategies, tasks
 from nlptransfer.config import RunConfig
 from nlptransfer.errors import ConfigError, ModelError
+from nlptransfer.outputs.export import merged_copy
 
 LABELS = ["neg", "neu", "pos"]
 HIDDEN, INTERMEDIATE, LAYERS = 32, 64, 2  # the tiny checkpoint of conftest.py
@@ -20,8 +21,9 @@ HEAD = HIDDEN * len(LABELS) + len(LABELS)
 def load(tiny_model_dir):
     def load_with(**changes):
         torch.manual_seed(0)
-        model = models.load_model(tiny_model_dir, "classification", LABELS)
-        return model, models.apply_strategy(model, RunConfig(model=tiny_model_dir, **changes))
+        model = models.load_model(tiny_model_dir, tasks.get("classification"), LABELS)
+        cfg = RunConfig(model=tiny_model_dir, **changes)
+        return model, strategies.get(cfg.strategy).prepare(model, cfg, tasks.get(cfg.task))
 
     return load_with
 
@@ -35,7 +37,7 @@ def trainable_names(model) -> list[str]:
 
 
 def test_load_model_stores_the_labels(tiny_model_dir):
-    model = models.load_model(tiny_model_dir, "classification", LABELS)
+    model = models.load_model(tiny_model_dir, tasks.get("classification"), LABELS)
     sizes = model.config
     assert (sizes.hidden_size, sizes.intermediate_size, sizes.num_hidden_layers) == (HIDDEN, INTERMEDIATE, LAYERS)
     assert model.config.id2label == {0: "neg", 1: "neu", 2: "pos"}
@@ -113,7 +115,7 @@ def test_merged_copy_gives_the_same_logits_and_leaves_the_original(load, tiny_mo
                 parameter.normal_()  # B starts at zero: make the update visible
     adapted.eval()
     inputs = {"input_ids": torch.tensor([[2, 10, 20, 30, 3]]), "attention_mask": torch.ones(1, 5, dtype=torch.long)}
-    merged = models.merged_copy(adapted)
+    merged = merged_copy(adapted)
     merged.eval()
     assert type(merged).__name__ == "BertForSequenceClassification"
     with torch.no_grad():
@@ -122,12 +124,13 @@ def test_merged_copy_gives_the_same_logits_and_leaves_the_original(load, tiny_mo
 
 
 def test_default_learning_rates():
-    assert models.default_lr("full") < models.default_lr("lora") < models.default_lr("frozen")
+    lr = {name: strategies.get(name).default_lr for name in strategies.names()}
+    assert lr["full"] < lr["lora"] < lr["frozen"]
 
 
 @pytest.mark.parametrize("name", ["/no/such/folder", "nobody/no-such-model"])
 def test_unloadable_model_is_a_model_error_with_a_fix(name):
-    for load_it in (models.load_tokenizer, lambda n: models.load_model(n, "classification", LABELS)):
+    for load_it in (models.load_tokenizer, lambda n: models.load_model(n, tasks.get("classification"), LABELS)):
         started = time.perf_counter()
         with pytest.raises(ModelError) as error:
             load_it(name)
@@ -141,4 +144,4 @@ def test_unloadable_model_is_a_model_error_with_a_fix(name):
 def test_folder_without_a_checkpoint_is_a_model_error(tmp_path):
     (tmp_path / "notes.txt").write_text("not a model")
     with pytest.raises(ModelError, match="config.json"):
-        models.load_model(str(tmp_path), "classification", LABELS)
+        models.load_model(str(tmp_path), tasks.get("classification"), LABELS)

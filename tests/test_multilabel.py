@@ -11,7 +11,7 @@ from transformers import AutoConfig
 
 from nlptransfer import load_model
 from nlptransfer.config import DataConfig, RunConfig, TrainConfig
-from nlptransfer.data import load_classification
+from nlptransfer.data.classification import load_classification
 from nlptransfer.errors import DataError
 from nlptransfer.metrics import multilabel_metrics, tune_thresholds
 from nlptransfer.pipeline import run

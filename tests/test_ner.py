@@ -3,6 +3,7 @@ frozen feature caching, the CLI, and the entity-level metrics (nlptransfer/token
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -13,12 +14,14 @@ import torch
 import transformers
 from accelerate import Accelerator
 
-from nlptransfer import features, load_recipe, metrics, models, tokens
+from nlptransfer import load_recipe, metrics, models, tasks
+from nlptransfer.cli.run import main
 from nlptransfer.config import load_yaml
-from nlptransfer.conll import load_token_classification
+from nlptransfer.data.conll import load_token_classification
+from nlptransfer.engine import features, tokens
 from nlptransfer.errors import ConfigError
-from nlptransfer.run import main
-from nlptransfer.tokens_pipeline import run_token_classification
+from nlptransfer.pipeline import run as run_token_classification
+from nlptransfer.tasks.token_classification import TokenClassification
 
 ASSETS = Path(__file__).parent / "assets"
 TINY_CONLL = str(ASSETS / "ner_tiny.conll")
@@ -170,7 +173,7 @@ def test_lora_adapter_reloads_to_the_same_predictions(tiny_model_dir, tmp_path):
 
 def test_cached_token_features_give_the_model_logits(tiny_model_dir):
     """strategy=frozen trains the head on features computed once; they must be the encoder's real outputs."""
-    model = models.load_model(tiny_model_dir, "token-classification", LABELS).eval()
+    model = models.load_model(tiny_model_dir, tasks.get("token-classification"), LABELS).eval()
     tokenizer = models.load_tokenizer(tiny_model_dir)
     data = load_token_classification(ner_config(tiny_model_dir, Path("unused")).data, seed=0)
     encoded = tokens.encode_words(data.test.words, data.test.tags, tokenizer, LABELS, 32, 16)
@@ -193,7 +196,7 @@ def test_a_second_frozen_run_reads_token_features_from_the_disk_cache(tiny_model
         extracted.append(len(loader.dataset))
         return real_extract(encoder, loader, accelerator)
 
-    monkeypatch.setattr(features, "extract_tokens", counting)
+    monkeypatch.setattr(TokenClassification, "features", dataclasses.replace(features.TOKENS, extract=counting))
     results = [run_token_classification(ner_config(tiny_model_dir, tmp_path / f"run{i}", strategy="frozen",
                                                    data={"max_length": 16, "stride": 4}))
                for i in (1, 2)]
@@ -210,7 +213,7 @@ def test_cli_runs_the_recipe_with_freezing_options(tiny_model_dir, tmp_path, cap
                  "freeze.layers=1", f"output_dir={out}", "--quiet"])
     assert code == 0, capsys.readouterr().err
     written = json.loads((out / "metrics.json").read_text())
-    model = models.load_model(tiny_model_dir, "token-classification", LABELS)
+    model = models.load_model(tiny_model_dir, tasks.get("token-classification"), LABELS)
     frozen = sum(p.numel() for m in (model.bert.embeddings, model.bert.encoder.layer[0]) for p in m.parameters())
     assert written["parameters"]["trainable"] == written["parameters"]["total"] - frozen
     assert len(read_jsonl(out / "predictions.jsonl")) == 5
@@ -231,7 +234,7 @@ def test_cli_bad_data_is_one_line_and_exit_code_2(tmp_path, capsys, train_file, 
 
 
 @pytest.mark.parametrize(("changes", "message"), [
-    ({"task": "classification"}, "needs task=token-classification"),
+    ({"task": "ner"}, "task must be one of classification, multilabel, token-classification"),
     ({"train": {"metric_for_best": "macro_f1"}}, "metric_for_best must be one of f1, precision, recall, accuracy"),
     ({"data": {"stride": 20}}, r"data.stride must be from 0 to half of data.max_length \(16\)"),
 ])

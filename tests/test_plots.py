@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from nlptransfer.card import run_card
-from nlptransfer.plots import (
+from nlptransfer.hub.card import run_card
+from nlptransfer.outputs.plots import (
     CONFUSION_MATRIX,
     CURVES,
     ENTITY_F1,
@@ -89,7 +89,7 @@ def test_a_failing_figure_is_logged_and_skipped(tmp_path):
     records: list[logging.LogRecord] = []
     handler = logging.Handler()
     handler.emit = records.append
-    plots_logger = logging.getLogger("nlptransfer.plots")
+    plots_logger = logging.getLogger("nlptransfer.outputs.plots")
     plots_logger.addHandler(handler)
     try:
         written = write_run_plots(tmp_path, [{"train_loss": 1.0}], {}, ["a"])  # no "epoch": cannot draw
@@ -116,7 +116,7 @@ def test_ner_card_embeds_the_f1_bars(ner_run, tmp_path):
 
 
 def test_export_copies_the_figures_beside_the_card(full_run, tmp_path):
-    from nlptransfer.push import export_run
+    from nlptransfer.hub.push import export_run
 
     export = export_run(full_run, tmp_path / "export")
     card = (export / "README.md").read_text()

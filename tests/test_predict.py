@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 import nlptransfer
+from nlptransfer.cli.predict import main
 from nlptransfer.errors import ModelError
-from nlptransfer.predict import load_model, main
+from nlptransfer.predictor import load_model
 
 
 def read_jsonl(path) -> list[dict]:

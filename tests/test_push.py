@@ -13,10 +13,11 @@ import pytest
 from huggingface_hub import ModelCard
 from huggingface_hub.errors import HfHubHTTPError
 
-from nlptransfer import push
+from nlptransfer.cli import push as push_cli
 from nlptransfer.config import DataConfig, PushConfig, RunConfig, load_yaml
 from nlptransfer.errors import ConfigError, HubError, ModelError
-from nlptransfer.predict import load_model
+from nlptransfer.hub import push
+from nlptransfer.predictor import load_model
 
 TOKEN = "hf_NotARealTokenButSecret123"
 
@@ -151,7 +152,7 @@ def test_portable_config_drops_local_paths_and_names_known_checkpoints():
 def test_export_refuses_what_is_not_a_run(full_run, tiny_model_dir, tmp_path):
     with pytest.raises(ModelError, match="is not a finished run folder"):
         push.export_run(tiny_model_dir, tmp_path / "export")
-    with pytest.raises(ConfigError, match="merged=false ships a LoRA adapter, but .* used strategy=full"):
+    with pytest.raises(ConfigError, match="merged=false ships an adapter .*, but .* used strategy=full"):
         push.export_run(full_run, tmp_path / "export", merged=False)
 
 
@@ -241,7 +242,7 @@ def test_publish_writes_the_card_and_pushes_only_when_asked(hub, run_copy):
 
 def test_cli_pushes_and_never_writes_the_token(hub, lora_copy, capsys):
     argv = [str(lora_copy), "repo_id=someone/tiny-lora", "private=true", "merged=false"]
-    assert push.main(argv) == 0
+    assert push_cli.main(argv) == 0
     assert capsys.readouterr().out.strip() == f"pushed {lora_copy} to https://huggingface.co/someone/tiny-lora"
     assert hub.tokens == [TOKEN]
     assert "adapter_model.safetensors" in hub.uploaded[0] and "model.safetensors" not in hub.uploaded[0]
@@ -250,7 +251,7 @@ def test_cli_pushes_and_never_writes_the_token(hub, lora_copy, capsys):
 
 
 def test_cli_export_only(lora_copy, capsys, tmp_path):
-    assert push.main([str(lora_copy), f"export_dir={tmp_path / 'out'}"]) == 0
+    assert push_cli.main([str(lora_copy), f"export_dir={tmp_path / 'out'}"]) == 0
     assert "exported" in capsys.readouterr().out
     assert (tmp_path / "out" / "adapter" / "adapter_config.json").is_file()
 
@@ -264,7 +265,7 @@ def test_cli_export_only(lora_copy, capsys, tmp_path):
 ])
 def test_cli_errors_are_one_line_with_exit_2(hub, capsys, run_copy, tiny_model_dir, argv, message):
     argv = [a.format(run=run_copy, tiny=tiny_model_dir) for a in argv]
-    assert push.main(argv) == 2
+    assert push_cli.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0]
     assert hub.calls == []
@@ -272,17 +273,17 @@ def test_cli_errors_are_one_line_with_exit_2(hub, capsys, run_copy, tiny_model_d
 
 def test_cli_no_token_exits_2(hub, run_copy, capsys, monkeypatch):
     monkeypatch.setattr(push, "get_token", lambda: None)
-    assert push.main([str(run_copy), "repo_id=someone/tiny"]) == 2
+    assert push_cli.main([str(run_copy), "repo_id=someone/tiny"]) == 2
     assert capsys.readouterr().err.startswith("error: no Hugging Face token")
 
 
 def test_cli_final_failure_exits_2_and_debug_raises(hub, run_copy, capsys, monkeypatch):
     monkeypatch.setattr(push, "FIRST_DELAY", 0.0)
     hub.failures = {"upload_folder": [server_error(503) for _ in range(2 * push.ATTEMPTS)]}
-    assert push.main([str(run_copy), "repo_id=someone/tiny"]) == 2
+    assert push_cli.main([str(run_copy), "repo_id=someone/tiny"]) == 2
     assert "is intact" in capsys.readouterr().err
     with pytest.raises(HubError):
-        push.main([str(run_copy), "repo_id=someone/tiny", "--debug"])
+        push_cli.main([str(run_copy), "repo_id=someone/tiny", "--debug"])
     assert (run_copy / "export" / "model.safetensors").is_file()
 
 

@@ -16,7 +16,7 @@ import transformers
 
 from nlptransfer import load_recipe
 from nlptransfer.config import load_yaml
-from nlptransfer.data import load_classification
+from nlptransfer.data.classification import load_classification
 
 TINY_SLICES = {"max_train_samples": 24, "max_validation_samples": 12, "max_test_samples": 12, "max_length": 32}
 TINY_TRAIN = {"epochs": 1, "batch_size": 8}

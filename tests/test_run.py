@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from nlptransfer.run import main
+from nlptransfer.cli.run import main
 
 USER_RECIPE = '''\
 """Reviews: a user's recipe on a local csv with a tiny checkpoint."""

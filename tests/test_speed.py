@@ -25,7 +25,7 @@ from transformers import (
 )
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-from nlptransfer import speed
+from nlptransfer.engine import speed
 
 SIZES = {"vocab_size": 60, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
          "intermediate_size": 64, "num_labels": 3}
@@ -122,11 +122,11 @@ def test_other_families_keep_their_outputs_and_train(name):
 
 
 def test_lora_models_get_the_speed_ups(tiny_model_dir):
-    from nlptransfer import models
-    from nlptransfer.config import RunConfig
+    from nlptransfer import models, tasks
+    from nlptransfer.strategies.lora import LoraSettings, add_lora
 
-    model = models.add_lora(models.load_model(tiny_model_dir, "classification", ["a", "b"]),
-                            RunConfig(model=tiny_model_dir, strategy="lora"))
+    model = add_lora(models.load_model(tiny_model_dir, tasks.get("classification"), ["a", "b"]), LoraSettings(),
+                     "SEQ_CLS")
     applied = speed.speed_up(model)
     assert "top layer for the first token only" in applied
     lora_dropouts = [m for name, m in model.named_modules() if "lora_dropout" in name and isinstance(m, nn.Dropout)]

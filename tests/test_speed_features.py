@@ -20,9 +20,9 @@ import torch
 from torch.nn.modules.module import register_module_forward_hook
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from nlptransfer import models
+from nlptransfer import models, tasks
 from nlptransfer.config import DataConfig, RunConfig, TrainConfig
-from nlptransfer.data import load_classification
+from nlptransfer.data.classification import load_classification
 from nlptransfer.pipeline import run
 
 EVAL_BATCH = 4
@@ -173,7 +173,7 @@ def test_texts_are_tokenized_once_per_split_not_per_epoch(full_run):
 
 
 def test_models_load_with_sdpa_attention(tiny_model_dir):
-    model = models.load_model(tiny_model_dir, "classification", ["neg", "pos"])
+    model = models.load_model(tiny_model_dir, tasks.get("classification"), ["neg", "pos"])
     assert model.config._attn_implementation == "sdpa"
 
 

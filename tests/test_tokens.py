@@ -9,8 +9,8 @@ import pytest
 import torch
 from transformers import AutoTokenizer, RobertaTokenizer
 
-from nlptransfer import tokens
-from nlptransfer.tokens import IGNORED
+from nlptransfer.engine import tokens
+from nlptransfer.engine.tokens import IGNORED
 
 LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
 WORDS = ["john", "smithson", "went", "to", "new", "york", "today"]

@@ -9,7 +9,7 @@ import pytest
 
 from nlptransfer.config import DataConfig, LoraSettings, RunConfig, TrainConfig, validate
 from nlptransfer.errors import ConfigError
-from nlptransfer.tracking import hyperparameters, scalars
+from nlptransfer.outputs.tracking import hyperparameters, scalars
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -10,9 +10,10 @@ from accelerate import Accelerator
 from torch import nn
 from torch.utils.data import DataLoader
 
-from nlptransfer.batches import LengthGroupedBatches, sorted_batches
 from nlptransfer.config import TrainConfig
-from nlptransfer.train import build_optimizer, fit, loss_curve, predict
+from nlptransfer.engine.batches import LengthGroupedBatches, sorted_batches
+from nlptransfer.engine.callbacks import EarlyStopping
+from nlptransfer.engine.loop import OptimizerSettings, TrainData, build_optimizer, fit, loss_curve, predict
 
 
 class Toy(nn.Module):
@@ -52,7 +53,9 @@ def run_fit(accuracies, accelerator=None, batches=None, **train):
     model = Toy()
     validate, seen = scripted(accuracies)
     cfg = TrainConfig(**({"epochs": len(accuracies)} | train))
-    result = fit(model, batches or train_batches(), validate, cfg, lr=0.1, accelerator=accelerator or Accelerator())
+    callbacks = [] if cfg.patience is None else [EarlyStopping(cfg.patience)]
+    result = fit(model, TrainData(batches or train_batches(), validate), cfg, OptimizerSettings(0.1),
+                 accelerator or Accelerator(), callbacks)
     return model, result, seen
 
 

@@ -8,7 +8,8 @@ unchanged for every architecture, and `restore()` puts the real encoder back for
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from accelerate import Accelerator
@@ -18,11 +19,11 @@ from torch.utils.data import DataLoader
 from transformers import PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
+from ..options import TrainConfig
+from ..outputs.console import progress_bar
 from . import cache
 from .batches import EncodedSplit, LengthGroupedBatches, model_inputs, sorted_batches
-from .config import RunConfig
-from .console import progress_bar
-from .train import FitResult, fit
+from .loop import Callback, FitResult, OptimizerSettings, TrainData, fit
 
 
 class FeatureReplay(nn.Module):
@@ -139,7 +140,24 @@ def token_feature_loaders(
     return train_batches, validation_batches
 
 
-def cached_extraction(extract_features: Callable, kind: str, cfg: RunConfig, tokenizer) -> Callable:
+@dataclass(frozen=True)
+class FeatureExtraction:
+    """What a frozen encoder's features are for one kind of head: computed once, cached, batched."""
+
+    kind: str
+    """`first_token` (sequence classification) or `tokens` (token classification): part of the cache key."""
+    extract: Callable
+    """`extract(encoder, loader, accelerator) -> EncodedSplit` of features."""
+    loaders: Callable
+    """`loaders(train, validation, batch_size, eval_batch_size, seed)` -> (train batches, validation batches)."""
+
+
+FIRST_TOKEN = FeatureExtraction("first_token", extract, feature_loaders)
+TOKENS = FeatureExtraction("tokens", extract_tokens, token_feature_loaders)
+
+
+def cached_extraction(extract_features: Callable, kind: str, model: str, max_length: int, precision: str,
+                      tokenizer) -> Callable:
     """`extract_features` through the disk cache: features are reused when this model, split,
     max length, tokenizer and precision were seen before (`kind`: `first_token` or `tokens`)."""
 
@@ -150,8 +168,7 @@ def cached_extraction(extract_features: Callable, kind: str, cfg: RunConfig, tok
             return extract_features(encoder, loader, accelerator)
 
     def extract_or_load(encoder: nn.Module, loader: DataLoader, accelerator: Accelerator) -> EncodedSplit:
-        key = cache.feature_key(cfg.model, loader.dataset, cfg.data.max_length, kind, tokenizer,
-                                precision=cfg.train.mixed_precision)
+        key = cache.feature_key(model, loader.dataset, max_length, kind, tokenizer, precision=precision)
         return cache.cached(key, lambda: extract(encoder, loader, accelerator))
 
     return extract_or_load
@@ -164,24 +181,25 @@ def fit_head_on_features(
     extract_features: Callable,
     make_loaders: Callable,
     validate_on: Callable,
-    cfg: RunConfig,
+    cfg: TrainConfig,
+    seed: int,
     lr: float,
     accelerator: Accelerator,
-    **fit_options,
+    callbacks: Sequence[Callback] = (),
+    loss_fn: nn.Module | None = None,
 ) -> tuple[PreTrainedModel, FitResult]:
     """strategy=frozen: run the encoder once over both splits, fit only the head on the cached features,
     then put the encoder back.
 
-    `extract_features`/`make_loaders` are `extract`/`feature_loaders` (sequence classification: the
-    first token) or `extract_tokens`/`token_feature_loaders` (every token); `validate_on(loader)`
-    returns fit's validation function for a loader of validation features.
+    `extract_features`/`make_loaders` come from a `FeatureExtraction` (`FIRST_TOKEN` or `TOKENS`);
+    `validate_on(loader)` returns fit's validation function for a loader of validation features.
     """
     head = HeadOnFeatures(model)
     train_features, validation = make_loaders(
         extract_features(head.encoder, train_batches, accelerator),
         extract_features(head.encoder, validation_batches, accelerator),
-        cfg.train.batch_size, cfg.train.eval_batch_size, cfg.seed,
+        cfg.batch_size, cfg.eval_batch_size, seed,
     )
-    fitted = fit(head, train_features, validate_on(accelerator.prepare(validation)), cfg.train, lr, accelerator,
-                 **fit_options)
+    data = TrainData(train_features, validate_on(accelerator.prepare(validation)), loss_fn)
+    fitted = fit(head, data, cfg, OptimizerSettings(lr), accelerator, callbacks)
     return accelerator.unwrap_model(head).restore(), fitted

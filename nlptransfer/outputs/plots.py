@@ -13,7 +13,7 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
-from .export import write_bytes
+from .files import write_bytes
 
 logger = logging.getLogger(__name__)
 

@@ -10,28 +10,16 @@ and how to use it. Everything comes from the run folder: config.yaml, metrics.js
 from __future__ import annotations
 
 import json
-import math
 import re
 from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCardData
 
-from . import catalog
-from .config import RunConfig, load_yaml
-from .models import default_lr
-from .plots import CONFUSION_MATRIX, CURVES, ENTITY_F1
-from .predict import adapter_labels, is_repo_id, saved_label_names
+from .. import catalog, strategies, tasks
+from ..config import RunConfig, load_yaml
+from ..outputs.model_files import adapter_labels, is_repo_id, saved_label_names
+from ..outputs.plots import CONFUSION_MATRIX, CURVES, ENTITY_F1
 
-PIPELINE_TAGS = {"classification": "text-classification", "multilabel": "text-classification",
-                 "token-classification": "token-classification"}
-STRATEGY_TAGS = {"full": "full-fine-tuning", "frozen": "frozen-encoder", "lora": "lora",
-                 "gradual": "gradual-unfreezing"}
-STRATEGY_TEXT = {
-    "full": "full fine-tuning: every weight of the encoder and the new head trained",
-    "frozen": "a frozen encoder (feature extraction): only the new head trained",
-    "lora": "LoRA: low-rank adapters on the attention projections and the new head trained",
-    "gradual": "gradual unfreezing: the new head trained first, then the encoder unfrozen from the top layer down",
-}
 LICENSES = {  # licenses of the catalog's base models
     "sentence-transformers/all-MiniLM-L6-v2": "apache-2.0",
     "google-bert/bert-base-uncased": "apache-2.0",
@@ -41,15 +29,6 @@ LICENSES = {  # licenses of the catalog's base models
     "google/electra-base-discriminator": "apache-2.0",
     "microsoft/deberta-v3-base": "mit",
 }
-OVERALL_METRICS = {
-    "classification": [("accuracy", "accuracy", "Accuracy"), ("f1", "macro_f1", "Macro F1")],
-    "multilabel": [("accuracy", "subset_accuracy", "Subset accuracy"), ("f1", "micro_f1", "Micro F1"),
-                   ("f1", "macro_f1", "Macro F1")],
-    "token-classification": [("precision", "precision", "Precision (entity level)"),
-                             ("recall", "recall", "Recall (entity level)"),
-                             ("f1", "f1", "F1 (entity level)"), ("accuracy", "accuracy", "Token accuracy")],
-}
-"""Per task: (hub metric type, key in metrics.json "test", display name)."""
 BASELINES = {
     "majority_accuracy": "majority-class baseline accuracy",
     "tfidf_logreg_accuracy": "TF-IDF + logistic regression baseline accuracy",
@@ -109,12 +88,13 @@ def eval_results(cfg: RunConfig, test: dict) -> list[EvalResult]:
     """The model-index entries: one per overall test metric that the run recorded."""
     dataset = hub_dataset(cfg)
     results = []
-    for metric_type, key, name in OVERALL_METRICS[cfg.task]:
+    task = tasks.get(cfg.task)
+    for metric_type, key, name in task.card_metrics:
         value = test.get(key, test.get(f"overall_{key}"))
         if value is None:
             continue
         results.append(EvalResult(
-            task_type=PIPELINE_TAGS[cfg.task], task_name=PIPELINE_TAGS[cfg.task].replace("-", " ").title(),
+            task_type=task.pipeline_tag, task_name=task.pipeline_tag.replace("-", " ").title(),
             dataset_type=dataset or "custom", dataset_name=dataset or data_name(cfg),
             dataset_config=cfg.data.config if dataset else None, dataset_split="test",
             metric_type=metric_type, metric_value=round(float(value), 4), metric_name=f"Test {name}",
@@ -129,15 +109,15 @@ def metadata(cfg: RunConfig, test: dict, model_name: str, adapter_only: bool = F
     base = base_model_id(cfg.model)
     dataset = hub_dataset(cfg)
     results = eval_results(cfg, test)
+    task, strategy = tasks.get(cfg.task), strategies.get(cfg.strategy)
     return ModelCardData(
         library_name="peft" if adapter_only else "transformers",
-        pipeline_tag=PIPELINE_TAGS[cfg.task],
+        pipeline_tag=task.pipeline_tag,
         base_model=base,
         base_model_relation=("adapter" if adapter_only else "finetune") if base else None,
         datasets=[dataset] if dataset else None,
         license=license or LICENSES.get(base or "", "other"),
-        tags=["nlptransfer", PIPELINE_TAGS[cfg.task], STRATEGY_TAGS[cfg.strategy]]
-        + (["peft"] if cfg.strategy == "lora" else []),
+        tags=["nlptransfer", task.pipeline_tag, strategy.card_tag] + (["peft"] if strategy.adapter else []),
         metrics=[r.metric_type for r in results] or None,
         model_name=model_name if results else None,
         eval_results=results or None,
@@ -159,30 +139,23 @@ def split_sizes(run_dir: Path, metrics: dict) -> dict[str, int] | None:
 def training_section(cfg: RunConfig, metrics: dict) -> str:
     """Strategy, trainable parameters and the hyperparameters as a table."""
     parameters, timing, train = metrics.get("parameters", {}), metrics.get("timing", {}), cfg.train
-    lines = ["## Training", "", f"- Transfer strategy: `{cfg.strategy}`, {STRATEGY_TEXT[cfg.strategy]}."]
+    strategy = strategies.get(cfg.strategy)
+    lines = ["## Training", "", f"- Transfer strategy: `{strategy.name}`, {strategy.card_text}."]
     if parameters.get("total"):
         share = 100 * parameters["trainable"] / parameters["total"]
         lines.append(f"- Trainable parameters: {parameters['trainable']:,} of {parameters['total']:,} ({share:.2f}%).")
-    if cfg.strategy == "lora":
-        lines.append("- The LoRA update is merged into the model weights; the adapter alone, with its head, is in "
-                     "`adapter/` (a folder of its own when only the adapter is shared).")
+    if strategy.card_note:
+        lines.append(f"- {strategy.card_note}")
     if timing.get("train_seconds") is not None:
         lines.append(f"- Training time: {timing['train_seconds']:.0f} s, {timing.get('optimizer_steps', '?')} "
                      f"optimizer steps; best validation epoch: {timing.get('best_epoch', '?')}.")
     rows = [("epochs", train.epochs), ("max steps", train.max_steps), ("batch size", train.batch_size),
-            ("gradient accumulation", train.grad_accum_steps), ("learning rate", train.lr or default_lr(cfg.strategy)),
+            ("gradient accumulation", train.grad_accum_steps), ("learning rate", train.lr or strategy.default_lr),
             ("weight decay", train.weight_decay), ("warmup ratio", train.warmup_ratio),
             ("max grad norm", train.max_grad_norm), ("max length (tokens)", cfg.data.max_length),
             ("mixed precision", train.mixed_precision), ("best epoch by", f"validation {train.metric_for_best}"),
             ("early-stopping patience", train.patience), ("seed", cfg.seed)]
-    if cfg.strategy == "lora":
-        rows += [("LoRA r / alpha / dropout", f"{cfg.lora.r} / {cfg.lora.alpha} / {cfg.lora.dropout}"),
-                 ("LoRA target modules", ", ".join(cfg.lora.target_modules or ["peft default (attention)"]))]
-    if cfg.freeze.embeddings or cfg.freeze.layers:
-        rows.append(("frozen", f"embeddings: {cfg.freeze.embeddings}, bottom layers: {cfg.freeze.layers}"))
-    if cfg.strategy == "gradual":
-        rows.append(("gradual: epochs / layers per stage, encoder lr factor", f"{cfg.gradual.epochs_per_stage} / "
-                     f"{cfg.gradual.layers_per_stage or 'all by the last stage'}, {cfg.gradual.encoder_lr_factor}"))
+    rows += strategy.card_rows(cfg)
     rows += [(name, value) for name, value in (("layer lr decay", train.layer_lr_decay), ("head lr", train.head_lr))
              if value is not None]
     lines += ["", "| hyperparameter | value |", "| --- | --- |"]
@@ -194,7 +167,7 @@ def data_section(cfg: RunConfig, sizes: dict[str, int] | None) -> str:
     lines = ["## Data", "", f"Trained on {describe_data(cfg)}. The validation split picked the best epoch; "
              "the test split was held out until the end and gives the results below."]
     if sizes:
-        unit = "sentences" if cfg.task == "token-classification" else "examples"
+        unit = tasks.get(cfg.task).card_unit
         lines += ["", f"| split | {unit} |", "| --- | --- |"] + [f"| {s} | {n:,} |" for s, n in sizes.items()]
     return "\n".join(lines)
 
@@ -203,7 +176,7 @@ def results_section(cfg: RunConfig, metrics: dict) -> str:
     """Overall test metrics, the baselines, and the per class / per entity type table."""
     test = metrics.get("test", {})
     lines = ["## Results on the held-out test split", "", "| metric | value |", "| --- | --- |"]
-    for _, key, name in OVERALL_METRICS[cfg.task]:
+    for _, key, name in tasks.get(cfg.task).card_metrics:
         value = test.get(key, test.get(f"overall_{key}"))
         if value is not None:
             lines.append(f"| {name} | {value:.4f} |")
@@ -239,22 +212,12 @@ def limitations_section(cfg: RunConfig, metrics: dict, sizes: dict[str, int] | N
     test, baselines = metrics.get("test", {}), metrics.get("baselines", {})
     items = [f"Trained and tested on {data_name(cfg)} only: expect lower quality on text "
              "from other domains, languages or periods, and it inherits that data's biases."]
-    if sizes and sizes["test"] < 1000 and "accuracy" in test and cfg.task == "classification":
-        margin = 1.96 * math.sqrt(max(test["accuracy"] * (1 - test["accuracy"]), 1e-12) / max(sizes["test"], 1))
-        items.append(f"The test split has {sizes['test']:,} examples: the accuracy is uncertain by about "
-                     f"±{margin:.3f} (95% interval).")
+    task_items = tasks.get(cfg.task).card_limitations(cfg, test, sizes)
+    items += task_items[:-1]  # the test-size uncertainty before the baselines, how inputs are read after
     for key, baseline, name in MUST_BEAT:
         if baselines.get(baseline) is not None and test.get(key, 1) <= baselines[baseline]:
             items.append(f"It does not beat {name} on the test split: do not rely on it.")
-    if cfg.task != "token-classification":
-        items.append({
-            "truncate": f"Texts longer than {cfg.data.max_length} tokens are truncated: the rest is not read.",
-            "head_tail": f"Texts longer than {cfg.data.max_length} tokens are read by their start and end only.",
-            "sliding": f"Texts longer than {cfg.data.max_length} tokens are read in overlapping windows whose "
-                       f"scores are pooled ({cfg.data.pooling}).",
-        }[cfg.long_text])
-    else:
-        items.append(f"Sentences longer than {cfg.data.max_length} tokens are read in overlapping windows.")
+    items += task_items[-1:]
     if base_model_id(cfg.model) is None:
         items.append("The base checkpoint was a local folder, so the card does not link it.")
     items.append("The license follows the base model's; check the training data's terms before commercial use.")
@@ -262,12 +225,10 @@ def limitations_section(cfg: RunConfig, metrics: dict, sizes: dict[str, int] | N
 
 
 def usage_section(cfg: RunConfig, repo: str, label_names: list[str], adapter_only: bool) -> str:
-    pipeline_tag = PIPELINE_TAGS[cfg.task]
-    name = "tagger" if cfg.task == "token-classification" else "classifier"
-    extra = ', aggregation_strategy="first"' if cfg.task == "token-classification" else ""
+    task = tasks.get(cfg.task)
+    pipeline_tag, name, extra = task.pipeline_tag, task.card_predictor, task.pipeline_options
     if adapter_only:
-        auto = "AutoPeftModelForTokenClassification" if cfg.task == "token-classification" \
-            else "AutoPeftModelForSequenceClassification"
+        auto = task.peft_auto_class
         id2label = dict(enumerate(label_names))
         label2id = {label: i for i, label in id2label.items()}
         load = (f"from peft import {auto}\nfrom transformers import AutoTokenizer, pipeline\n\n"
@@ -288,13 +249,7 @@ def intro_section(cfg: RunConfig, model_name: str, label_names: list[str]) -> st
     """The title and what the model was trained for."""
     base = base_model_id(cfg.model)
     start = f"[{base}](https://huggingface.co/{base})" if base else "A local checkpoint"
-    if cfg.task == "token-classification":
-        kind, what = "named entity recognition (token classification)", "It tags entities of these types"
-        names = sorted({name.split("-", 1)[-1] for name in label_names if name != "O"})
-    elif cfg.task == "multilabel":
-        kind, what, names = "multi-label text classification", "It predicts any number of", label_names
-    else:
-        kind, what, names = "text classification", "It predicts one of", label_names
+    kind, what, names = tasks.get(cfg.task).card_intro(label_names)
     return (f"# {model_name}\n\n{start} fine-tuned for {kind} on {describe_data(cfg)}, with nlptransfer (recipe "
             f"`{cfg.recipe}`, strategy `{cfg.strategy}`). {what}: {', '.join(f'`{n}`' for n in names)}.")
 

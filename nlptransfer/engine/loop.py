@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,33 +21,19 @@ from torch import nn
 from torch.utils.data import DataLoader
 from transformers import get_linear_schedule_with_warmup
 
+from ..errors import TrainingError
+from ..options import TrainConfig
+from ..outputs.console import progress_bar
 from .batches import model_inputs
-from .checkpoint import Checkpoints, LoopState
-from .config import TrainConfig
-from .console import progress_bar
-from .errors import TrainingError
-from .tracking import scalars
+from .state import FitResult, LoopState
+
+__all__ = ["Callback", "FitResult", "Loop", "LoopState", "OptimizerSettings", "TrainData", "fit", "predict"]
 
 logger = logging.getLogger(__name__)  # quiet on non-main processes (pipeline.setup_logging)
 
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "layernorm.weight")
 LOSS_CURVE_POINTS = 50
 """Points per epoch of the training-loss curve kept in the history (means of equal groups of batches)."""
-
-
-@dataclass
-class FitResult:
-    history: list[dict] = field(default_factory=list)
-    """Per epoch: train loss, validation metrics, seconds."""
-    best_epoch: int = 0
-    optimizer_steps: int = 0
-    train_seconds: float = 0.0
-    train_examples: int = 0
-    """Examples processed in training (all epochs)."""
-    train_tokens: int = 0
-    """Non-padding tokens processed in training."""
-    nonfinite_steps: int = 0
-    """Batches skipped because their loss or gradients were NaN/inf."""
 
 
 def build_optimizer(model: nn.Module, lr: float, weight_decay: float,
@@ -82,110 +68,147 @@ def load_trainable_state(model: nn.Module, state: dict[str, torch.Tensor]) -> No
                 parameter.copy_(state[name])
 
 
-def fit(
-    model: nn.Module,
-    train_batches: DataLoader,
-    validate,
-    cfg: TrainConfig,
-    lr: float,
-    accelerator: Accelerator,
-    checkpoints: Checkpoints | None = None,
-    resume_from: Path | None = None,
-    resume_force: bool = False,
-    loss_fn: nn.Module | None = None,
-    lr_scales: dict[str, float] | None = None,
-    epoch_start: Callable[[int], None] | None = None,
-) -> FitResult:
+class Callback:
+    """A plug-in of the loop (checkpoints, early stopping, unfreezing, tracking, yours): override the hooks you need.
+
+    Each hook gets the `Loop` (model, optimizer, scheduler, state...); set `loop.should_stop = True`
+    to end training after the current epoch.
+    """
+
+    def on_fit_start(self, loop: Loop) -> None:
+        """After the model, optimizer and data are prepared, before the first epoch (a resume loads here)."""
+
+    def on_epoch_start(self, loop: Loop) -> None:
+        """Before each epoch's first batch (`loop.state.epoch` is the epoch about to run)."""
+
+    def on_step_end(self, loop: Loop, loss: torch.Tensor, lr: float) -> None:
+        """After each optimizer step (`loop.state.optimizer_steps` counts it)."""
+
+    def on_epoch_end(self, loop: Loop, metrics: dict, train_loss: float, improved: bool) -> None:
+        """After validation; `loop.state.epoch` is already the next epoch, `improved` says if this one is the best."""
+
+    def on_fit_end(self, loop: Loop) -> None:
+        """After the last epoch, before the best weights are put back."""
+
+
+@dataclass
+class OptimizerSettings:
+    """What the optimizer needs beyond the `TrainConfig`: the peak rate and, optionally, per-parameter factors."""
+
+    lr: float
+    """Peak learning rate (after warmup)."""
+    lr_scales: dict[str, float] | None = None
+    """Parameter name -> factor of `lr` (layer-wise rates); these parameters, and no others, are optimized,
+    also those still frozen that a callback unfreezes later (see `build_optimizer`)."""
+
+
+@dataclass
+class TrainData:
+    """The training batches, how to validate, and the loss when it is not the model's own."""
+
+    batches: DataLoader
+    validate: Callable[[nn.Module], dict]
+    """`validate(model) -> dict` of validation metrics, among them `TrainConfig.metric_for_best`."""
+    loss_fn: nn.Module | None = None
+    """`loss_fn(logits, labels)` replaces the model's own loss (class weights, focal loss)."""
+
+
+@dataclass
+class Loop:
+    """What callbacks see: the prepared objects and the state; `should_stop = True` ends training after the epoch."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    accelerator: Accelerator
+    cfg: TrainConfig
+    state: LoopState
+    total_steps: int
+    best_weights: dict[str, torch.Tensor] | None = None
+    trained: set[str] | None = None
+    """With layer-wise rates, the names of every parameter the optimizer holds (frozen or not)."""
+    should_stop: bool = False
+
+
+def fit(model: nn.Module, data: TrainData, cfg: TrainConfig, optimizer_settings: OptimizerSettings,
+        accelerator: Accelerator, callbacks: Sequence[Callback] = ()) -> LoopState:
     """Train `model` in place; afterwards it holds the weights of the best validation epoch.
 
-    `validate(model) -> dict` returns validation metrics, among them `cfg.metric_for_best`.
-    With `checkpoints`, the loop saves checkpoints as configured and, from `resume_from`, picks
-    up exactly where that checkpoint left off: same weights, optimizer, RNG and next batch.
-    `loss_fn(logits, labels)` replaces the model's own loss (class weights, focal loss).
-    `lr_scales` sets per-parameter learning rates (see `build_optimizer`); `epoch_start(epoch)` runs
-    before each epoch (gradual unfreezing sets which of those parameters train).
+    Per epoch: callbacks' `on_epoch_start`, train steps (`on_step_end` after each optimizer step),
+    validate, keep the best weights, `on_epoch_end`; training stops after `cfg.epochs`, `cfg.max_steps`,
+    or when a callback sets `loop.should_stop` (early stopping, a time budget). Checkpointing and
+    resuming are a callback too (`callbacks.Checkpointing`).
     """
-    steps_per_epoch = math.ceil(len(train_batches) / cfg.grad_accum_steps)
-    total_steps = steps_per_epoch * cfg.epochs
-    if cfg.max_steps:
-        total_steps = min(total_steps, cfg.max_steps)
-    optimizer = build_optimizer(model, lr, cfg.weight_decay, lr_scales)
-    trained = set(lr_scales) if lr_scales else None  # with gradual unfreezing, also the weights still frozen
+    batches = data.batches
+    steps_per_epoch = math.ceil(len(batches) / cfg.grad_accum_steps)
+    total_steps = min(steps_per_epoch * cfg.epochs, cfg.max_steps or steps_per_epoch * cfg.epochs)
+    optimizer = build_optimizer(model, optimizer_settings.lr, cfg.weight_decay, optimizer_settings.lr_scales)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
-    sampler = train_batches.batch_sampler
+    sampler = batches.batch_sampler
     # Each pass over a DataLoader draws a seed from its generator, by default the global RNG that
     # dropout uses: a run resumed mid-epoch (one pass more) would then get other dropout masks.
-    train_batches.generator = torch.Generator().manual_seed(0)
-    model, optimizer, train_batches, scheduler = accelerator.prepare(model, optimizer, train_batches, scheduler)
-
-    state, best_state = LoopState(), None
-    if resume_from is not None:
-        initial = trainable_state(model, trained) if epoch_start else {}
-        state = checkpoints.load(resume_from, model, optimizer, scheduler, resume_force)
-        best = checkpoints.best_weights(state)  # the weights that trained until the best epoch;
-        best_state = None if best is None else initial | best  # the others were still initial
+    batches.generator = torch.Generator().manual_seed(0)
+    model, optimizer, batches, scheduler = accelerator.prepare(model, optimizer, batches, scheduler)
+    loop = Loop(model, optimizer, scheduler, accelerator, cfg, LoopState(), total_steps,
+                trained=set(optimizer_settings.lr_scales) if optimizer_settings.lr_scales else None)
+    notify(callbacks, "on_fit_start", loop)  # a resuming checkpoint callback restores everything here
+    state = loop.state
     progress = progress_bar(accelerator, total=total_steps, initial=state.optimizer_steps, desc="training",
                             unit="step")
-    while not finished(state, cfg, total_steps):
-        if epoch_start is not None:
-            epoch_start(state.epoch)
+    while not finished(loop):
+        notify(callbacks, "on_epoch_start", loop)
         # Through the prepared loader: Accelerate sets its own epoch on the sampler when iterating;
         # on several processes its BatchSamplerShard hides the sampler, so it is set here too.
-        train_batches.set_epoch(state.epoch)
+        batches.set_epoch(state.epoch)
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(state.epoch)
         sampler.skip = state.batches_done  # global batches, split across processes (split_batches)
         started = time.perf_counter()
-        train_loss = train_epoch(model, train_batches, optimizer, scheduler, cfg, accelerator, progress, state,
-                                 checkpoints, loss_fn)
+        train_loss = train_epoch(loop, batches, progress, callbacks, data.loss_fn)
         epoch_seconds = time.perf_counter() - started
         state.train_seconds += epoch_seconds
-        metrics = validate(model)
+        metrics = data.validate(model)
         state.history.append({"epoch": state.epoch, "train_loss": train_loss, "train_seconds": epoch_seconds,
                               "validation": metrics, "train_loss_curve": loss_curve(state.epoch_losses)})
-        accelerator.log(scalars("validation", metrics) | scalars("train", {"epoch_loss": train_loss,
-                                                                            "epoch": state.epoch}),
-                        step=state.optimizer_steps)
         logger.info("epoch %d: train loss %.4f, validation %s %.4f (%.0fs)", state.epoch, train_loss,
                     cfg.metric_for_best, metrics[cfg.metric_for_best], epoch_seconds)
         improved = state.best_metric is None or metrics[cfg.metric_for_best] > state.best_metric
         if improved:
             state.best_metric, state.best_epoch = metrics[cfg.metric_for_best], state.epoch
-            state.epochs_without_gain, best_state = 0, trainable_state(model, trained)
+            state.epochs_without_gain, loop.best_weights = 0, trainable_state(model, loop.trained)
         else:
             state.epochs_without_gain += 1
         state.epoch, state.batches_done, state.epoch_losses = state.epoch + 1, 0, []
-        if checkpoints is not None and checkpoints.enabled and (checkpoints.cfg.every_epoch or improved):
-            if improved:  # the best epoch's weights live in this checkpoint, kept by rotation
-                state.best_step = state.optimizer_steps
-            checkpoints.save(model, optimizer, scheduler, state)
+        notify(callbacks, "on_epoch_end", loop, metrics=metrics, train_loss=train_loss, improved=improved)
     progress.close()
-    if best_state is not None:
-        load_trainable_state(model, best_state)
-    return FitResult(history=state.history, best_epoch=state.best_epoch, optimizer_steps=state.optimizer_steps,
-                     train_seconds=state.train_seconds, train_examples=state.train_examples,
-                     train_tokens=state.train_tokens, nonfinite_steps=state.nonfinite_total)
+    notify(callbacks, "on_fit_end", loop)
+    if loop.best_weights is not None:
+        load_trainable_state(model, loop.best_weights)
+    return state
 
 
-def finished(state: LoopState, cfg: TrainConfig, total_steps: int) -> bool:
-    """All epochs or steps done, or no validation gain for `patience` epochs."""
-    if state.epoch > cfg.epochs or (state.optimizer_steps >= total_steps and state.batches_done == 0):
-        return True
-    if cfg.patience is not None and state.epochs_without_gain >= cfg.patience:
-        logger.info("no validation gain for %d epochs: stopping early", state.epochs_without_gain)
-        return True
-    return False
+def notify(callbacks: Sequence[Callback], hook: str, loop: Loop, **values) -> None:
+    for callback in callbacks:
+        getattr(callback, hook)(loop, **values)
 
 
-def train_epoch(model, batches, optimizer, scheduler, cfg: TrainConfig, accelerator, progress, state: LoopState,
-                checkpoints: Checkpoints | None, loss_fn: nn.Module | None = None) -> float:
+def finished(loop: Loop) -> bool:
+    """All epochs or steps done, or a callback asked to stop."""
+    state = loop.state
+    return (loop.should_stop or state.epoch > loop.cfg.epochs
+            or (state.optimizer_steps >= loop.total_steps and state.batches_done == 0))
+
+
+def train_epoch(loop: Loop, batches: DataLoader, progress, callbacks: Sequence[Callback],
+                loss_fn: nn.Module | None = None) -> float:
     """Train to the end of the epoch (or of the steps); returns the epoch's mean training loss.
 
     A batch whose loss or gradients are not finite is skipped (no update) and counted; after
     `cfg.max_nonfinite_steps` of them in a row the run stops with a `TrainingError`.
     """
+    model, optimizer, scheduler, accelerator, cfg, state = (loop.model, loop.optimizer, loop.scheduler,
+                                                           loop.accelerator, loop.cfg, loop.state)
     model.train()
-    total_steps = progress.total
     since = (time.perf_counter(), state.train_examples)  # for the epoch's throughput
     for batch in batches:
         with accelerator.accumulate(model):
@@ -202,11 +225,9 @@ def train_epoch(model, batches, optimizer, scheduler, cfg: TrainConfig, accelera
         count_batch(batch, loss, finite, state, cfg, accelerator)
         if accelerator.sync_gradients:
             state.optimizer_steps += 1
-            report_step(progress, accelerator, state, loss, scheduler, since)
-            every = checkpoints.cfg.every_steps if checkpoints is not None else None
-            if every and state.optimizer_steps % every == 0:
-                checkpoints.save(model, optimizer, scheduler, state)
-            if state.optimizer_steps >= total_steps:
+            report_step(progress, state, loss, scheduler, since)
+            notify(callbacks, "on_step_end", loop, loss=loss, lr=scheduler.get_last_lr()[0])
+            if state.optimizer_steps >= loop.total_steps:
                 break
     losses = torch.tensor(state.epoch_losses, dtype=torch.float32)
     return float(accelerator.gather(losses.mean().to(accelerator.device)).mean()) if len(losses) else math.nan
@@ -220,19 +241,20 @@ def batch_loss(model: nn.Module, batch: dict, loss_fn: nn.Module | None) -> torc
     return loss_fn(logits, batch["labels"])
 
 
-def report_step(progress, accelerator: Accelerator, state: LoopState, loss: torch.Tensor, scheduler,
-                since: tuple[float, int]) -> None:
-    """Advance the bar and log the step to the trackers: loss, learning rate, samples/s since the epoch began.
+def report_step(progress, state: LoopState, loss: torch.Tensor, scheduler, since: tuple[float, int]) -> None:
+    """Advance the bar: loss, learning rate, samples/s since the epoch began.
 
     The loss is already on the host (the loop checked it was finite): no extra device sync.
     """
     started, examples = since
-    values = {"train/loss": loss.item(), "train/lr": scheduler.get_last_lr()[0],
-              "train/samples_per_second": (state.train_examples - examples) / max(time.perf_counter() - started, 1e-9)}
     progress.update(1)
-    progress.set_postfix({"loss": f"{values['train/loss']:.4f}", "lr": f"{values['train/lr']:.2e}",
-                          "samples/s": f"{values['train/samples_per_second']:.1f}"}, refresh=False)
-    accelerator.log(values, step=state.optimizer_steps)
+    progress.set_postfix({"loss": f"{loss.item():.4f}", "lr": f"{scheduler.get_last_lr()[0]:.2e}",
+                          "samples/s": f"{samples_per_second(state, since):.1f}"}, refresh=False)
+
+
+def samples_per_second(state: LoopState, since: tuple[float, int]) -> float:
+    started, examples = since
+    return (state.train_examples - examples) / max(time.perf_counter() - started, 1e-9)
 
 
 def loss_curve(batch_losses: list[float], points: int = LOSS_CURVE_POINTS) -> list[float]:

@@ -14,8 +14,8 @@ import os
 
 import torch
 
-from .config import TrainConfig
-from .errors import ConfigError
+from ..errors import ConfigError
+from ..options import TrainConfig
 
 logger = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from . import catalog
-from .config import DataConfig
-from .errors import DataError
+from .. import catalog
+from ..errors import DataError
+from ..options import DataConfig
 
 logger = logging.getLogger(__name__)
 
@@ -120,13 +120,22 @@ def read_hub(name: str, config: str | None) -> tuple[dict[str, pd.DataFrame], di
             f"{str(e).splitlines()[0]}; check the name, your network, or use a packaged corpus "
             f"({', '.join(catalog.CORPORA)}) or data.train_file="
         ) from None
+    return dataset_frames(dataset)
+
+
+SPLIT_ALIASES = {"dev": "validation", "valid": "validation", "val": "validation"}
+
+
+def dataset_frames(dataset) -> tuple[dict[str, pd.DataFrame], dict[str, list[str]]]:
+    """A `datasets.DatasetDict`'s splits as frames (dev/valid/val named validation), and its ClassLabel names."""
+    import datasets
+
     names = {
         column: feature.names
         for column, feature in next(iter(dataset.values())).features.items()
         if isinstance(feature, datasets.ClassLabel)
     }
-    aliases = {"dev": "validation", "valid": "validation", "val": "validation"}
-    return {aliases.get(s, s): dataset[s].to_pandas() for s in dataset}, names
+    return {SPLIT_ALIASES.get(s, s): dataset[s].to_pandas() for s in dataset}, names
 
 
 def read_source(cfg: DataConfig) -> tuple[dict[str, pd.DataFrame], dict[str, list[str]], str]:
@@ -296,12 +305,15 @@ def drop_shared_texts(frames: dict[str, pd.DataFrame], cfg: DataConfig) -> dict[
     return frames
 
 
-def load_classification(cfg: DataConfig, seed: int, multilabel: bool = False) -> ClassificationData:
-    """Read, clean, split and label-encode the configured data; refuse data that cannot be learned.
+def load_classification(cfg: DataConfig, seed: int, multilabel: bool = False,
+                        source: tuple[dict[str, pd.DataFrame], dict[str, list[str]], str] | None = None
+                        ) -> ClassificationData:
+    """Read, clean, split and label-encode the configured data (or the in-memory `source`: frames by
+    split, ClassLabel names, description); refuse data that cannot be learned.
 
     With `multilabel`, each example's label cell is a list of labels (see `label_lists`).
     """
-    raw, class_names, source = read_source(cfg)
+    raw, class_names, source = source or read_source(cfg)
     if "train" not in raw:
         raise DataError(f"the data has no 'train' split (found: {', '.join(raw)})")
     frames = {split: _columns(frame, cfg, split) for split, frame in raw.items() if split in SPLITS}

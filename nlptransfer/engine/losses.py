@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import LossConfig
-from .errors import ConfigError
+from ..errors import ConfigError
+from ..options import LossConfig
 
 logger = logging.getLogger(__name__)
 

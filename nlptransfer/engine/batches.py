@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
-from .data import TextSplit
+from ..data.classification import TextSplit
 
 
 class EncodedSplit(Dataset):

@@ -14,9 +14,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import catalog
-from .config import DataConfig
-from .errors import ConfigError, DataError
+from .. import catalog
+from ..errors import ConfigError, DataError
+from ..options import DataConfig
 
 logger = logging.getLogger(__name__)
 
@@ -230,6 +230,27 @@ def read_tagged_hub(cfg: DataConfig) -> tuple[dict[str, list[TaggedSentence]], l
     return splits, class_names
 
 
+def tagged_frames(source: tuple, cfg: DataConfig) -> tuple[dict[str, list[TaggedSentence]], list[str] | None, str]:
+    """In-memory frames (a row per sentence: words in `data.tokens_column`, tags in `data.tags_column`) as
+    tagged sentences."""
+    frames, class_names, description = source
+    names = class_names.get(cfg.tags_column) or cfg.label_names
+    splits = {}
+    for split, frame in frames.items():
+        for option, column in (("tokens_column", cfg.tokens_column), ("tags_column", cfg.tags_column)):
+            if column not in frame.columns:
+                raise DataError(f"the {split} data has no column '{column}' (data.{option}); "
+                                f"columns found: {', '.join(map(str, frame.columns))}")
+        sentences = []
+        for i, (words, tags) in enumerate(zip(frame[cfg.tokens_column], frame[cfg.tags_column])):
+            words, tags = list(words), list(tags)
+            if any(isinstance(tag, int) for tag in tags):
+                tags = _names_of_ids(tags, names, f"{split}[{i}]")
+            sentences.append(make_sentence(words, tags, f"{split}[{i}]"))
+        splits[split] = sentences
+    return splits, names, description
+
+
 def read_tagged_file(path: str | Path, cfg: DataConfig) -> list[TaggedSentence]:
     """A JSON/JSONL file by its suffix; any other file is read as CoNLL."""
     if Path(path).suffix.lower() in JSON_SUFFIXES:
@@ -354,9 +375,10 @@ def check_known_tags(split: str, data: TokenSplit, label_names: list[str]) -> No
                         f"{', '.join(sorted(unknown)[:10])} (first at {first}); fix the tags or set data.label_names")
 
 
-def load_token_classification(cfg: DataConfig, seed: int) -> TokenData:
-    """Read, check, convert to IOB2, split and label the configured tagged data."""
-    raw, class_names, source = read_tagged_source(cfg)
+def load_token_classification(cfg: DataConfig, seed: int, source: tuple | None = None) -> TokenData:
+    """Read, check, convert to IOB2, split and label the configured tagged data (or the in-memory `source`:
+    frames by split with a words column and a tags column, ClassLabel names, description)."""
+    raw, class_names, source = tagged_frames(source, cfg) if source else read_tagged_source(cfg)
     if "train" not in raw:
         raise DataError(f"the data has no 'train' split (found: {', '.join(raw)})")
     raw = {split: sentences for split, sentences in raw.items() if split in SPLITS}

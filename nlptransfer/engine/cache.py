@@ -26,7 +26,9 @@ import numpy as np
 import torch
 import transformers
 
-from . import catalog, distributed, export
+from .. import catalog
+from ..outputs import files
+from . import distributed
 from .batches import EncodedSplit
 
 logger = logging.getLogger(__name__)
@@ -153,7 +155,7 @@ def save(path: Path, key_parts: dict[str, Any], split: EncodedSplit) -> None:
     """Write an entry atomically: to a temporary file in the same folder, then rename it into place."""
     buffer = io.BytesIO()
     torch.save({"key": key_text(key_parts), "rows": len(split), "columns": pack(split)}, buffer)
-    export.write_bytes(path, buffer.getvalue())
+    files.write_bytes(path, buffer.getvalue())
 
 
 def cached(key_parts: dict[str, Any], compute: Callable[[], EncodedSplit],

@@ -22,7 +22,7 @@ from transformers.modeling_outputs import TokenClassifierOutput
 
 from . import batches
 from .batches import EncodedSplit
-from .train import predict
+from .loop import predict
 
 IGNORED = -100  # the label the loss skips
 
@@ -38,10 +38,12 @@ class Window:
 class EncodedWords(EncodedSplit):
     """Tokenized windows (features with `labels` per sub-token) and the words each window predicts."""
 
-    def __init__(self, features: list[dict], windows: list[Window], sentence_lengths: list[int]):
+    def __init__(self, features: list[dict], windows: list[Window], sentence_lengths: list[int], max_length: int = 0):
         super().__init__(features)
         self.windows = windows
         self.sentence_lengths = sentence_lengths
+        self.max_length = max_length
+        """The window length in tokens the split was encoded with (predictions pad to it)."""
 
 
 def _fill(counts: list[int], start: int, budget: int) -> int:
@@ -139,7 +141,7 @@ def encode_words(
         )
         features.append({key: encoded[key][index] for key in keys} | {"labels": labels, "example_index": index})
         windows.append(Window(sentence, word_starts))
-    return EncodedWords(features, windows, [len(words) for words in sentences])
+    return EncodedWords(features, windows, [len(words) for words in sentences], max_length)
 
 
 class PaddedLogits(nn.Module):

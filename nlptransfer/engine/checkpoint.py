@@ -18,7 +18,7 @@ import os
 import random
 import re
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -28,36 +28,14 @@ from accelerate.utils import gather_object
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .config import CheckpointConfig
-from .errors import CheckpointError
+from ..errors import CheckpointError
+from ..options import CheckpointConfig
+from .state import LoopState
 
 logger = logging.getLogger("nlptransfer")
 
 MARKER = "COMPLETE.json"
 NAME = re.compile(r"^step-(\d+)$")
-
-
-@dataclass
-class LoopState:
-    """Where the training loop is, and everything it has counted so far."""
-
-    epoch: int = 1
-    """The epoch in progress (1-based)."""
-    batches_done: int = 0
-    """Batches of `epoch` already trained on."""
-    epoch_losses: list[float] = field(default_factory=list)
-    optimizer_steps: int = 0
-    train_examples: int = 0
-    train_tokens: int = 0
-    train_seconds: float = 0.0
-    history: list[dict] = field(default_factory=list)
-    best_metric: float | None = None
-    best_epoch: int = 0
-    best_step: int | None = None
-    """Step of the checkpoint that holds the best epoch's weights."""
-    epochs_without_gain: int = 0
-    nonfinite_in_row: int = 0
-    nonfinite_total: int = 0
 
 
 def _sha256(path: Path) -> str:
@@ -211,6 +189,12 @@ class Checkpoints:
             + "; start a new run (drop resume=) or set checkpoint.every_epoch=true so runs can resume"
         )
 
+    def check(self, path: Path, force: bool) -> None:
+        """Refuse `path` unless it is complete and was saved by a run with this run's fingerprint."""
+        verify(path)
+        saved = json.loads((path / "state.json").read_text(encoding="utf-8"))
+        check_compatible(saved["fingerprint"], self.fingerprint, path, force)
+
     def load(self, path: Path, model, optimizer, scheduler, force: bool) -> LoopState:
         """Restore weights, optimizer, scheduler, scaler, RNG states; return the loop state."""
         verify(path)
@@ -271,9 +255,10 @@ def load_weights(model: nn.Module, weights: dict[str, torch.Tensor]) -> None:
 
 
 def check_compatible(saved: dict, current: dict, path: Path, force: bool) -> None:
-    """Refuse a checkpoint of a different model, labels, task, strategy or batch geometry."""
+    """Refuse a checkpoint saved with other options (the differing ones named), labels or data size."""
+    keys = list(current) + [key for key in saved if key not in current]
     differences = [f"{key} (checkpoint: {saved.get(key)}, now: {current.get(key)})"
-                   for key in current if saved.get(key) != current.get(key)]
+                   for key in keys if saved.get(key) != current.get(key)]
     if differences and not force:
         raise CheckpointError(f"cannot resume from {path}: {'; '.join(differences)}; "
                               "run with the checkpoint's settings, or pass resume_force=true")

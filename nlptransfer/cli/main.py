@@ -1,0 +1,38 @@
+"""The `nlptransfer` console script: `nlptransfer run|predict|push|compare|curve [options]`.
+
+Each subcommand is the module of the same name (`python -m nlptransfer.run ...` works too);
+`nlptransfer recipe=sentiment ...` without a subcommand runs, as before.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = ("run", "predict", "push", "compare", "curve")
+
+USAGE = f"""usage: nlptransfer {{{','.join(COMMANDS)}}} [options]   (add --help after a command for its options)
+  nlptransfer run recipe=sentiment strategy=lora
+  nlptransfer predict model=runs/<run> text="what a great day"
+  nlptransfer push runs/<run> repo_id=user/name
+  nlptransfer compare recipe=sentiment strategies=full,lora
+  nlptransfer curve recipe=topic sizes=50,200,all"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in COMMANDS:
+        return importlib.import_module(f"nlptransfer.cli.{argv[0]}").main(argv[1:])
+    if argv and argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0
+    if not argv or "=" not in argv[0] and not argv[0].startswith("-"):
+        print(USAGE, file=sys.stderr)
+        if argv:
+            print(f"error: unknown command '{argv[0]}'; commands: {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    return importlib.import_module("nlptransfer.cli.run").main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

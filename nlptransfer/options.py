@@ -1,0 +1,156 @@
+"""The option sections every run has: data, training, loss, pretraining, checkpoints, push.
+
+Plain dataclasses, one docstring per field (shown by `--help`). The sections a transfer strategy
+owns (`lora`, `freeze`, `gradual`, ...) live in the strategy's own file; `config.RunConfig`
+assembles all of them into one tree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+LONG_TEXT = ("truncate", "head_tail", "sliding")
+POOLING = ("mean", "max")
+MIXED_PRECISION = ("no", "fp16", "bf16")
+LOG_WITH = ("tensorboard", "wandb", "mlflow", "none")
+
+
+@dataclass
+class DataConfig:
+    name: str | None = None
+    """A packaged corpus (`tweets`, `bbc_news`, `wnut16`) or a hub dataset id (`glue`)."""
+    config: str | None = None
+    """The hub dataset's configuration, e.g. `sst2` for `glue`."""
+    train_file: str | None = None
+    """A local csv/tsv/json/jsonl/parquet file; used instead of `name`."""
+    validation_file: str | None = None
+    """A local file for the validation split; made from train when missing."""
+    test_file: str | None = None
+    """A local file for the held-out test split; made from train when missing."""
+    text_column: str = "text"
+    """The column holding the text."""
+    text_pair_column: str | None = None
+    """A second text column, tokenized as a pair with the first (paraphrase, NLI)."""
+    label_column: str = "label"
+    """The column holding the label (string or integer); for task=multilabel a list of labels per example."""
+    label_separator: str | None = None
+    """task=multilabel: the delimiter between labels in a csv/tsv label cell (e.g. `|`); JSON lists need none."""
+    label_names: list[str] | None = None
+    """The labels in order; default: the sorted labels of the training split."""
+    validation_fraction: float = 0.1
+    """Share of the training data held out for validation when no validation split exists."""
+    test_fraction: float = 0.1
+    """Share of the training data held out for testing when no test split exists."""
+    max_train_samples: int | None = None
+    """Train on a seeded, stratified sample of at most this many examples."""
+    max_validation_samples: int | None = None
+    """Validate on at most this many examples."""
+    max_test_samples: int | None = None
+    """Test on at most this many examples."""
+    max_length: int = 128
+    """Longest input in tokens; longer texts are truncated."""
+    encoding: str = "utf-8"
+    """Text encoding of local files (e.g. `latin-1`)."""
+    dedup_across_splits: bool = True
+    """Drop validation/test examples whose text also occurs in training (they inflate held-out scores)."""
+    tokens_column: str = "tokens"
+    """Token classification: the JSON/hub column holding each sentence's list of words."""
+    tags_column: str = "tags"
+    """Token classification: the JSON/hub column holding each sentence's list of tags (e.g. `ner_tags`)."""
+    conll_tag_column: int = -1
+    """Token classification: the CoNLL column (0-based) holding the tag; -1 is the last."""
+    label_all_subtokens: bool = False
+    """Token classification: train on every sub-token of a word (B- becomes I-), not only the first."""
+    stride: int = 16
+    """Tokens shared by consecutive windows of a text longer than max_length (NER, and long_text=sliding)."""
+    pooling: str = "mean"
+    """long_text=sliding: how a document's window logits become one prediction, `mean` or `max`."""
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 3
+    """Passes over the training data."""
+    max_steps: int | None = None
+    """Stop after this many optimizer steps (quick runs); overrides `epochs` when reached."""
+    batch_size: int = 32
+    """Examples per optimizer step before gradient accumulation, all processes together (each takes a share)."""
+    eval_batch_size: int = 32
+    """Examples per evaluation batch, all processes together."""
+    lr: float | None = None
+    """Peak learning rate; default: full 1e-4 (2e-5..5e-5 for base-size models), lora 5e-4, frozen 1e-2."""
+    weight_decay: float = 0.01
+    """AdamW weight decay (never on biases and LayerNorm weights)."""
+    warmup_ratio: float = 0.06
+    """Share of the optimizer steps spent warming the learning rate up from 0."""
+    grad_accum_steps: int = 1
+    """Accumulate gradients over this many batches per optimizer step."""
+    max_grad_norm: float | None = 1.0
+    """Clip the gradient norm to this value; null disables clipping."""
+    mixed_precision: str = "no"
+    """`no`, `fp16` or `bf16` (GPU); passed to Accelerate."""
+    metric_for_best: str = "accuracy"
+    """Validation metric that picks the best epoch (higher is better)."""
+    patience: int | None = 2
+    """Stop after this many epochs without a better validation metric; null never stops early."""
+    group_by_length: bool = True
+    """Batch texts of similar length together: less padding, faster steps."""
+    max_nonfinite_steps: int = 10
+    """Stop the run after this many steps in a row with a NaN/inf loss or gradient (each is skipped)."""
+    layer_lr_decay: float | None = None
+    """Discriminative learning rates: each encoder layer below the top gets the lr times this factor (e.g. 0.8)."""
+    head_lr: float | None = None
+    """Learning rate of the new task head; default: train.lr (strategies full and gradual)."""
+    speedups: bool = True
+    """Exact speed-ups of the model's computation (top layer for [CLS] only, fast CPU dropout); see speed.py."""
+
+
+@dataclass
+class LossConfig:
+    class_weights: Any = "none"
+    """`none`, `balanced` (inverse training frequency) or a list with one weight per label."""
+    focal_gamma: float = 0.0
+    """Focal loss focusing parameter; 0 is plain cross-entropy, 2 the usual focal loss for hard, rare classes."""
+
+
+@dataclass
+class PretrainConfig:
+    mlm: bool = False
+    """Continue masked-language-model training of the encoder on unlabeled in-domain text, then fine-tune."""
+    text_file: str | None = None
+    """Unlabeled text: .txt (a text per line) or csv/tsv/json/jsonl/parquet; default: all training-split texts."""
+    text_column: str | None = None
+    """The column of pretrain.text_file holding the text; default: data.text_column."""
+    max_samples: int | None = None
+    """Use a seeded random sample of at most this many texts."""
+    epochs: int = 1
+    """Passes of masked-language-model training over the texts."""
+    lr: float = 5e-5
+    """Peak learning rate of masked-language-model training."""
+    batch_size: int = 32
+    """Texts per masked-language-model training step."""
+    mlm_probability: float = 0.15
+    """Share of the tokens masked for the model to predict."""
+    output_dir: str | None = None
+    """Folder for the adapted encoder; default: <output_dir>/adapted-encoder; reused if its settings match."""
+
+
+@dataclass
+class CheckpointConfig:
+    every_steps: int | None = None
+    """Save a checkpoint every N optimizer steps (null: not by steps)."""
+    every_epoch: bool = True
+    """Save a checkpoint at the end of each epoch."""
+    keep: int = 1
+    """Keep the newest N checkpoints (plus the best one); older ones are deleted once a new one is complete."""
+
+
+@dataclass
+class PushConfig:
+    repo_id: str | None = None
+    """Push the finished run to this Hugging Face Hub repo (`user/name`); null: do not push."""
+    private: bool = False
+    """Create the hub repo as private (an existing repo keeps its visibility)."""
+    revision: str | None = None
+    """Push to this branch of the repo (created if needed); default: main."""

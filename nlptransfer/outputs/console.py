@@ -1,0 +1,127 @@
+"""What a run shows while it works: the config in one line, one progress bar per phase (main process only).
+
+`show_progress_bars(False)` hides the bars (the CLI's --quiet), the way
+`transformers.logging.disable_progress_bar()` does for transformers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+
+from .tracking import hyperparameters
+
+logger = logging.getLogger("nlptransfer")
+
+_bars = {"enabled": True}
+_console = {"level": logging.INFO, "libraries": False}
+
+
+def show_progress_bars(enabled: bool = True) -> None:
+    """Show (default) or hide every progress bar of nlptransfer in this process."""
+    _bars["enabled"] = enabled
+
+
+def progress_bars_shown() -> bool:
+    return _bars["enabled"]
+
+
+def progress_bar(accelerator: Accelerator, iterable: Iterable | None = None, **options) -> tqdm:
+    """A tqdm bar on the local main process (hidden elsewhere and after `show_progress_bars(False)`)."""
+    return tqdm(iterable, disable=not (_bars["enabled"] and accelerator.is_local_main_process), dynamic_ncols=True,
+                **options)
+
+
+def config_summary(cfg: Any) -> str:
+    """Recipe, task, model and strategy, then the options that differ from the recipe's defaults as key=value."""
+    try:
+        defaults = hyperparameters(type(cfg)())
+    except Exception:  # a Config that needs arguments: every option counts as set
+        defaults = {}
+    changed = [f"{key}={value}" for key, value in hyperparameters(cfg).items() if defaults.get(key, object()) != value]
+    return f"recipe {cfg.recipe}, task {cfg.task}, model {cfg.model}, strategy {cfg.strategy}" + (
+        f"; set: {', '.join(changed)}" if changed else "")
+
+
+def set_console(level: int = logging.INFO, libraries: bool = False) -> None:
+    """What runs in this process print: nlptransfer's lines from `level` up; the libraries' own warnings,
+    load reports and download bars only with `libraries`. Kept for every later run of the process."""
+    _console["level"], _console["libraries"] = level, libraries
+
+
+def console_level() -> int:
+    return _console["level"]
+
+
+def quiet_libraries() -> None:
+    """Hide library chatter that does not concern the user (the new head's load report, ...), unless asked for."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if _console["libraries"]:
+        return
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module="torch")
+
+
+class ConsoleHandler(logging.StreamHandler):
+    """Writes to whatever `sys.stderr` is now (notebooks and pytest swap it), not the one at creation."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Through tqdm, so that a log line does not break a progress bar that is being drawn."""
+        try:
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:
+            self.handleError(record)
+
+
+def setup_logging(output_dir: Path | None, is_main: bool) -> None:
+    """Log to the console and to `output_dir/train.log`, main process only.
+
+    The console shows the level chosen with `set_console` (the CLI's --quiet or --verbose; INFO by
+    default), in every run of the process; train.log always gets every line, DEBUG (e.g. the whole
+    resolved config) included.
+    """
+    logger.setLevel(logging.ERROR if not is_main else logging.DEBUG)
+    logger.propagate = False
+    for handler in list(logger.handlers):
+        if isinstance(handler, logging.FileHandler):
+            logger.removeHandler(handler)
+            handler.close()
+    console = next((h for h in logger.handlers if isinstance(h, ConsoleHandler)), None)
+    if console is None:
+        console = ConsoleHandler()
+        console.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(console)
+    console.setLevel(_console["level"])
+    if is_main and output_dir is not None:
+        file_handler = logging.FileHandler(output_dir / "train.log", encoding="utf-8")
+        file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        file_handler.setLevel(logging.DEBUG)
+        logger.addHandler(file_handler)
+
+
+def stop_file_logging() -> None:
+    """Close the run's train.log (the run is over; a later run opens its own)."""
+    for handler in list(logger.handlers):
+        if isinstance(handler, logging.FileHandler):
+            logger.removeHandler(handler)
+            handler.close()

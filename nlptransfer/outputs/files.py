@@ -1,0 +1,66 @@
+"""Atomic file writers: a crash leaves the old file or the new one, never half of one.
+
+Each file is written to a temporary file in its destination folder, flushed to disk and renamed into
+place. The temporary file is created with mode 0o666 and the kernel applies the user's umask, as for
+any file a program creates: 0644 under umask 022, so teammates can read a run's files (Python's
+`tempfile.mkstemp` would create it 0600 whatever the umask). Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+_NAME_ATTEMPTS = 100
+
+
+def make_dir(path: Path) -> Path:
+    """Create folder `path` and its parents if missing (mode from the umask, like `mkdir -p`); return it."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` atomically: a crash leaves the old file or the new one, never half of one."""
+    path = Path(path)
+    make_dir(path.parent)
+    handle, temporary = _create_temporary(path)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write `text` to `path` atomically, UTF-8 encoded."""
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write `data` as indented UTF-8 JSON to `path` atomically."""
+    write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    """Write `rows` to `path` atomically, one JSON object a line."""
+    write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+
+
+def _create_temporary(path: Path) -> tuple[int, Path]:
+    """Create a new hidden file beside `path`, mode 0o666 less the umask; return its descriptor and path."""
+    for _ in range(_NAME_ATTEMPTS):
+        temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(temporary, _CREATE_FLAGS, 0o666), temporary
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name for {path} after {_NAME_ATTEMPTS} attempts")

@@ -1,0 +1,189 @@
+"""Use a trained model (the library side of `python -m nlptransfer.predict`).
+
+`load_model` takes a run folder (its merged `model/`, else its `adapter/`), a saved model folder,
+a LoRA adapter folder (loaded onto the base model its adapter_config.json names) or a hub id,
+and returns a `Predictor` around a transformers pipeline:
+
+    from nlptransfer import load_model
+    load_model("runs/sentiment-lora-...").predict(["what a great day"])
+    # [{"text": "what a great day", "label": "positive", "score": 0.93}]
+
+Token-classification models return `entities` with their type, character span, score and words.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, Pipeline, PreTrainedModel, pipeline
+
+from . import catalog, models, tasks
+from .config import RunConfig, load_yaml
+from .engine import speed
+from .errors import ConfigError, DataError, ModelError
+from .outputs.model_files import adapter_labels, first_line, is_repo_id
+
+HUB_IGNORE = ["*.h5", "*.msgpack", "*.onnx", "*.ot", "*.tflite", "onnx/*", "openvino/*"]
+"""Weights of other frameworks that a hub download skips."""
+
+
+@dataclass
+class Predictor:
+    """A loaded model that labels texts (classification) or finds entities in them (NER)."""
+
+    pipe: Pipeline
+    task: str
+    """The task's name (`classification`, `token-classification`); `tasks.get(task)` predicts."""
+    source: str
+    """The folder the weights came from."""
+    stride: int = 16
+    """Tokens shared by the windows of a text longer than the maximum length (NER, long_text=sliding)."""
+    settings: dict = field(default_factory=dict)
+    """Classification: the run's long-text policy and multi-label thresholds (config.json `nlptransfer`)."""
+
+    @property
+    def label_names(self) -> list[str]:
+        id2label = self.pipe.model.config.id2label
+        return [id2label[i] for i in sorted(id2label)]
+
+    @property
+    def multilabel(self) -> bool:
+        return self.pipe.model.config.problem_type == "multi_label_classification"
+
+    def predict(self, texts: str | Iterable[str], all_scores: bool = False, batch_size: int = 32,
+                text_pairs: str | Iterable[str] | None = None) -> list[dict]:
+        """One dict per text: `label`, `score` (and `scores` of every label); multi-label: `labels` over
+        their thresholds and every label's `scores`; NER: `entities`. `text_pairs` for pair models."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        pairs = [text_pairs] if isinstance(text_pairs, str) else (list(text_pairs) if text_pairs is not None else None)
+        if pairs is not None and len(pairs) != len(texts):
+            raise DataError(f"got {len(texts)} texts but {len(pairs)} text pairs; give one pair text per text")
+        if not texts:
+            return []
+        return tasks.get(self.task).predict_texts(self, texts, pairs, all_scores, batch_size)
+
+
+def load_model(location: str | Path, base_model: str | None = None) -> Predictor:
+    """A `Predictor` for a run folder, a model folder, a LoRA adapter folder or a hub id.
+
+    `base_model` replaces the base checkpoint an adapter names (e.g. a local copy of it).
+    """
+    folder = local_folder(str(location))
+    kind, model_dir = find_model(folder, str(location))
+    if kind == "adapter":
+        model, task = load_adapter(model_dir, base_model)
+    else:
+        model, task = load_saved(model_dir)
+    has_tokenizer = (model_dir / "tokenizer_config.json").is_file()
+    tokenizer = models.load_tokenizer(str(model_dir) if has_tokenizer else model.name_or_path)
+    max_length, stride = input_limits(model, tokenizer.model_max_length, run_config(folder))
+    tokenizer.model_max_length = max_length
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    speed.first_token_top(model)  # exact: the head reads the first token only
+    pipe = pipeline(tasks.get(task).pipeline_tag, model=model.eval(), tokenizer=tokenizer, device=device)
+    settings = getattr(model.config, "nlptransfer", None) or {}
+    return Predictor(pipe=pipe, task=task, source=str(model_dir), stride=stride, settings=settings)
+
+
+def local_folder(location: str) -> Path:
+    """The folder itself, or the hub repo `location` downloaded into the hub cache."""
+    path = Path(location).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise ModelError(f"'{location}' is a file; pass a run folder, a model folder or a LoRA adapter folder")
+    if location.startswith((".", "/", "~")) or not is_repo_id(location):
+        raise ModelError(f"model folder '{location}' does not exist; pass a run folder, a model folder, "
+                         "a LoRA adapter folder or a hub id (user/name)")
+    import huggingface_hub
+
+    try:
+        return Path(huggingface_hub.snapshot_download(location, ignore_patterns=HUB_IGNORE))
+    except (OSError, ValueError) as e:  # not found, offline, gated, network: all OSError subclasses
+        raise ModelError(f"'{location}' is not a local folder and cannot be downloaded from the hub: "
+                         f"{first_line(e)}; check the path, the hub id and your network") from None
+
+
+def find_model(folder: Path, location: str) -> tuple[str, Path]:
+    """("model" | "adapter", folder): a (merged) model wins over the LoRA adapter beside it."""
+    for kind, candidate in (("model", folder / "model"), ("model", folder),
+                            ("adapter", folder / "adapter"), ("adapter", folder)):
+        marker = "config.json" if kind == "model" else "adapter_config.json"
+        if (candidate / marker).is_file():
+            return kind, candidate
+    raise ModelError(f"'{location}' is not a model: it has no config.json (saved model), adapter_config.json "
+                     "(LoRA adapter) or model/ (run folder); pass one of those or a hub id")
+
+
+def task_of(architectures: list[str] | None, where: Path) -> str:
+    """The task a model was trained for, from its config's `architectures`."""
+    task = tasks.for_architectures(architectures or [])
+    if task is None:
+        raise ModelError(f"{where} holds no classification or token-classification model "
+                         f"(architectures: {', '.join(architectures or ['unknown'])}); fine-tune it first with "
+                         "python -m nlptransfer.run")
+    return task.name
+
+
+def load_saved(model_dir: Path) -> tuple[PreTrainedModel, str]:
+    """A model saved with `save_pretrained`, and its task."""
+    try:
+        task = task_of(AutoConfig.from_pretrained(model_dir).architectures, model_dir)
+        return tasks.get(task).auto_class.from_pretrained(model_dir), task
+    except (OSError, ValueError) as e:
+        raise ModelError(f"cannot load the model in {model_dir}: {first_line(e)}") from None
+
+
+def base_checkpoint(base: str) -> str:
+    """The packaged offline copy when the adapter names a catalog model's hub id, else `base`."""
+    for name, (_, _, hub_id) in catalog.MODELS.items():
+        if base == hub_id:
+            return catalog.resolve_model(name)
+    return base
+
+
+def load_adapter(adapter_dir: Path, base_model: str | None) -> tuple[PreTrainedModel, str]:
+    """The base model with the LoRA adapter (and its head) merged in, and its task."""
+    from peft import PeftModel
+
+    settings = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
+    saved_task, label_names = adapter_labels(adapter_dir)
+    task = saved_task or tasks.for_peft_type(settings.get("task_type"))
+    if task not in tasks.names():
+        raise ModelError(f"adapter {adapter_dir} is for task_type {settings.get('task_type')}; "
+                         "only SEQ_CLS and TOKEN_CLS adapters can predict here")
+    base = base_model or base_checkpoint(settings.get("base_model_name_or_path") or "")
+    fix = "pass base_model=PATH_OR_HUB_ID (python API: load_model(..., base_model=...))"
+    if base.startswith((".", "/", "~")) and not Path(base).expanduser().is_dir():
+        raise ModelError(f"the adapter's base model folder '{base}' does not exist; {fix}")
+    try:
+        model = tasks.get(task).auto_class.from_pretrained(
+            base, num_labels=len(label_names), id2label=dict(enumerate(label_names)),
+            label2id={label: i for i, label in enumerate(label_names)})
+    except (OSError, ValueError) as e:
+        raise ModelError(f"the adapter's base model '{base}' cannot be loaded ({first_line(e)}); {fix}") from None
+    return PeftModel.from_pretrained(model, adapter_dir).merge_and_unload(), task
+
+
+def run_config(folder: Path) -> RunConfig | None:
+    """The run's resolved config when `folder` is a run folder (for its max_length and stride)."""
+    config_file = folder / "config.yaml"
+    if not config_file.is_file():
+        return None
+    try:
+        return load_yaml(RunConfig(), config_file)
+    except ConfigError:  # a run of another nlptransfer version: fall back to the model's limits
+        return None
+
+
+def input_limits(model: PreTrainedModel, tokenizer_limit: int, cfg: RunConfig | None) -> tuple[int, int]:
+    """(max tokens per input, NER window stride): the run's settings, else what the model can take."""
+    saved = getattr(model.config, "nlptransfer", None) or {}  # a model folder saved by a run
+    model_limit = getattr(model.config, "max_position_embeddings", None) or 512
+    max_length = min(tokenizer_limit, model_limit, cfg.data.max_length if cfg else saved.get("max_length", model_limit))
+    stride = cfg.data.stride if cfg else saved.get("stride", 16)
+    return max_length, min(stride, max_length // 4)

@@ -1,0 +1,116 @@
+"""The transfer-strategy protocol: which weights move, and how.
+
+A strategy is one object, registered by name in `strategies/__init__.py`. It owns its option
+sections (fields of `RunConfig`), their checks, its default learning rate, how it prepares the
+model (what trains), how it trains (the loop with its callbacks, or something else: `frozen`
+fits the head on cached features), its part of the checkpoint fingerprint, how it saves the
+model, and its sentences in the log, the model card and `compare`. Code outside this folder
+asks the object; it never compares a strategy's name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from accelerate import Accelerator
+from torch import nn
+from torch.utils.data import DataLoader
+
+from .. import models
+from ..engine.loop import Callback, FitResult, OptimizerSettings, TrainData, fit
+from ..outputs import export
+
+logger = logging.getLogger("nlptransfer")
+
+
+@dataclass
+class Fitting:
+    """Everything a strategy needs to train one run: built by the pipeline, read by `Strategy.train`."""
+
+    model: nn.Module
+    cfg: Any
+    """The run's `RunConfig`."""
+    task: Any
+    """The run's `Task` (its loaders, features and validation)."""
+    encoded: dict
+    """The encoded splits (`train`, `validation`, `test`)."""
+    tokenizer: Any
+    accelerator: Accelerator
+    lr: float
+    validate_on: Callable[[DataLoader], Callable[[nn.Module], dict]]
+    """`validate_on(loader)` is fit's validation function for a loader of validation inputs."""
+    loss_fn: nn.Module | None = None
+    callbacks: list[Callback] = field(default_factory=list)
+    model_source: str | None = None
+    """Where the checkpoint was loaded from (identifies its weights, e.g. for the feature cache); default cfg.model."""
+    """Checkpointing, early stopping, tracking and the user's own; the strategy adds its own."""
+
+    def loader(self, split: str) -> DataLoader:
+        """Evaluation batches (ordered, no shuffling) of a split, prepared for the accelerator."""
+        return self.accelerator.prepare(self.task.eval_loader(self.encoded[split], self.tokenizer, self.cfg))
+
+
+class Strategy:
+    """Base of every transfer strategy: plain fine-tuning of what `prepare` leaves trainable."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    """One line for --help, the log and `compare`: what trains."""
+    card_text: ClassVar[str]
+    """The model card's sentence after "Transfer strategy: `name`,"."""
+    card_tag: ClassVar[str]
+    card_note: ClassVar[str | None] = None
+    """An extra line of the model card's training section, if any."""
+    default_lr: ClassVar[float]
+    sections: ClassVar[dict[str, type]] = {}
+    """Option sections this strategy owns: `RunConfig` gets a field of each type under its name."""
+    layerwise_lr: ClassVar[bool] = False
+    """Accepts `train.layer_lr_decay` and `train.head_lr` (discriminative learning rates)."""
+    adapter: ClassVar[bool] = False
+    """Saves a peft adapter (`adapter/`) beside the merged `model/`."""
+
+    def checks(self, cfg) -> list[tuple[bool, str]]:
+        """Checks of this strategy's own options: (condition that must hold, message if not)."""
+        return []
+
+    def prepare(self, model: nn.Module, cfg, task) -> nn.Module:
+        """Make the parameters this strategy trains trainable, and no others; may wrap the model (peft)."""
+        return model
+
+    def parameter_counts(self, model: nn.Module, cfg) -> tuple[int, int]:
+        """(trainable, total) parameters, logged and reported; tied weights count once."""
+        trainable, total = models.count_parameters(model)
+        logger.info("strategy %s: %s trainable of %s parameters (%.2f%%)", self.name, f"{trainable:,}",
+                    f"{total:,}", 100 * trainable / total)
+        return trainable, total
+
+    def optimization(self, model: nn.Module, cfg, lr: float, accelerator: Accelerator
+                     ) -> tuple[OptimizerSettings, list[Callback]]:
+        """The optimizer's settings and this strategy's callbacks (none by default)."""
+        return OptimizerSettings(lr), []
+
+    def train(self, fitting: Fitting) -> tuple[nn.Module, FitResult]:
+        """Fit the prepared model on the training batches; returns the trained model and the loop state."""
+        cfg, accelerator = fitting.cfg, fitting.accelerator
+        settings, callbacks = self.optimization(fitting.model, cfg, fitting.lr, accelerator)
+        batches = fitting.task.train_loader(fitting.encoded["train"], fitting.tokenizer, cfg)
+        data = TrainData(batches, fitting.validate_on(fitting.loader("validation")), fitting.loss_fn)
+        fitted = fit(fitting.model, data, cfg.train, settings, accelerator, fitting.callbacks + callbacks)
+        return accelerator.unwrap_model(fitting.model), fitted
+
+    def fingerprint(self, cfg) -> dict:
+        """This strategy's part of the checkpoint fingerprint: its own option sections."""
+        return {name: dataclasses.asdict(getattr(cfg, name)) for name in self.sections}
+
+    def card_rows(self, cfg) -> list[tuple[str, Any]]:
+        """Extra hyperparameter rows of the model card (e.g. the LoRA rank)."""
+        return []
+
+    def save(self, model: nn.Module, tokenizer, output_dir: Path) -> tuple[Path, Path | None]:
+        """Save `model/` (a plain transformers model) and, for adapter strategies, `adapter/`."""
+        return export.save_model(model, tokenizer, output_dir, adapter=self.adapter)
