@@ -30,6 +30,7 @@ from torch import nn
 
 from ..errors import CheckpointError
 from ..options import CheckpointConfig
+from ..outputs.files import readable_as_umask_says
 from .state import LoopState
 
 logger = logging.getLogger("nlptransfer")
@@ -139,6 +140,7 @@ class Checkpoints:
                 torch.save(accelerator.scaler.state_dict(), staging / "scaler.pt")
             (staging / "state.json").write_text(json.dumps(
                 {"loop": asdict(state), "fingerprint": self.fingerprint}, indent=1), encoding="utf-8")
+            readable_as_umask_says(staging)
             manifest = {}
             for path in sorted(staging.iterdir()):
                 _fsync_file(path)

@@ -17,7 +17,7 @@ from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..errors import TrainingError
-from .files import write_bytes, write_json, write_jsonl, write_text
+from .files import readable_as_umask_says, write_bytes, write_json, write_jsonl, write_text
 
 __all__ = ["merged_copy", "save_model", "save_pretrained", "write_bytes", "write_json", "write_jsonl", "write_text"]
 
@@ -32,6 +32,7 @@ def save_pretrained(model: nn.Module, tokenizer: PreTrainedTokenizerBase, folder
     shutil.rmtree(staging, ignore_errors=True)
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
+    readable_as_umask_says(staging)
     if folder.exists():  # swap: the old folder goes only once the new one is in place
         shutil.rmtree(previous, ignore_errors=True)
         os.replace(folder, previous)

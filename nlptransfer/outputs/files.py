@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import stat
 from pathlib import Path
 
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
@@ -64,3 +65,22 @@ def _create_temporary(path: Path) -> tuple[int, Path]:
         except FileExistsError:
             continue
     raise FileExistsError(f"no free temporary name for {path} after {_NAME_ATTEMPTS} attempts")
+
+
+def umask_file_mode(folder: Path) -> int:
+    """The mode a new file in `folder` gets from the umask (0o644 under 022), read off a probe file: reading
+    the umask itself would change it for the whole process for a moment."""
+    handle, probe = _create_temporary(Path(folder) / ".mode-probe")
+    try:
+        return stat.S_IMODE(os.fstat(handle).st_mode)
+    finally:
+        os.close(handle)
+        probe.unlink(missing_ok=True)
+
+
+def readable_as_umask_says(folder: Path) -> None:
+    """Give every file under `folder` the umask's mode: some writers (safetensors) create theirs 0600."""
+    mode = umask_file_mode(folder)
+    for path in Path(folder).rglob("*"):
+        if path.is_file() and not path.is_symlink() and stat.S_IMODE(path.stat().st_mode) != mode:
+            path.chmod(mode)
