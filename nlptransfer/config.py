@@ -54,7 +54,7 @@ class RunOptions:
     model: str = "minilm"
     """A short name (`minilm`, `bert`, `roberta`, ...), a hub id or a local folder."""
     strategy: str = "full"
-    """Transfer method, one of the registered strategies (`full`, `frozen`, `lora`, `gradual`, ...; see --help)."""
+    """Transfer method: a registered strategy's name (`python -m nlptransfer.run --help` lists them)."""
     long_text: str = "truncate"
     """Texts over data.max_length: `truncate` (keep the start), `head_tail` (start + end) or `sliding` windows."""
     threshold: str = "tune"

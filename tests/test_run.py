@@ -168,3 +168,11 @@ def test_user_recipe_help_names_the_file(capsys, tmp_path, reviews_csv):
     recipe_file.write_text(USER_RECIPE.format(model="tiny", train_file=str(reviews_csv)))
     assert main([f"recipe={recipe_file}", "--help"]) == 0
     assert capsys.readouterr().out.startswith("my_recipe: Reviews")
+
+
+def test_help_piped_into_head_ends_quietly():
+    # the reader of the pipe leaves after 3 lines: no BrokenPipeError traceback, exit 0
+    done = subprocess.run(f"{sys.executable} -m nlptransfer.run recipe=sentiment --help | head -3", shell=True,
+                          capture_output=True, text=True, timeout=120)
+    assert done.stdout.count("\n") == 3
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr

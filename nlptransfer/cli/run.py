@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from .. import strategies, tasks
 from ..api import load_recipe, recipe_names
 from ..config import apply_overrides, describe, load_yaml
 from ..errors import ConfigError, NlpTransferError
@@ -30,6 +32,8 @@ USAGE = """usage: python -m nlptransfer.run recipe=NAME|path/to/recipe.py [key=v
                                   [--help] [--debug] [--quiet | --verbose]
 
 recipes: {recipes}
+strategies: {strategies}
+tasks: {tasks}
 `recipe=NAME --help` lists every option with its default.
 examples:
   python -m nlptransfer.run recipe=sentiment
@@ -95,6 +99,10 @@ def run_command(command: Callable[[list[str]], int], argv: list[str] | None = No
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `... --help | head`: the reader left; say nothing more
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,7 +114,8 @@ def run_recipe(argv: list[str]) -> int:
     flags, overrides, config_file = parse_args(argv)
     recipe_items = [o for o in overrides if o.startswith("recipe=")]
     if not recipe_items:
-        print(USAGE.format(recipes=", ".join(recipe_names())), file=sys.stdout if flags["help"] else sys.stderr)
+        print(USAGE.format(recipes=", ".join(recipe_names()), strategies=", ".join(strategies.names()),
+                           tasks=", ".join(tasks.names())), file=sys.stdout if flags["help"] else sys.stderr)
         return 0 if flags["help"] else 2
     recipe = load_recipe(recipe_items[-1].split("=", 1)[1])
     cfg = recipe.Config()
