@@ -7,13 +7,15 @@ from __future__ import annotations
 
 from ..errors import ConfigError
 from .base import Fitting, Strategy
+from .bitfit import BitFit
 from .frozen import Frozen
 from .full import Full
 from .gradual import Gradual
+from .ia3 import IA3
 from .lora import Lora
 
 REGISTRY: dict[str, Strategy] = {strategy.name: strategy for strategy in (
-    Full(), Frozen(), Lora(), Gradual(),
+    Full(), Frozen(), Lora(), Gradual(), BitFit(), IA3(),
 )}
 
 
