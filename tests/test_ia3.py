@@ -187,3 +187,21 @@ def test_the_ner_run_saves_a_token_adapter_and_a_merged_model(ner_run):
                for entity in tagger("mary jones went to paris"))
     predicted = load_model(ner_run).predict("mary jones went to paris")
     assert len(predicted) == 1 and "entities" in predicted[0]
+
+
+def test_the_vectors_get_no_weight_decay(tiny_model_dir):
+    # decay would pull the scaling vectors towards 0 instead of their start, 1
+    from accelerate import Accelerator
+
+    from nlptransfer.engine.loop import build_optimizer
+
+    model = prepared(tiny_model_dir)
+    cfg = RunConfig(model=tiny_model_dir, strategy="ia3")
+    settings, _ = strategies.get("ia3").optimization(model, cfg, 3e-3, Accelerator(cpu=True))
+    optimizer = build_optimizer(model, settings.lr, 0.01, settings.lr_scales, settings.no_decay)
+    decay_of = {id(p): group["weight_decay"] for group in optimizer.param_groups for p in group["params"]}
+    vectors = [p for name, p in model.named_parameters() if "ia3_l" in name]
+    assert vectors and all(decay_of[id(p)] == 0.0 for p in vectors)
+    head_weights = [p for name, p in model.named_parameters()
+                    if p.requires_grad and name.endswith("classifier.modules_to_save.default.weight")]
+    assert head_weights and all(decay_of[id(p)] == 0.01 for p in head_weights)

@@ -36,9 +36,10 @@ LOSS_CURVE_POINTS = 50
 """Points per epoch of the training-loss curve kept in the history (means of equal groups of batches)."""
 
 
-def build_optimizer(model: nn.Module, lr: float, weight_decay: float,
-                    lr_scales: dict[str, float] | None = None) -> torch.optim.AdamW:
-    """AdamW over the trainable parameters; biases and LayerNorm weights get no weight decay.
+def build_optimizer(model: nn.Module, lr: float, weight_decay: float, lr_scales: dict[str, float] | None = None,
+                    no_decay: tuple[str, ...] = NO_DECAY) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters; those whose name ends in `no_decay` (biases, LayerNorm
+    weights) get no weight decay.
 
     With `lr_scales` (parameter name -> factor of `lr`: layer-wise rates) it optimizes exactly those
     parameters, each group at its own rate, also those still frozen that gradual unfreezing will
@@ -47,9 +48,9 @@ def build_optimizer(model: nn.Module, lr: float, weight_decay: float,
     scales = lr_scales or {n: 1.0 for n, p in model.named_parameters() if p.requires_grad}
     named = [(n, p) for n, p in model.named_parameters() if n in scales]
     groups = [
-        {"params": [p for n, p in named if scales[n] == scale and n.endswith(NO_DECAY) == no_decay],
-         "lr": lr * scale, "weight_decay": 0.0 if no_decay else weight_decay}
-        for scale in sorted(set(scales.values()), reverse=True) for no_decay in (False, True)
+        {"params": [p for n, p in named if scales[n] == scale and n.endswith(no_decay) == exempt],
+         "lr": lr * scale, "weight_decay": 0.0 if exempt else weight_decay}
+        for scale in sorted(set(scales.values()), reverse=True) for exempt in (False, True)
     ]
     # fused: one kernel for all tensors instead of a Python loop over them (5x faster step on CPU)
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, fused=True)
@@ -100,6 +101,8 @@ class OptimizerSettings:
     lr_scales: dict[str, float] | None = None
     """Parameter name -> factor of `lr` (layer-wise rates); these parameters, and no others, are optimized,
     also those still frozen that a callback unfreezes later (see `build_optimizer`)."""
+    no_decay: tuple[str, ...] = NO_DECAY
+    """Parameter name endings exempt from weight decay (biases, norms; a strategy may add its own)."""
 
 
 @dataclass
@@ -142,7 +145,8 @@ def fit(model: nn.Module, data: TrainData, cfg: TrainConfig, optimizer_settings:
     batches = data.batches
     steps_per_epoch = math.ceil(len(batches) / cfg.grad_accum_steps)
     total_steps = min(steps_per_epoch * cfg.epochs, cfg.max_steps or steps_per_epoch * cfg.epochs)
-    optimizer = build_optimizer(model, optimizer_settings.lr, cfg.weight_decay, optimizer_settings.lr_scales)
+    optimizer = build_optimizer(model, optimizer_settings.lr, cfg.weight_decay, optimizer_settings.lr_scales,
+                                optimizer_settings.no_decay)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
     sampler = batches.batch_sampler
     # Each pass over a DataLoader draws a seed from its generator, by default the global RNG that

@@ -8,8 +8,12 @@ from dataclasses import dataclass
 from torch import nn
 
 from .. import models
+from ..engine.loop import NO_DECAY, OptimizerSettings
 from .base import Strategy
 from .lora import add_peft
+
+VECTOR_NAMES = (".ia3_l.default",)
+"""How peft names the (IA)^3 scaling vectors (of its default adapter)."""
 
 
 @dataclass
@@ -39,8 +43,7 @@ class IA3(Strategy):
     # The (IA)^3 paper (T-Few) trained its vectors at 3e-3. They start at 1 and act multiplicatively, so an
     # (Adam-normalized) step of lr changes a feature's scale by about lr: LoRA's 5e-4 would barely move them in a
     # few epochs. 3e-3 keeps the paper's value, 6x LoRA's here; the new head trains at it too (frozen: 1e-2).
-    # train.weight_decay applies to the vectors too (the loop exempts only biases and LayerNorm weights by name):
-    # it pulls them towards 0, not 1, by lr * weight_decay (3e-5 at the defaults) of their value per step.
+    # No weight decay on the vectors: it would pull them towards 0, not towards their start, 1.
     default_lr = 3e-3
     sections = {"ia3": IA3Settings}
     adapter = True
@@ -58,6 +61,9 @@ class IA3(Strategy):
 
     def prepare(self, model: nn.Module, cfg, task) -> nn.Module:
         return add_ia3(model, cfg.ia3, task.peft_task_type)
+
+    def optimization(self, model: nn.Module, cfg, lr: float, accelerator) -> tuple[OptimizerSettings, list]:
+        return OptimizerSettings(lr, no_decay=NO_DECAY + VECTOR_NAMES), []
 
     def card_rows(self, cfg) -> list[tuple[str, object]]:
         default = "peft default for the architecture"
