@@ -3,13 +3,16 @@
     import pandas as pd
     from nlptransfer import run
 
-    frame = pd.DataFrame({"text": [...], "label": [...]})
-    results = run(data=frame, strategy="lora", train={"epochs": 1}, output_dir="runs/mine")
+    frame = pd.DataFrame({"review": [...], "stars": [...]})
+    results = run(data=frame, data_options={"text_column": "review", "label_column": "stars"},
+                  strategy="lora", train={"epochs": 1}, output_dir="runs/mine")
     results.test_metrics["accuracy"], results.predictions_frame.head(), results.predict(["a new text"])
 
-`data` may be a pandas DataFrame, a `datasets.Dataset` or `DatasetDict`, a dict of splits, or a
-(texts, labels) pair of lists; `model` a short name, hub id or folder, or a `PreTrainedModel`
-object (with its `tokenizer`); `callbacks` loop callbacks of your own (`nlptransfer.Callback`).
+`data` is the in-memory data: a pandas DataFrame, a `datasets.Dataset` or `DatasetDict`, a dict of
+splits, a dict of columns, or a (texts, labels) pair of lists. `data_options` are the data section's
+options (column names, `max_length`, ...); every other section is a keyword of its own (`train={...}`).
+`model` is a short name, hub id or folder, or a `PreTrainedModel` object (with its `tokenizer`);
+`callbacks` are loop callbacks of your own (`nlptransfer.Callback`).
 """
 
 from __future__ import annotations
@@ -26,10 +29,13 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from .config import RunConfig, validate
+from .config import DataConfig, RunConfig, validate
+from .config import _merge as merge_section
 from .data.memory import in_memory_source
 from .engine.loop import Callback
 from .errors import ConfigError
+from .models import load_tokenizer
+from .outputs import console
 from .pipeline import Inputs, Results
 from .pipeline import run as run_pipeline
 from .predictor import Predictor
@@ -76,53 +82,89 @@ def load_model(location: str | Path, base_model: str | None = None) -> Predictor
     return load_predictor(location, base_model=base_model)
 
 
-def run(cfg: RunConfig | None = None, *, recipe: str | None = None, data: Any = None, model: Any = None,
-        tokenizer: Any = None, callbacks: Sequence[Callback] = (), **options: Any) -> Results:
+def run(cfg: RunConfig | None = None, *, recipe: str | None = None, data: Any = None,
+        data_options: dict | DataConfig | None = None, model: Any = None, tokenizer: Any = None,
+        callbacks: Sequence[Callback] = (), **options: Any) -> Results:
     """Train, test and save one run; returns `Results` with the trained model, test predictions and metrics.
 
     `cfg`: a config (e.g. `load_recipe("sentiment").Config()`); else `recipe`'s defaults, else `RunConfig()`.
-    `options`: overrides by keyword, sections as dicts (`strategy="lora", train={"epochs": 1}`).
-    `data`: in-memory data instead of `cfg.data`'s source (columns named by `data.text_column`, ...).
-    `model`/`tokenizer`: objects (or a name) instead of `cfg.model`.
+    `data`: in-memory data instead of the config's files or corpus (see the module docstring).
+    `data_options`: the data section's options as a dict (`{"text_column": "review", "max_length": 64}`).
+    `model`/`tokenizer`: a name, hub id or folder, or a `PreTrainedModel` object with its tokenizer.
+    `callbacks`: `nlptransfer.Callback` objects, called by the training loop after the standard ones.
+    `options`: any other option by keyword, sections as dicts (`strategy="lora", train={"epochs": 1}`).
+    Everything is checked before the run folder is written: a mistake is a one-line `NlpTransferError`.
     """
+    console.quiet_libraries()  # as the CLI does: before a model or tokenizer is loaded or saved here
     module = load_recipe(recipe) if recipe else None
-    cfg = configure(cfg if cfg is not None else (module.Config() if module else RunConfig()), options)
+    cfg = cfg if cfg is not None else (module.Config() if module else RunConfig())
+    if model is not None and isinstance(model, str | Path):
+        options["model"], model = str(model), None
+    cfg = configure(cfg, options, data_options, in_memory=data is not None)
     inputs = Inputs(source=None if data is None else in_memory_source(data, cfg.data), callbacks=list(callbacks))
     check_callbacks(inputs.callbacks)
+    takes_inputs = module is None or len(inspect.signature(module.run).parameters) >= 2
+    if not takes_inputs and (inputs.source is not None or inputs.callbacks or model is not None):
+        raise ConfigError(f"recipe '{recipe}' takes no in-memory data, model objects or callbacks (its "
+                          "run(cfg) has one argument); drop recipe= and pass its Config() as cfg")
     with tempfile.TemporaryDirectory(prefix="nlptransfer-model-") as saved:
-        if model is not None and not isinstance(model, str | Path):
+        if model is not None:
             cfg, inputs.model_path = with_model_object(cfg, model, tokenizer, Path(saved))
-        elif model is not None:
-            cfg = dataclasses.replace(cfg, model=str(model))
+        elif tokenizer is not None:
+            raise ConfigError("tokenizer= goes with a model object (model=<PreTrainedModel>); a model given by "
+                              "name or folder brings its own tokenizer")
         if module is None:
             return run_pipeline(cfg, inputs)
-        if len(inspect.signature(module.run).parameters) < 2:
-            if inputs != Inputs():
-                raise ConfigError(f"recipe '{recipe}' takes no in-memory data, model objects or callbacks (its "
-                                  "run(cfg) has one argument); drop recipe= and pass its Config() as cfg")
-            return module.run(cfg)
-        return module.run(cfg, inputs)
+        return module.run(cfg, inputs) if takes_inputs else module.run(cfg)
 
 
-def configure(cfg: RunConfig, options: dict) -> RunConfig:
-    """`cfg` with keyword overrides (sections as dicts merged onto the current section), checked."""
-    if not options:
-        return cfg
+KEYWORDS = ("recipe", "data", "data_options", "model", "tokenizer", "callbacks")
+"""`run`'s own keywords, offered by the did-you-mean of an unknown option."""
+
+
+def configure(cfg: RunConfig, options: dict, data_options: dict | DataConfig | None = None,
+              in_memory: bool = False) -> RunConfig:
+    """`cfg` with keyword overrides (sections as dicts merged onto the current section), checked.
+
+    With `in_memory` data the config names no file or corpus: config.yaml says what the run did not read.
+    """
+    check_option_names(cfg, options)
+    changes = {key: merged(getattr(cfg, key), value, key) for key, value in options.items()}
+    data_section = merged(changes.get("data", cfg.data), data_options, "data")
+    if in_memory:
+        data_section = dataclasses.replace(data_section, name=None, config=None, train_file=None,
+                                           validation_file=None, test_file=None)
+    changes["data"] = data_section
+    if isinstance(cfg.model, Path):
+        changes.setdefault("model", str(cfg.model))
+    cfg = type(cfg)(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)} | changes)
+    if in_memory and cfg.pretrain.mlm and not cfg.pretrain.text_file:
+        raise ConfigError("pretrain.mlm with in-memory data needs its texts in a file: set "
+                          "pretrain.text_file=<a .txt or table file>")
+    return validate(cfg)
+
+
+def merged(current: Any, value: Any, name: str) -> Any:
+    """A section given as a dict onto the current section (typed and checked), else the value as given."""
+    if value is None and dataclasses.is_dataclass(current):
+        return current
+    if isinstance(value, dict) and dataclasses.is_dataclass(current):
+        return merge_section(current, value, prefix=f"{name}.")
+    return value
+
+
+def check_option_names(cfg: RunConfig, options: dict) -> None:
+    """An unknown keyword is a one-line error naming the close options (a data option: data_options=)."""
     known = {f.name for f in dataclasses.fields(cfg)}
     unknown = [key for key in options if key not in known]
-    if unknown:
-        close = difflib.get_close_matches(unknown[0], sorted(known), n=3)
-        raise ConfigError(f"unknown option '{unknown[0]}'" + (f"; did you mean {', '.join(close)}" if close else "")
-                          + " (nlptransfer.describe or --help lists every option)")
-    changes = {}
-    for key, value in options.items():
-        current = getattr(cfg, key)
-        if isinstance(value, dict) and dataclasses.is_dataclass(current):
-            changes[key] = dataclasses.replace(current, **value)
-        else:
-            changes[key] = value
-    cfg = type(cfg)(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)} | changes)
-    return validate(cfg)
+    if not unknown:
+        return
+    key = unknown[0]
+    if key in {f.name for f in dataclasses.fields(DataConfig)}:
+        raise ConfigError(f"'{key}' is a data option: pass data_options={{'{key}': ...}}")
+    close = difflib.get_close_matches(key, sorted(known | set(KEYWORDS)), n=3)
+    raise ConfigError(f"unknown option '{key}'" + (f"; did you mean {', '.join(close)}" if close else "")
+                      + " (nlptransfer.describe or --help lists every option)")
 
 
 def check_callbacks(callbacks: list) -> None:
@@ -142,9 +184,7 @@ def with_model_object(cfg: RunConfig, model: Any, tokenizer: Any, folder: Path) 
     if tokenizer is None:
         raise ConfigError("model= is a model object: pass its tokenizer too (tokenizer=AutoTokenizer...)")
     if isinstance(tokenizer, str | Path):
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer)
+        tokenizer = load_tokenizer(str(tokenizer), cfg.trust_remote_code)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     name = getattr(model.config, "_name_or_path", "") or f"in-memory {type(model).__name__}"

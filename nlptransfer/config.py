@@ -127,7 +127,14 @@ def _config_error(e: OmegaConfBaseException, structured: Any, prefix: str = "") 
             f"unknown option '{key}'; did you mean: {', '.join((close + siblings)[:8])} "
             "(add --help to list every option)"
         )
+    if "is not a supported primitive type" in message:  # e.g. Config(data={"train_file": frame})
+        return ConfigError(f"'{key}' takes a plain value (a name, a path, a number), not an object; "
+                           f"{OBJECTS_HINT}")
     return ConfigError(f"bad value for '{key}': {message}")
+
+
+OBJECTS_HINT = ("pass in-memory data as nlptransfer.run(cfg, data=...) and a model object as "
+                "nlptransfer.run(cfg, model=..., tokenizer=...)")
 
 
 def dotted_keys(cfg: Any, prefix: str = "") -> list[str]:
@@ -204,11 +211,20 @@ def validate(cfg: RunConfig) -> RunConfig:
         (cfg.train.metric_for_best in task.metrics,
          f"train.metric_for_best must be one of {', '.join(task.metrics)} for task={task.name}"),
     ]
-    for ok, message in (checks + strategy_checks(cfg, strategy) + task.checks(cfg) + adaptation_checks(cfg)
-                        + tracking_checks(cfg)):
+    for ok, message in (plain_value_checks(cfg) + checks + strategy_checks(cfg, strategy) + task.checks(cfg)
+                        + adaptation_checks(cfg) + tracking_checks(cfg)):
         if not ok:
             raise ConfigError(message)
     return cfg
+
+
+def plain_value_checks(cfg: RunConfig) -> list[tuple[bool, str]]:
+    """The model and the data files are names and paths (config.yaml records them), not objects."""
+    files = [(name, getattr(cfg.data, name)) for name in ("train_file", "validation_file", "test_file")]
+    return [(isinstance(cfg.model, str), f"model takes a short name, hub id or folder, not a "
+                                         f"{type(cfg.model).__name__}; {OBJECTS_HINT}")] + [
+        (value is None or isinstance(value, str | Path),
+         f"data.{name} takes a file path, not a {type(value).__name__}; {OBJECTS_HINT}") for name, value in files]
 
 
 def strategy_checks(cfg: RunConfig, strategy: strategies.Strategy) -> list[tuple[bool, str]]:

@@ -57,6 +57,7 @@ def load_model(name: str, task, label_names: list[str], trust_remote_code: bool 
             num_labels=len(label_names),
             id2label=dict(enumerate(label_names)),
             label2id={label: i for i, label in enumerate(label_names)},
+            ignore_mismatched_sizes=True,  # a checkpoint's own head for other labels: a new head, as documented
             **task.extra_model_options,
         )
     except (OSError, ValueError) as e:

@@ -74,8 +74,9 @@ class Results:
 
         return pd.DataFrame(self.predictions)
 
-    def predict(self, texts, **options):
-        """Predictions of the trained model, the same as `nlptransfer.predict` on `model_dir` gives."""
+    def predict(self, texts: str | Sequence[str], **options) -> list[dict]:
+        """What `nlptransfer.predict` answers for `texts`: the saved `model_dir`, loaded once, serves them (the
+        `model` object stays as trained); `options` as `Predictor.predict`'s (`all_scores`, `batch_size`, ...)."""
         from .predictor import load_model
 
         if not hasattr(self, "_predictor"):

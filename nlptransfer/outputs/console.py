@@ -22,7 +22,7 @@ from .tracking import hyperparameters
 logger = logging.getLogger("nlptransfer")
 
 _bars = {"enabled": True}
-_console = {"level": logging.INFO, "libraries": False}
+_console = {"level": logging.INFO, "libraries": False, "silenced": False}
 
 
 def show_progress_bars(enabled: bool = True) -> None:
@@ -53,8 +53,11 @@ def config_summary(cfg: Any) -> str:
 
 def set_console(level: int = logging.INFO, libraries: bool = False) -> None:
     """What runs in this process print: nlptransfer's lines from `level` up; the libraries' own warnings,
-    load reports and download bars only with `libraries`. Kept for every later run of the process."""
+    load reports and download bars only with `libraries`. Holds from now on, for every later run of the process."""
     _console["level"], _console["libraries"] = level, libraries
+    for handler in logger.handlers:
+        if isinstance(handler, ConsoleHandler):
+            handler.setLevel(level)
 
 
 def console_level() -> int:
@@ -64,12 +67,17 @@ def console_level() -> int:
 def quiet_libraries() -> None:
     """Hide library chatter that does not concern the user (the new head's load report, ...), unless asked for."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    if _console["libraries"]:
-        return
     import transformers
 
+    if _console["libraries"]:
+        if _console["silenced"]:  # an earlier run of this process hid them: show them again
+            transformers.logging.set_verbosity_warning()
+            transformers.logging.enable_progress_bar()
+            _console["silenced"] = False
+        return
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
+    _console["silenced"] = True
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=UserWarning, module="torch")
 
