@@ -53,12 +53,15 @@ def row(name: str, metrics: dict) -> list:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--baseline", default="db41a3e", help="the commit to compare with")
+    parser.add_argument("--current", default=None, help="a commit to measure instead of the working tree")
     parser.add_argument("--rounds", type=int, default=2, help="runs from each tree")
     parser.add_argument("arguments", nargs="*", default=["recipe=sentiment"], help="the run's key=value arguments")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="side-by-side-") as work:
         work = Path(work)
-        trees = {"baseline " + args.baseline: checkout(args.baseline, work / "baseline"), "current": ROOT}
+        current = checkout(args.current, work / "current") if args.current else ROOT
+        trees = {"baseline " + args.baseline: checkout(args.baseline, work / "baseline"),
+                 "current" + (f" {args.current}" if args.current else ""): current}
         rows, rates = [], {name: [] for name in trees}
         try:
             for round_index in range(args.rounds):
@@ -68,9 +71,12 @@ def main() -> int:
                     rates[name].append(metrics["timing"]["train_samples_per_second"])
                     print(" | ".join(str(cell) for cell in rows[-1]), flush=True)
         finally:
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(work / "baseline")],
-                           capture_output=True)
-    print(f"\n`python benchmarks/side_by_side.py --baseline {args.baseline} --rounds {args.rounds} -- "
+            for name in ("baseline", "current"):
+                if (work / name).exists():
+                    subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(work / name)],
+                                   capture_output=True)
+    print(f"\n`python benchmarks/side_by_side.py --baseline {args.baseline}"
+          f"{f' --current {args.current}' if args.current else ''} --rounds {args.rounds} -- "
           f"{' '.join(args.arguments)}`\n")
     print("| run | test accuracy | macro-F1 (NER: F1) | train samples/s | train seconds |")
     print("| --- | --- | --- | --- | --- |")
