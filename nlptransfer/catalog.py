@@ -55,6 +55,32 @@ def resolve_model(name: str) -> str:
     return hub_id
 
 
+def base_model_id(model: str) -> str | None:
+    """The hub id of a base checkpoint given by short name, hub id or folder; None for a local folder the hub
+    does not know (the packaged copy of a catalog checkpoint is known by its hub id)."""
+    if model in MODELS:
+        return MODELS[model][2]
+    path = Path(model).expanduser()
+    for package, folder, hub_id in MODELS.values():
+        root = package_dir(package) if package else None
+        if root is not None and path.exists() and path.resolve() == (root / folder).resolve():
+            return hub_id
+    if path.exists() or model.startswith((".", "/", "~")) or not is_repo_id(model):
+        return None
+    return model
+
+
+def is_repo_id(name: str) -> bool:
+    """Whether `name` has the shape of a hub repo id (`user/name` or a legacy `name`)."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
+
+
 def corpus_path(name: str) -> Path:
     """The file or folder of a packaged corpus; a `DataError` names the package to install."""
     package, relative, _ = CORPORA[name]

@@ -19,13 +19,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from . import strategies, tasks
 from .errors import ConfigError
 from .options import (
     LOG_WITH,
+    LOG_WITH_EXTRAS,
+    MAX_SEED,
     MIXED_PRECISION,
     CheckpointConfig,
     DataConfig,
@@ -75,6 +77,8 @@ class RunOptions:
     """Resume even if the checkpoint was saved with another model, labels, task, strategy or batch size."""
     trust_remote_code: bool = False
     """Allow a hub checkpoint to run its own Python code (only for checkpoints you trust)."""
+    keep_head: bool = False
+    """`model=` is already a classifier or tagger: keep its head (same labels, same order) instead of a new one."""
     seed: int = 42
     """Seed for splits, sampling, initialization and dropout."""
     output_dir: str | None = None
@@ -105,8 +109,9 @@ RunConfig.__module__ = __name__
 C = TypeVar("C", bound=RunConfig)
 
 
-def _merge(base: Any, updates: Any, prefix: str = "") -> Any:
+def _merge(base: Any, updates: Any, prefix: str = "", yaml_file: Path | None = None) -> Any:
     """Merge a dict/DictConfig onto a dataclass instance with OmegaConf's type checks."""
+    check_sections(base, updates, prefix, yaml_file)
     structured = OmegaConf.structured(base)
     try:
         merged = OmegaConf.merge(structured, updates)
@@ -133,6 +138,34 @@ def _config_error(e: OmegaConfBaseException, structured: Any, prefix: str = "") 
     return ConfigError(f"bad value for '{key}': {message}")
 
 
+def check_sections(base: Any, updates: Any, prefix: str = "", yaml_file: Path | None = None) -> None:
+    """Refuse a plain value for a section (`train=5`, YAML `train: 5`), naming it; OmegaConf's own error names
+    no key."""
+    if isinstance(updates, DictConfig):
+        updates = OmegaConf.to_container(updates, resolve=False)
+    if not isinstance(updates, dict):
+        return
+    for f in dataclasses.fields(base):
+        section = getattr(base, f.name)
+        if f.name not in updates or not dataclasses.is_dataclass(section):
+            continue
+        if isinstance(updates[f.name], dict):
+            check_sections(section, updates[f.name], f"{prefix}{f.name}.", yaml_file)
+        else:
+            raise ConfigError(section_value_error(prefix + f.name, section, yaml_file))
+
+
+def section_value_error(key: str, section: Any, yaml_file: Path | None) -> str:
+    """'train' is a section: how to set its options, on the command line or in a YAML file."""
+    option = next((f.name for f in dataclasses.fields(section) if getattr(section, f.name) is not None),
+                  dataclasses.fields(section)[0].name)
+    value = OmegaConf.to_yaml({"v": getattr(section, option)})[3:].strip()
+    if yaml_file is not None:
+        return (f"'{key}' is a section of options, not a value: give it `key: value` lines indented under "
+                f"`{key.rsplit('.', 1)[-1]}:` (e.g. `  {option}: {value}`)")
+    return f"'{key}' is a section of options, not a value: set its options one by one (e.g. {key}.{option}={value})"
+
+
 OBJECTS_HINT = ("pass in-memory data as nlptransfer.run(cfg, data=...) and a model object as "
                 "nlptransfer.run(cfg, model=..., tokenizer=...)")
 
@@ -156,6 +189,7 @@ VERBATIM_KEYS = ("data.label_separator",)
 def apply_overrides(cfg: C, overrides: list[str]) -> C:
     """Return a copy of `cfg` with dotted `key=value` overrides applied and checked."""
     for item in overrides:
+        check_not_hydra(item)
         if "=" not in item:
             raise ConfigError(f"expected key=value, got '{item}'; e.g. train.epochs=2")
     # YAML parsing makes `3e-5` a string; OmegaConf converts it for float fields. Separators are
@@ -170,6 +204,22 @@ def apply_overrides(cfg: C, overrides: list[str]) -> C:
     return merged
 
 
+def check_not_hydra(item: str) -> None:
+    """`+key=value`, `++key=value` and `~key` are Hydra's syntax; say so rather than report an unknown '+key'."""
+    prefix = next((p for p in ("++", "+", "~") if item.startswith(p)), None)
+    if prefix is None:
+        return
+    rest = item[len(prefix):]
+    if prefix == "~":
+        raise ConfigError(f"'{item}': the leading '~' is Hydra syntax (deleting an option); nlptransfer options "
+                          f"cannot be deleted: set {rest.split('=', 1)[0]}=VALUE")
+    raise ConfigError(f"'{item}': the leading '{prefix}' is Hydra syntax; nlptransfer options are set without it: "
+                      f"{rest} (add --help to list every option)")
+
+
+YAML_LAYOUT = "write `key: value` lines (e.g. `strategy: lora`), a section's options indented under its name"
+
+
 def load_yaml(cfg: C, path: str | Path) -> C:
     """Return a copy of `cfg` with the options of a YAML file (e.g. a saved config.yaml)."""
     path = Path(path)
@@ -177,20 +227,32 @@ def load_yaml(cfg: C, path: str | Path) -> C:
         raise ConfigError(f"config file not found: {path}; pass an existing .yaml file")
     try:
         loaded = OmegaConf.load(path)
-    except Exception as e:  # yaml's many parser errors
-        raise ConfigError(f"cannot parse {path}: {str(e).splitlines()[0]}") from None
-    return _merge(cfg, loaded)
+    except Exception as e:  # yaml's many parser errors; a top-level number or boolean
+        message = str(e).splitlines()[0]
+        if message.startswith("Invalid loaded object type: "):
+            kind = message.rsplit(" ", 1)[-1]
+            raise ConfigError(f"{path} holds a single value ({kind}) at its top level; {YAML_LAYOUT}") from None
+        raise ConfigError(f"cannot parse {path}: {message}") from None
+    if isinstance(loaded, ListConfig):
+        raise ConfigError(f"{path} holds a list at its top level; {YAML_LAYOUT}")
+    try:
+        return _merge(cfg, loaded, yaml_file=path)
+    except ConfigError as e:
+        raise ConfigError(f"in {path}: {e}") from None
 
 
 def validate(cfg: RunConfig) -> RunConfig:
     """Check choices and ranges that types alone cannot express: the common options, then the task's
     and the strategy's own checks."""
+    check_section_types(cfg)
     task, strategy = tasks.get(cfg.task), strategies.get(cfg.strategy)
     checks = [
+        (0 <= cfg.seed <= MAX_SEED, f"seed must be from 0 to {MAX_SEED} (numpy's seed range); e.g. seed=42"),
         (cfg.train.mixed_precision in MIXED_PRECISION,
          f"train.mixed_precision must be one of {', '.join(MIXED_PRECISION)}"),
         (cfg.train.epochs >= 1, "train.epochs must be at least 1"),
         (cfg.train.batch_size >= 1, "train.batch_size must be at least 1"),
+        (cfg.train.eval_batch_size >= 1, "train.eval_batch_size must be at least 1"),
         (cfg.train.grad_accum_steps >= 1, "train.grad_accum_steps must be at least 1"),
         (cfg.train.lr is None or cfg.train.lr > 0, "train.lr must be positive"),
         (cfg.data.max_length >= 8, "data.max_length must be at least 8"),
@@ -209,13 +271,24 @@ def validate(cfg: RunConfig) -> RunConfig:
                                            cfg.data.max_test_samples)),
          "data.max_train_samples, max_validation_samples and max_test_samples must be at least 1 (or null)"),
         (cfg.train.metric_for_best in task.metrics,
-         f"train.metric_for_best must be one of {', '.join(task.metrics)} for task={task.name}"),
+         f"train.metric_for_best={cfg.train.metric_for_best} is not a metric of task={task.name}: metric_for_best "
+         f"must be one of {', '.join(task.metrics)}"),
     ]
     for ok, message in (plain_value_checks(cfg) + checks + strategy_checks(cfg, strategy) + task.checks(cfg)
                         + adaptation_checks(cfg) + tracking_checks(cfg)):
         if not ok:
             raise ConfigError(message)
     return cfg
+
+
+def check_section_types(cfg: RunConfig) -> None:
+    """Each section is its dataclass (a notebook may have set `cfg.train = 5`); checked before anything reads one."""
+    for f in dataclasses.fields(RunConfig):  # a recipe's Config may build its sections with a lambda
+        section_type, value = f.default_factory, getattr(cfg, f.name, None)
+        if isinstance(section_type, type) and dataclasses.is_dataclass(section_type) \
+                and not isinstance(value, section_type):
+            raise ConfigError(f"'{f.name}' is a section of options, not a value ({type(value).__name__}): pass a "
+                              f"dict of its options ({f.name}={{...}}) or a {section_type.__name__}")
 
 
 def plain_value_checks(cfg: RunConfig) -> list[tuple[bool, str]]:
@@ -254,8 +327,9 @@ def tracking_checks(cfg: RunConfig) -> list[tuple[bool, str]]:
 
     known = cfg.log_with is None or cfg.log_with in LOG_WITH
     missing = missing_package(cfg.log_with) if known else None
+    extra = f" (or pip install 'nlptransfer[{cfg.log_with}]')" if cfg.log_with in LOG_WITH_EXTRAS else ""
     return [(known, f"log_with must be one of {', '.join(LOG_WITH)}"),
-            (missing is None, f"log_with={cfg.log_with} needs the {missing} package: pip install {missing}")]
+            (missing is None, f"log_with={cfg.log_with} needs the {missing} package: pip install {missing}{extra}")]
 
 
 def adaptation_checks(cfg: RunConfig) -> list[tuple[bool, str]]:

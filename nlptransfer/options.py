@@ -14,6 +14,10 @@ LONG_TEXT = ("truncate", "head_tail", "sliding")
 POOLING = ("mean", "max")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 LOG_WITH = ("tensorboard", "wandb", "mlflow", "none")
+LOG_WITH_EXTRAS = ("tensorboard",)
+"""Trackers that nlptransfer's own extras install (`pip install 'nlptransfer[tensorboard]'`)."""
+MAX_SEED = 2**32 - 1
+"""The largest seed numpy accepts (`seed` seeds torch, numpy and Python's random)."""
 
 
 @dataclass

@@ -168,7 +168,8 @@ def checkpointing(cfg: RunConfig, fingerprint: dict, folder: RunFolder, accelera
 def build_model(cfg: RunConfig, task: tasks.Task, strategy: strategies.Strategy, tokenizer, label_names: list[str],
                 model_path: str | None = None) -> tuple[nn.Module, tuple[int, int]]:
     """The checkpoint with a new head for `label_names`, adapted by the strategy; logs what trains."""
-    model = models.load_model(cfg.model, task, label_names, cfg.trust_remote_code, path=model_path)
+    model = models.load_model(cfg.model, task, label_names, cfg.trust_remote_code, path=model_path,
+                              keep_head=cfg.keep_head)
     models.check_vocabulary(tokenizer, model, cfg.model)
     model = strategy.prepare(model, cfg, task)
     if cfg.train.speedups:
@@ -236,9 +237,10 @@ def run_in_folder(cfg: RunConfig, task: tasks.Task, strategy: strategies.Strateg
                       baselines=baselines, parameters={"trainable": trainable, "total": total},
                       timing=timing(fitted, started), model=model, tokenizer=tokenizer,
                       predictions=task.prediction_rows(data, outcome), config=cfg)
-    if accelerator.is_main_process:
-        save_run(results, folder, task, strategy, data, encoded, cfg)
-        publish(results, cfg)  # the model card; pushed when push.repo_id is set
+    if accelerator.is_main_process:  # a full disk here: one line, nothing half-written, resume=auto finishes
+        with folder.writing_outputs(lambda: sum(t.numel() * t.element_size() for t in model.state_dict().values())):
+            save_run(results, folder, task, strategy, data, encoded, cfg)
+            publish(results, cfg)  # the model card; pushed when push.repo_id is set
     tracking.finish(accelerator, outcome.metrics, fitted.optimizer_steps)
     accelerator.wait_for_everyone()
     results.timing["wall_seconds"] = time.perf_counter() - started
@@ -269,7 +271,10 @@ def save_run(results: Results, folder: RunFolder, task: tasks.Task, strategy: st
     settings = task.inference_settings(cfg, results.test_metrics, data)
     if settings is not None:
         results.model.config.nlptransfer = settings
-    results.model_dir, results.adapter_dir = strategy.save(results.model, results.tokenizer, out)
+    # the length it was trained with (data.max_length, capped as encode capped it): pipeline(..., truncation=True)
+    # then reads a text as the run did
+    results.tokenizer.model_max_length = models.max_length(results.tokenizer, cfg.data.max_length)
+    results.model_dir, results.adapter_dir = strategy.save(results.model, results.tokenizer, out, cfg)
     plots.write_run_plots(out, results.history, results.test_metrics, data.label_names, cfg.train.metric_for_best)
     # Last: a run folder with metrics.json is a finished run.
     folder.finish({"test": results.test_metrics, "epochs": results.history, "baselines": results.baselines,

@@ -25,10 +25,10 @@ from . import catalog, models, tasks
 from .config import RunConfig, load_yaml
 from .engine import speed
 from .errors import ConfigError, DataError, ModelError
-from .outputs.model_files import adapter_labels, first_line, is_repo_id
+from .outputs.model_files import adapter_labels, first_line
 
-HUB_IGNORE = ["*.h5", "*.msgpack", "*.onnx", "*.ot", "*.tflite", "onnx/*", "openvino/*"]
-"""Weights of other frameworks that a hub download skips."""
+HUB_IGNORE = ["*.h5", "*.msgpack", "*.onnx", "*.ot", "*.tflite", "onnx/*", "openvino/*", *models.PICKLE_WEIGHTS]
+"""Weights of other frameworks, and pickled weights (never loaded: they can run code), that a hub download skips."""
 
 
 @dataclass
@@ -62,9 +62,15 @@ class Predictor:
         pairs = [text_pairs] if isinstance(text_pairs, str) else (list(text_pairs) if text_pairs is not None else None)
         if pairs is not None and len(pairs) != len(texts):
             raise DataError(f"got {len(texts)} texts but {len(pairs)} text pairs; give one pair text per text")
+        check_batch_size(batch_size)
         if not texts:
             return []
         return tasks.get(self.task).predict_texts(self, texts, pairs, all_scores, batch_size)
+
+
+def check_batch_size(batch_size) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size must be a whole number of at least 1, got {batch_size!r}; e.g. batch_size=32")
 
 
 def load_model(location: str | Path, base_model: str | None = None) -> Predictor:
@@ -76,6 +82,11 @@ def load_model(location: str | Path, base_model: str | None = None) -> Predictor
     kind, model_dir = find_model(folder, str(location))
     if kind == "adapter":
         model, task = load_adapter(model_dir, base_model)
+    elif base_model:
+        adapter = folder / "adapter"
+        raise ConfigError(f"base_model= is for a LoRA adapter, but {model_dir} is a whole model; drop base_model="
+                          + (f" or pass the adapter folder {adapter}" if (adapter / "adapter_config.json").is_file()
+                             else ""))
     else:
         model, task = load_saved(model_dir)
     has_tokenizer = (model_dir / "tokenizer_config.json").is_file()
@@ -96,16 +107,20 @@ def local_folder(location: str) -> Path:
         return path
     if path.exists():
         raise ModelError(f"'{location}' is a file; pass a run folder, a model folder or a LoRA adapter folder")
-    if location.startswith((".", "/", "~")) or not is_repo_id(location):
+    if models.is_local_path(location):
         raise ModelError(f"model folder '{location}' does not exist; pass a run folder, a model folder, "
                          "a LoRA adapter folder or a hub id (user/name)")
     import huggingface_hub
+    from huggingface_hub import constants
+    from huggingface_hub.errors import OfflineModeIsEnabled
 
     try:
         return Path(huggingface_hub.snapshot_download(location, ignore_patterns=HUB_IGNORE))
     except (OSError, ValueError) as e:  # not found, offline, gated, network: all OSError subclasses
-        raise ModelError(f"'{location}' is not a local folder and cannot be downloaded from the hub: "
-                         f"{first_line(e)}; check the path, the hub id and your network") from None
+        offline = isinstance(e, OfflineModeIsEnabled) or constants.HF_HUB_OFFLINE
+        why = "HF_HUB_OFFLINE is set and the hub cache has no copy" if offline else first_line(e)
+        raise ModelError(f"'{location}' is not a local folder and cannot be downloaded from the hub ({why}); "
+                         "check the path of the run or model folder, or the hub id") from None
 
 
 def find_model(folder: Path, location: str) -> tuple[str, Path]:
@@ -129,11 +144,21 @@ def task_of(architectures: list[str] | None, where: Path) -> str:
     return task.name
 
 
+def check_folder(folder: Path, what: str, loader: str = "transformers") -> None:
+    """Refuse what predict does not load: pickled weights only, or a model with its own code."""
+    code = models.remote_code(folder)
+    if code:
+        raise ModelError(f"{what}: its config.json runs its own Python code ({code}), which predict never runs; "
+                         "load it with transformers (trust_remote_code=True) if you trust that code")
+    models.require_safetensors(folder, what, loader)
+
+
 def load_saved(model_dir: Path) -> tuple[PreTrainedModel, str]:
     """A model saved with `save_pretrained`, and its task."""
+    check_folder(model_dir, f"cannot load the model in {model_dir}")
     try:
         task = task_of(AutoConfig.from_pretrained(model_dir).architectures, model_dir)
-        return tasks.get(task).auto_class.from_pretrained(model_dir), task
+        return tasks.get(task).auto_class.from_pretrained(model_dir, use_safetensors=True), task
     except (OSError, ValueError) as e:
         raise ModelError(f"cannot load the model in {model_dir}: {first_line(e)}") from None
 
@@ -150,7 +175,13 @@ def load_adapter(adapter_dir: Path, base_model: str | None) -> tuple[PreTrainedM
     """The base model with the LoRA adapter (and its head) merged in, and its task."""
     from peft import PeftModel
 
-    settings = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
+    models.require_safetensors(adapter_dir, f"cannot load the adapter in {adapter_dir}",
+                               "peft (PeftModel.from_pretrained onto its base model)")
+    try:
+        settings = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise ModelError(f"{adapter_dir / 'adapter_config.json'} is not valid JSON ({first_line(e)}); "
+                         "save the adapter again with save_pretrained") from None
     saved_task, label_names = adapter_labels(adapter_dir)
     task = saved_task or tasks.for_peft_type(settings.get("task_type"))
     if task not in tasks.names():
@@ -160,10 +191,12 @@ def load_adapter(adapter_dir: Path, base_model: str | None) -> tuple[PreTrainedM
     fix = "pass base_model=PATH_OR_HUB_ID (python API: load_model(..., base_model=...))"
     if base.startswith((".", "/", "~")) and not Path(base).expanduser().is_dir():
         raise ModelError(f"the adapter's base model folder '{base}' does not exist; {fix}")
+    if Path(base).expanduser().is_dir():
+        check_folder(Path(base).expanduser(), f"cannot load the adapter's base model '{base}'")
     try:
         model = tasks.get(task).auto_class.from_pretrained(
-            base, num_labels=len(label_names), id2label=dict(enumerate(label_names)),
-            label2id={label: i for i, label in enumerate(label_names)})
+            base, use_safetensors=True, num_labels=len(label_names), id2label=dict(enumerate(label_names)),
+            label2id={label: i for i, label in enumerate(label_names)}, **tasks.get(task).extra_model_options)
     except (OSError, ValueError) as e:
         raise ModelError(f"the adapter's base model '{base}' cannot be loaded ({first_line(e)}); {fix}") from None
     return PeftModel.from_pretrained(model, adapter_dir).merge_and_unload(), task
@@ -183,7 +216,7 @@ def run_config(folder: Path) -> RunConfig | None:
 def input_limits(model: PreTrainedModel, tokenizer_limit: int, cfg: RunConfig | None) -> tuple[int, int]:
     """(max tokens per input, NER window stride): the run's settings, else what the model can take."""
     saved = getattr(model.config, "nlptransfer", None) or {}  # a model folder saved by a run
-    model_limit = getattr(model.config, "max_position_embeddings", None) or 512
+    model_limit = models.position_limit(model.config.to_dict()) or 512
     max_length = min(tokenizer_limit, model_limit, cfg.data.max_length if cfg else saved.get("max_length", model_limit))
     stride = cfg.data.stride if cfg else saved.get("stride", 16)
     return max_length, min(stride, max_length // 4)

@@ -129,6 +129,15 @@ def ner_run(tiny_model_dir, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(autouse=True)
+def propagating_logger(monkeypatch):
+    """A run sets the nlptransfer logger not to propagate (it has its own console and file handlers);
+    caplog listens at the root, so each test lets the records through."""
+    import logging
+
+    monkeypatch.setattr(logging.getLogger("nlptransfer"), "propagate", True)
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Tiny models gain nothing from threads, and on a shared machine busy threads stall each other.

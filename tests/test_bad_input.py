@@ -3,6 +3,8 @@ and nothing in the run folder that a later run could mistake for good output."""
 
 from __future__ import annotations
 
+import errno
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -85,6 +87,31 @@ CASES = [
                                                          "data.stride=32"], "data.stride (32)"),
     ("unknown long_text policy", lambda t, m: ["long_text=chunk"], "long_text must be one of"),
     ("class weights of the wrong length", lambda t, m: ["loss.class_weights=[1,2]"], "2 weights for 3 labels"),
+    # options that used to raise a traceback or a message without the key or the fix
+    ("metric_for_best not a metric of the task", lambda t, m: ["train.metric_for_best=f1"],
+     "train.metric_for_best=f1 is not a metric of task=classification: metric_for_best must be one of accuracy, "
+     "macro_f1"),
+    ("zero eval batch size", lambda t, m: ["train.eval_batch_size=0"], "train.eval_batch_size must be at least 1"),
+    ("negative seed", lambda t, m: ["seed=-1"], "seed must be from 0 to 4294967295"),
+    ("seed too large for numpy", lambda t, m: [f"seed={2 ** 40}"], "seed must be from 0 to 4294967295"),
+    ("output_dir is an existing file", lambda t, m: [f"output_dir={write(t / 'notes.txt', 'x')}"],
+     "notes.txt is a file; choose a folder for output_dir"),
+    ("output_dir inside a file", lambda t, m: [f"output_dir={write(t / 'notes.txt', 'x') / 'run'}"],
+     "notes.txt is a file, not a folder; choose another output_dir"),
+    ("config file holding a list", lambda t, m: ["--config", str(write(t / "c.yaml", "- train.epochs=1\n"))],
+     "holds a list at its top level; write `key: value` lines"),
+    ("config file holding a scalar", lambda t, m: ["--config", str(write(t / "c.yaml", "3\n"))],
+     "holds a single value (int) at its top level; write `key: value` lines"),
+    ("config section given a value", lambda t, m: ["--config", str(write(t / "c.yaml", "train: 5\n"))],
+     "'train' is a section of options, not a value: give it `key: value` lines indented under `train:`"),
+    ("nested config section given a value", lambda t, m: ["--config", str(write(t / "c.yaml", "lora: [4]\n"))],
+     "'lora' is a section of options, not a value"),
+    ("section given a value on the command line", lambda t, m: ["train=5"],
+     "'train' is a section of options, not a value: set its options one by one (e.g. train.epochs=2)"),
+    ("Hydra's + prefix", lambda t, m: ["+train.foo=1"],
+     "'+train.foo=1': the leading '+' is Hydra syntax; nlptransfer options are set without it: train.foo=1"),
+    ("Hydra's ++ prefix", lambda t, m: ["++train.epochs=1"], "set without it: train.epochs=1"),
+    ("Hydra's ~ prefix", lambda t, m: ["~train.epochs"], "the leading '~' is Hydra syntax"),
 ]
 
 
@@ -108,3 +135,98 @@ def test_unknown_recipe(capsys):
     assert main(["recipe=sentimnet"]) == 2
     error = capsys.readouterr().err
     assert "unknown recipe 'sentimnet'" in error and "sentiment" in error
+
+
+def test_missing_tracker_package_is_one_line(tmp_path, tiny_model_dir, reviews_csv, capsys, monkeypatch):
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else
+                        find_spec(name, *a))
+    argv = ["recipe=sentiment", f"model={tiny_model_dir}", f"data.train_file={reviews_csv}", "data.name=null",
+            "log_with=tensorboard", f"output_dir={tmp_path / 'run'}", "--quiet"]
+    assert main(argv) == 2
+    error = capsys.readouterr().err.strip()
+    assert error == ("error: log_with=tensorboard needs the tensorboard package: pip install tensorboard "
+                     "(or pip install 'nlptransfer[tensorboard]')")
+    assert not (tmp_path / "run").exists()
+
+
+def no_space(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def torch_write_failed(*args, **kwargs):  # what torch.save raises when the disk fills up mid-file
+    raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+
+
+def safetensors_no_space(*args, **kwargs):
+    from safetensors import SafetensorError
+
+    raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space '
+                          'left on device" })')
+
+
+def partial_model_save(self, folder, *args, **kwargs):  # writes half a model, then the disk is full
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    (Path(folder) / "model.safetensors").write_bytes(b"half a model")
+    no_space()
+
+
+def fail_on_call(number: int, original, failure):
+    calls = {"n": 0}
+
+    def replacement(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == number:
+            return failure(*args, **kwargs)
+        return original(*args, **kwargs)
+    return replacement
+
+
+def inject(monkeypatch, where: str, failure) -> None:
+    """Make the second checkpoint's weights (or torch) file, or the final save, fail as a full disk does."""
+    import torch
+    from transformers import PreTrainedModel
+
+    from nlptransfer.engine import checkpoint
+    from nlptransfer.outputs import run_folder
+
+    if where == "checkpoint weights":
+        monkeypatch.setattr(checkpoint, "save_file", fail_on_call(2, checkpoint.save_file, failure))
+    elif where == "checkpoint optimizer":
+        monkeypatch.setattr(torch, "save", fail_on_call(5, torch.save, failure))  # rng, optimizer: 2nd checkpoint
+    elif where == "final model":
+        monkeypatch.setattr(PreTrainedModel, "save_pretrained", partial_model_save)
+    elif where == "metrics.json":
+        monkeypatch.setattr(run_folder.files, "write_json", failure)
+
+
+WRITE_FAILURES = [
+    ("checkpoint weights", safetensors_no_space, "checkpoints"),
+    ("checkpoint weights", no_space, "checkpoints"),
+    ("checkpoint optimizer", torch_write_failed, "checkpoints"),
+    ("final model", no_space, "run"),
+    ("metrics.json", no_space, "run"),
+]
+
+
+@pytest.mark.parametrize("where, failure, folder", WRITE_FAILURES,
+                         ids=[f"{w[0]}: {w[1].__name__}" for w in WRITE_FAILURES])
+def test_a_full_disk_is_one_line_naming_the_folder_and_the_space_and_leaves_no_partial_write(
+        where, failure, folder, tmp_path, tiny_model_dir, reviews_csv, capsys, monkeypatch):
+    run_dir = tmp_path / "run"
+    argv = ["recipe=sentiment", f"model={tiny_model_dir}", f"data.train_file={reviews_csv}", "data.name=null",
+            "data.max_length=32", "train.max_steps=3", "train.batch_size=8", "checkpoint.every_steps=1",
+            f"output_dir={run_dir}", "--quiet"]
+    inject(monkeypatch, where, failure)
+    assert main(argv) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    error = lines[0]
+    expected_folder = run_dir / "checkpoints" if folder == "checkpoints" else run_dir
+    assert f"no space left on the disk to write in {expected_folder}" in error
+    assert "it needs about " in error and " MB" in error and "resume=auto" in error
+    assert not (run_dir / "metrics.json").exists()
+    hidden = [p for p in run_dir.rglob(".*")]
+    assert not hidden, hidden  # no staging folder, temporary file or lock left behind
+    steps = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    assert steps and all((run_dir / "checkpoints" / step / "COMPLETE.json").is_file() for step in steps)

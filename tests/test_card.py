@@ -68,7 +68,7 @@ def test_run_card_body(full_run):
     for label, row in metrics["test"]["per_class"].items():
         assert f"| {label} | {row['precision']:.3f} | {row['recall']:.3f} | {row['f1']:.3f} | {row['support']} |" \
             in card_text
-    assert 'pipeline("text-classification", model="path/to/this/folder")' in card_text
+    assert 'pipeline("text-classification", model="path/to/this/folder", truncation=True)' in card_text
 
 
 def test_lora_card_names_the_strategy_and_the_adapter(lora_run):
@@ -142,3 +142,38 @@ def test_limitations_are_specific(tmp_path):
     worse = render(RunConfig(), {"test": CLASSIFICATION_TEST | {"accuracy": 0.5},
                                  "baselines": {"majority_accuracy": 0.6875}}, ["neg", "pos"], run_dir=tmp_path)
     assert "It does not beat the majority-class baseline" in worse
+
+
+@pytest.mark.parametrize("data, name", [
+    ({"name": "tweets"}, "tweets (packaged corpus)"),
+    ({"train_file": "/home/me/private/reviews.csv", "test_file": "test.csv"}, "local files: reviews.csv, test.csv"),
+    ({"name": "stanfordnlp/imdb"}, "stanfordnlp/imdb"),
+])
+def test_the_eval_widget_gets_the_dataset_name_as_plain_text(tmp_path, data, name):
+    card = card_for(tmp_path, data=DataConfig(**data))
+    results = header(card)["model-index"][0]["results"]
+    assert {result["dataset"]["name"] for result in results} == {name}
+    assert "`" not in name
+
+
+@pytest.mark.parametrize("data, language", [
+    ({"name": "tweets"}, "en"), ({"name": "bbc_news"}, "en"), ({"name": "wnut16"}, "en"),
+    ({"name": "stanfordnlp/imdb"}, None), ({"train_file": "reviews.csv"}, None),
+])
+def test_language_only_where_it_is_known(tmp_path, data, language):
+    meta = header(card_for(tmp_path, data=DataConfig(**data)))
+    assert meta.get("language") == language
+
+
+def test_every_packaged_corpus_has_a_language():
+    from nlptransfer.hub.card import CORPUS_LANGUAGES
+
+    assert set(CORPUS_LANGUAGES) == set(catalog.CORPORA)
+
+
+def test_usage_snippet_truncates_long_texts_to_the_trained_length(tmp_path, ner_run):
+    card = card_for(tmp_path, data=DataConfig(max_length=64))
+    assert 'classifier = pipeline("text-classification", model="someone/reviews", truncation=True)' in card
+    assert "reads at most 64 tokens of a text (the length it was trained with" in card
+    ner_card = run_card(ner_run, repo_id="someone/tiny-ner")
+    assert 'pipeline("token-classification", model="someone/tiny-ner", aggregation_strategy="first")' in ner_card

@@ -3,6 +3,7 @@ are never trusted, rotation keeps the right folders, NaN steps are skipped."""
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -19,6 +20,7 @@ from safetensors.torch import load_file
 
 from nlptransfer.cli.run import main
 from nlptransfer.config import CheckpointConfig, TrainConfig
+from nlptransfer.engine import checkpoint as checkpoint_module
 from nlptransfer.engine.checkpoint import MARKER, Checkpoints, LoopState, verify
 from nlptransfer.engine.loop import OptimizerSettings, TrainData, fit
 from nlptransfer.errors import CheckpointError, TrainingError
@@ -26,7 +28,8 @@ from nlptransfer.errors import CheckpointError, TrainingError
 # A driver process: runs the CLI; optionally kills itself with SIGKILL at a chosen point, and
 # logs the example ids of every training batch (model_inputs is called once per batch).
 DRIVER = textwrap.dedent('''
-    import os, signal, sys
+    import errno, os, signal, sys
+    from pathlib import Path
     import torch
     import nlptransfer.engine.checkpoint as checkpoint
     import nlptransfer.engine.loop as train
@@ -57,6 +60,8 @@ DRIVER = textwrap.dedent('''
     original_save = checkpoint.save_file
     def save_file(*args, **kwargs):  # the weights file, inside the temporary folder
         calls["save"] += 1
+        if kill_mode == "full_disk_save" and calls["save"] == kill_at:
+            raise OSError(errno.ENOSPC, "No space left on device")
         original_save(*args, **kwargs)
         if kill_mode == "during_save" and calls["save"] == kill_at:
             die()
@@ -68,6 +73,14 @@ DRIVER = textwrap.dedent('''
             die()
         return original_rotate(self, best_step)
     checkpoint.Checkpoints.rotate = rotate
+
+    if kill_mode == "full_disk_final":  # the final model/ save: half written, then the disk is full
+        from transformers import PreTrainedModel
+        def save_pretrained(self, folder, *args, **kwargs):
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            (Path(folder) / "model.safetensors").write_bytes(b"half")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        PreTrainedModel.save_pretrained = save_pretrained
 
     sys.exit(main(sys.argv[4:]))
 ''')
@@ -135,17 +148,119 @@ def test_killed_run_resumes_to_identical_results(tmp_path, tiny_model_dir, revie
     assert killed_ids[:len(reference_ids) - len(resumed_ids)] == reference_ids[:len(reference_ids) - len(resumed_ids)]
 
 
-def save_some(tmp_path: Path, steps: list[int], keep: int = 2, best: int | None = None) -> Checkpoints:
-    """Real checkpoints of a small model at the given steps."""
+@pytest.mark.parametrize("kill_mode, kill_at", [
+    ("full_disk_save", 3),  # the 3rd checkpoint's weights cannot be written
+    ("full_disk_final", 0),  # training is done; the final model/ cannot be written
+])
+def test_a_run_stopped_by_a_full_disk_says_so_in_one_line_and_resume_finishes_it(
+        tmp_path, tiny_model_dir, reviews_csv, uninterrupted, kill_mode, kill_at):
+    reference_dir, _ = uninterrupted
+    run_dir = tmp_path / "run"
+    argv = run_args(tiny_model_dir, reviews_csv, run_dir)
+    failed, _ = drive(tmp_path, argv, kill_mode, kill_at, name="failed")
+    assert failed.returncode == 2
+    error = failed.stderr.strip()
+    assert error.count("\n") == 0 and error.startswith("error: no space left on the disk to write in "), error
+    assert "resume=auto" in error and "Traceback" not in failed.stderr
+    assert not list(run_dir.rglob(".*"))  # no .tmp-step-*, no .model.tmp, no temporary file, no lock
+    assert not (run_dir / "metrics.json").exists()
+
+    resumed, _ = drive(tmp_path, argv + ["resume=auto"], name="resumed")  # the space is free again
+    assert resumed.returncode == 0, resumed.stderr
+    expected = json.loads((reference_dir / "metrics.json").read_text())
+    got = json.loads((run_dir / "metrics.json").read_text())
+    assert got["test"] == expected["test"]
+    assert [e["validation"] for e in got["epochs"]] == [e["validation"] for e in expected["epochs"]]
+    reference, weights = final_weights(reference_dir), final_weights(run_dir)
+    assert all(torch.equal(reference[k], weights[k]) for k in reference)
+
+
+def small_training(tmp_path: Path, keep: int = 2):
+    """A small model, its optimizer and scheduler, and the checkpoints of a run folder."""
     model = torch.nn.Linear(3, 2)
     optimizer = torch.optim.AdamW(model.parameters())
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     checkpoints = Checkpoints(tmp_path, CheckpointConfig(every_steps=1, keep=keep), {"model": "x"}, Accelerator())
+    return model, optimizer, scheduler, checkpoints
+
+
+def save_some(tmp_path: Path, steps: list[int], keep: int = 2, best: int | None = None) -> Checkpoints:
+    """Real checkpoints of a small model at the given steps."""
+    model, optimizer, scheduler, checkpoints = small_training(tmp_path, keep)
     for step in steps:
         with torch.no_grad():
             model.weight.fill_(step)
         checkpoints.save(model, optimizer, scheduler, LoopState(optimizer_steps=step, best_step=best))
     return checkpoints
+
+
+def raises(error: BaseException):
+    def replacement(*args, **kwargs):
+        raise error
+    return replacement
+
+
+@pytest.mark.parametrize("target, error", [
+    ("torch.save", OSError(errno.ENOSPC, "No space left on device")),
+    ("torch.save", RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 1472 vs 1360")),
+    ("save_file", OSError(errno.EDQUOT, "Disk quota exceeded")),
+], ids=["ENOSPC", "torch's write failure", "quota"])
+def test_a_full_disk_removes_the_partial_checkpoint_and_keeps_the_last_complete_one(tmp_path, monkeypatch,
+                                                                                    target, error):
+    model, optimizer, scheduler, checkpoints = small_training(tmp_path)
+    checkpoints.save(model, optimizer, scheduler, LoopState(optimizer_steps=1))
+    size = sum(p.stat().st_size for p in (checkpoints.folder / "step-0000001").iterdir())
+    if target == "torch.save":
+        monkeypatch.setattr(torch, "save", raises(error))
+    else:
+        monkeypatch.setattr(checkpoint_module, "save_file", raises(error))
+    with pytest.raises(CheckpointError) as raised:
+        checkpoints.save(model, optimizer, scheduler, LoopState(optimizer_steps=2))
+    message = str(raised.value)
+    assert "\n" not in message
+    assert message.startswith(f"no space left on the disk to write in {checkpoints.folder} (a checkpoint): it needs "
+                              f"about {size / 1e6:.2g} MB")  # the size of the previous checkpoint
+    assert message.endswith("free some space, then continue the run with resume=auto (from step-0000001, the last "
+                            "complete checkpoint)")
+    assert [p.name for p in checkpoints.folder.iterdir()] == ["step-0000001"]
+    verify(checkpoints.folder / "step-0000001")
+    assert checkpoints.latest_valid().name == "step-0000001"
+
+
+def test_the_first_checkpoint_on_a_full_disk_names_what_it_needs(tmp_path, monkeypatch):
+    model, optimizer, scheduler, checkpoints = small_training(tmp_path)
+    monkeypatch.setattr(checkpoint_module, "save_file", raises(OSError(errno.ENOSPC, "No space left on device")))
+    with pytest.raises(CheckpointError, match=r"it needs about [0-9.e-]+ MB, .* MB are free; free some space, "
+                                              r"then run the same command again"):
+        checkpoints.save(model, optimizer, scheduler, LoopState(optimizer_steps=1))
+    assert not checkpoints.folder.exists()  # an empty checkpoints/ would make the folder look like a killed run
+
+
+def test_an_interrupt_during_a_checkpoint_write_leaves_no_staging_folder(tmp_path, monkeypatch):
+    model, optimizer, scheduler, checkpoints = small_training(tmp_path)
+    checkpoints.save(model, optimizer, scheduler, LoopState(optimizer_steps=1))
+    monkeypatch.setattr(checkpoint_module, "save_file", raises(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        checkpoints.save(model, optimizer, scheduler, LoopState(optimizer_steps=2))
+    assert [p.name for p in checkpoints.folder.iterdir()] == ["step-0000001"]
+
+
+def test_a_staging_folder_left_by_a_killed_save_is_removed_before_the_next_write(tmp_path, monkeypatch):
+    model, optimizer, scheduler, checkpoints = small_training(tmp_path)
+    stale = checkpoints.folder / ".tmp-step-0000005"
+    stale.mkdir(parents=True)
+    (stale / "weights.safetensors").write_bytes(b"x" * 1000)
+    written = []
+    original = checkpoint_module.save_file
+
+    def save_file(*args, **kwargs):
+        written.append(stale.exists())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(checkpoint_module, "save_file", save_file)
+    checkpoints.save(model, optimizer, scheduler, LoopState(optimizer_steps=1))
+    assert written == [False]  # the space of the killed save was freed first
+    assert [p.name for p in checkpoints.folder.iterdir()] == ["step-0000001"]
 
 
 def test_rotation_keeps_the_newest_and_the_best(tmp_path):

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 TINY = {"data": {"max_train_samples": 24, "max_validation_samples": 12, "max_test_samples": 12, "max_length": 32},
         "train": {"epochs": 1, "batch_size": 8}}
 COLUMNS = ["strategy", "accuracy", "macro_f1", "trainable_params", "total_params", "cpu_seconds", "run_seconds",
-           "train_seconds", "peak_rss_mb", "model_mb", "adapter_mb", "best_epoch"]
+           "train_seconds", "peak_rss_mb", "model_mb", "adapter_mb", "best_epoch", "test_examples"]
 
 
 def read_csv(path: Path) -> list[dict]:
@@ -115,3 +115,57 @@ def test_help_lists_the_options(capsys):
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
     assert "strategies=full,frozen,lora,gradual" in out and "isolate=true" in out
+
+
+def row(strategy: str, accuracy: float, test_examples: int) -> dict:
+    return {"strategy": strategy, "accuracy": accuracy, "macro_f1": accuracy, "trainable_params": 10,
+            "total_params": 100, "cpu_seconds": 1.0, "run_seconds": 1.0, "train_seconds": 1.0, "peak_rss_mb": None,
+            "model_mb": 1.0, "adapter_mb": None, "best_epoch": 1, "test_examples": test_examples}
+
+
+def test_a_win_within_the_uncertainty_of_a_small_test_split_is_not_significant():
+    from nlptransfer.cli.compare import winners
+
+    lines = winners([row("full", 0.75, 16), row("lora", 0.8125, 16)], "accuracy")
+    assert lines[0] == ("- **accuracy**: `lora` (0.8125 on 16 test examples, 95% interval 0.570-0.934); "
+                        "not significant: `full` (0.7500) is within the uncertainty, a larger test split would "
+                        "tell them apart")
+    lines = winners([row("full", 0.75, 20_000), row("lora", 0.8125, 20_000)], "accuracy")
+    assert lines[0] == ("- **accuracy**: `lora` (0.8125 on 20,000 test examples, 95% interval 0.807-0.818); "
+                        "ahead of `full` (0.7500) by more than the uncertainty")
+    lines = winners([row("full", 1.0, 12)], "accuracy")  # no spread at 100%: the interval still has one
+    assert lines[0] == "- **accuracy**: `full` (1.0000 on 12 test examples, 95% interval 0.758-1.000)"
+
+
+def test_wilson_interval():
+    from nlptransfer.cli.compare import wilson_interval
+
+    low, high = wilson_interval(0.8125, 16)
+    assert (round(low, 3), round(high, 3)) == (0.570, 0.934)
+    assert wilson_interval(0.0, 10)[0] == 0.0 and wilson_interval(0.5, 0) == (0.0, 1.0)
+
+
+def test_the_report_shows_the_uncertainty_of_each_score(tiny_model_dir, tmp_path):
+    from nlptransfer.cli.compare import wilson_interval
+
+    recipe = load_recipe("sentiment")
+    trained = compare("sentiment", recipe.Config(model=tiny_model_dir, **TINY), "frozen,bitfit", tmp_path / "cmp",
+                      isolate=False)
+    report = (tmp_path / "cmp" / "report.md").read_text()
+    first = table_rows(report)[0]
+    accuracy = trained[0].metrics["test"]["accuracy"]
+    low, high = wilson_interval(accuracy, 12)
+    assert first[1] == f"{accuracy:.4f} ({low:.3f}-{high:.3f})"
+    assert "on 12 test examples, 95% interval" in report
+    assert int(read_csv(tmp_path / "cmp" / "comparison.csv")[0]["test_examples"]) == 12
+
+
+@pytest.mark.parametrize("where", ["file", "inside a file"])
+def test_output_dir_that_is_a_file_is_one_line(where, capsys, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    out = notes if where == "file" else notes / "cmp"
+    assert main(["recipe=sentiment", "strategies=frozen", f"output_dir={out}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: output_dir={out}: {notes} is a file, not a folder; choose another output_dir"]
+    assert notes.read_text() == "mine"

@@ -168,3 +168,73 @@ def test_every_recipe_default_config_validates(name):
 
 def test_builtin_recipes_are_found():
     assert {"sentiment", "topic"} <= set(api.recipe_names())
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"train": {"metric_for_best": "f1"}},
+     "train.metric_for_best=f1 is not a metric of task=classification: metric_for_best must be one of "
+     "accuracy, macro_f1"),
+    ({"task": "token-classification", "train": {"metric_for_best": "macro_f1"}},
+     "metric_for_best must be one of f1, precision, recall, accuracy"),
+    ({"train": {"eval_batch_size": 0}}, "train.eval_batch_size must be at least 1"),
+    ({"seed": -1}, "seed must be from 0 to 4294967295 (numpy's seed range); e.g. seed=42"),
+    ({"seed": 2 ** 32}, "seed must be from 0 to 4294967295"),
+])
+def test_validate_names_the_option_and_the_valid_values(changes, message):
+    with pytest.raises(ConfigError) as error:
+        validate(sentiment.Config(**changes))
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_the_largest_seed_is_accepted():
+    assert validate(sentiment.Config(seed=2 ** 32 - 1)).seed == 2 ** 32 - 1
+
+
+@pytest.mark.parametrize("text, message", [
+    ("- train.epochs=1\n- strategy=lora\n", "holds a list at its top level; write `key: value` lines"),
+    ("42\n", "holds a single value (int) at its top level; write `key: value` lines"),
+    ("lora\n", "'lora' is a section of options, not a value"),
+    ("epochs\n", "unknown option 'epochs'; did you mean: train.epochs"),
+    ("train: 5\n", "'train' is a section of options, not a value: give it `key: value` lines indented under "
+                   "`train:` (e.g. `  epochs: 2`)"),
+    ("train: null\n", "'train' is a section of options, not a value"),
+    ("train:\n  epochs: 2\nlora: [4]\n", "'lora' is a section of options, not a value"),
+])
+def test_yaml_that_is_not_a_mapping_of_options_is_one_line(tmp_path, text, message):
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as error:
+        load_yaml(sentiment.Config(), path)
+    assert message in str(error.value) and str(path) in str(error.value) and "\n" not in str(error.value)
+
+
+def test_an_empty_yaml_changes_nothing(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("# nothing set yet\n")
+    assert load_yaml(sentiment.Config(), path) == sentiment.Config()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train=5", "'train' is a section of options, not a value: set its options one by one (e.g. train.epochs=2)"),
+    ("lora=[4]", "'lora' is a section of options, not a value: set its options one by one (e.g. lora.r=8)"),
+    ("+train.foo=1", "'+train.foo=1': the leading '+' is Hydra syntax; nlptransfer options are set without it: "
+                     "train.foo=1 (add --help to list every option)"),
+    ("++seed=3", "the leading '++' is Hydra syntax; nlptransfer options are set without it: seed=3"),
+    ("~seed", "'~seed': the leading '~' is Hydra syntax (deleting an option); nlptransfer options cannot be "
+              "deleted: set seed=VALUE"),
+])
+def test_overrides_of_a_section_or_in_hydra_syntax_are_explained(override, message):
+    with pytest.raises(ConfigError) as error:
+        apply_overrides(sentiment.Config(), [override])
+    assert message in str(error.value)
+
+
+def test_a_missing_tensorboard_names_the_extra(monkeypatch):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else
+                        find_spec(name, *a))
+    with pytest.raises(ConfigError, match=r"log_with=tensorboard needs the tensorboard package: pip install "
+                                          r"tensorboard \(or pip install 'nlptransfer\[tensorboard\]'\)"):
+        validate(RunConfig(log_with="tensorboard"))

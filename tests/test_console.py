@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -30,16 +31,71 @@ def restore_bars():
     show_progress_bars(shown)
 
 
-def test_default_console_shows_progress_and_a_short_config_but_no_library_chatter(capsys, tmp_path, recipe_file,
-                                                                                   restore_bars):
+class Terminal(io.StringIO):
+    """A stderr that says it is a terminal, as a console is."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_default_console_shows_progress_and_a_short_config_but_no_library_chatter(tmp_path, recipe_file,
+                                                                                   restore_bars, monkeypatch):
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
     assert main([f"recipe={recipe_file}", f"output_dir={tmp_path / 'run'}", "train.lr=1e-3"]) == 0
-    err = capsys.readouterr().err
+    err = terminal.getvalue()
     assert "config: recipe reviews, task classification" in err and "train.lr=0.001" in err
     assert "resolved config:" not in err  # the whole config: --verbose, config.yaml and train.log
     assert "training:" in err and "samples/s=" in err and "ex/s" in err  # bars with throughput
+    assert "\r" in err  # drawn in place
     assert "epoch 1: train loss" in err and "test (best epoch 1)" in err
     assert "newly initialized" not in err and "LOAD REPORT" not in err  # the new head: we report it ourselves
-    assert "resolved config:" in (tmp_path / "run" / "train.log").read_text()
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "resolved config:" in log
+    assert "DEBUG training: 2/2 steps (100%)" in log  # the plain progress lines go to train.log ...
+    assert "training: 2/2 steps (100%)" not in err  # ... and not over the bars
+
+
+def test_redirected_output_gets_plain_progress_lines_not_bars(capsys, tmp_path, recipe_file, restore_bars):
+    # capsys' stderr is not a terminal, like `... 2> run.log` or a CI job's log
+    argv = [f"recipe={recipe_file}", f"output_dir={tmp_path / 'run'}", "train.epochs=2", "train.max_steps=10"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err and "\x1b[" not in err and "it/s" not in err and "ex/s" not in err
+    lines = err.splitlines()
+    progress = [line for line in lines if line.startswith("training: ")]
+    assert len(progress) == 10  # every 10% of the run's steps: 1 line per step here
+    assert progress[-1].startswith("training: 10/10 steps (100%), loss=") and "samples/s=" in progress[-1]
+    assert "epoch 1: train loss" in err and "test (best epoch 1)" in err  # the report stays, unlike with --quiet
+    assert progress == [line.split(" INFO ", 1)[1] for line in (tmp_path / "run" / "train.log").read_text()
+                        .splitlines() if " INFO training: " in line]
+
+
+def test_progress_lines_come_every_tenth_of_the_run(capsys, restore_bars):
+    import logging
+
+    from nlptransfer.outputs import console
+
+    console.set_console(logging.INFO)
+    console.setup_logging(None, is_main=True)
+    bar = progress_bar(SimpleNamespace(is_local_main_process=True), total=95, desc="training", unit="step")
+    for _ in range(95):
+        bar.update(1)
+        bar.set_postfix({"loss": "0.5"}, refresh=False)
+    bar.close()
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("training")]
+    assert [line.split()[1] for line in lines] == [f"{n}/95" for n in (10, 19, 29, 38, 48, 57, 67, 76, 86, 95)]
+    assert lines[0] == "training: 10/95 steps (11%), loss=0.5"
+
+
+@pytest.mark.parametrize("value, disabled", [("1", True), ("true", True), ("0", False), ("", False)])
+def test_tqdm_disable_is_honoured(monkeypatch, value, disabled, restore_bars):
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    monkeypatch.setenv("TQDM_DISABLE", value)
+    show_progress_bars(True)  # an earlier --quiet run of this process hid them
+    bar = progress_bar(SimpleNamespace(is_local_main_process=True), total=3, desc="x")
+    assert bool(bar.disable) is disabled  # tqdm keeps None for "draw it"
+    bar.close()
 
 
 def test_quiet_prints_no_progress_and_no_info(capsys, tmp_path, recipe_file, restore_bars):
@@ -69,10 +125,13 @@ def test_quiet_and_verbose_exclude_each_other():
     assert flags["verbose"] and not flags["quiet"]
 
 
-@pytest.mark.parametrize("shown, main_process, disabled", [
-    (True, True, False), (False, True, True), (True, False, True)])
-def test_progress_bars_only_on_the_main_process_and_when_shown(shown, main_process, disabled, restore_bars):
+@pytest.mark.parametrize("shown, main_process, terminal, disabled", [
+    (True, True, True, False), (False, True, True, True), (True, False, True, True), (True, True, False, True)])
+def test_progress_bars_only_on_the_main_process_of_a_terminal_and_when_shown(shown, main_process, terminal, disabled,
+                                                                            restore_bars, monkeypatch):
+    monkeypatch.setattr(sys, "stderr", Terminal() if terminal else io.StringIO())
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
     show_progress_bars(shown)
     bar = progress_bar(SimpleNamespace(is_local_main_process=main_process), total=3, desc="x")
-    assert bar.disable is disabled
+    assert bool(bar.disable) is disabled  # tqdm keeps None for "draw it"
     bar.close()

@@ -102,3 +102,30 @@ def test_cli_errors_and_help(capsys, tmp_path):
     assert "curve supports task=classification" in capsys.readouterr().err
     assert main(["--help"]) == 0
     assert "from_scratch=false" in capsys.readouterr().out
+
+
+def test_a_single_seed_reports_n_1_not_a_zero_spread(tmp_path):
+    from nlptransfer.cli.curve import summary, write_report
+    from nlptransfer.config import RunConfig
+
+    table = [{"model": "pretrained", "size": 10, "seed": 42, "accuracy": 0.5, "macro_f1": 0.4, "epochs": 1,
+              "train_seconds": 1.0},
+             {"model": "pretrained", "size": 20, "seed": 42, "accuracy": 0.6, "macro_f1": 0.5, "epochs": 1,
+              "train_seconds": 1.0},
+             {"model": "pretrained", "size": 20, "seed": 43, "accuracy": 0.7, "macro_f1": 0.6, "epochs": 1,
+              "train_seconds": 1.0}]
+    assert [point["std"] for point in summary(table, "accuracy")] == [None, pytest.approx(0.0707107)]
+    write_report(table, RunConfig(), "accuracy", tmp_path, 20, {"validation": 5, "test": 6})
+    rows = [line.split("|")[1:-1] for line in (tmp_path / "report.md").read_text().splitlines()
+            if line.startswith("| pretrained")]
+    assert [cell.strip() for cell in rows[0]] == ["pretrained", "10", "1", "0.5000", "n=1", "0.5000", "0.5000"]
+    assert rows[1][4].strip() == "0.0707"
+
+
+def test_output_dir_that_is_a_file_is_one_line(capsys, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    assert main(["recipe=sentiment", "sizes=10", f"output_dir={notes}"]) == 2
+    assert capsys.readouterr().err.strip() == (f"error: output_dir={notes}: {notes} is a file, not a folder; "
+                                               "choose another output_dir")
+    assert notes.read_text() == "mine"

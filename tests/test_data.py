@@ -1,17 +1,20 @@
-"""nlptransfer/data.py: file readers, packaged corpora, seeded stratified splits and label maps."""
+"""nlptransfer/data/classification.py: readers, packaged corpora, seeded stratified splits, dedup and label maps."""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 from collections import Counter
+from contextlib import contextmanager
 
 import pandas as pd
 import pytest
 
-from nlptransfer.config import DataConfig
+from nlptransfer import tasks
+from nlptransfer.config import DataConfig, RunConfig
 from nlptransfer.data.classification import load_classification, read_packaged, read_table
-from nlptransfer.errors import DataError
+from nlptransfer.errors import ConfigError, DataError
 
 ROWS = [{"text": "good movie", "label": "pos"}, {"text": "bad movie", "label": "neg"}]
 
@@ -23,6 +26,22 @@ def write_csv(path, rows, **kwargs):
 
 def splits_of(data):
     return {"train": data.train, "validation": data.validation, "test": data.test}
+
+
+@contextmanager
+def data_log(caplog, level=logging.INFO):
+    """The data module's log lines in caplog (the package logger does not propagate once a run set up logging)."""
+    package_logger = logging.getLogger("nlptransfer")
+    package_logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(level, logger="nlptransfer.data"):
+            yield caplog
+    finally:
+        package_logger.removeHandler(caplog.handler)
+
+
+def in_memory(frame: pd.DataFrame, **options):
+    return load_classification(DataConfig(**options), 0, source=({"train": frame}, {}, "in-memory DataFrame"))
 
 
 # --- readers -------------------------------------------------------------------------------
@@ -234,23 +253,19 @@ def test_held_out_texts_seen_in_training_are_dropped(reviews_csv, tmp_path, capl
     fresh = [{"text": f"a held out text {i}", "label": frame["label"][i]} for i in range(6)]
     test_file = write_csv(tmp_path / "test.csv", frame[:4].to_dict("records") + fresh)
     cfg = DataConfig(train_file=str(reviews_csv), test_file=str(test_file))
-    package_logger = logging.getLogger("nlptransfer")  # it does not propagate once a run has set up logging
-    package_logger.addHandler(caplog.handler)
-    try:
-        with caplog.at_level("INFO", logger="nlptransfer.data"):
-            data = load_classification(cfg, seed=0)
-    finally:
-        package_logger.removeHandler(caplog.handler)
+    with data_log(caplog):
+        data = load_classification(cfg, seed=0)
     assert data.test.texts == [row["text"] for row in fresh]
-    assert "4 test examples repeat a training text exactly: dropped" in caplog.text
+    assert "4 test examples repeat a training text (ignoring case and white space): dropped" in caplog.text
+    assert data.dropped_repeats == {"train": 0, "validation": 0, "test": 4}
     kept = load_classification(DataConfig(train_file=str(reviews_csv), test_file=str(test_file),
                                           dedup_across_splits=False), seed=0)
-    assert len(kept.test) == 10
+    assert len(kept.test) == 10 and kept.dropped_repeats == {"train": 0, "validation": 0, "test": 0}
 
 
 def test_held_out_split_made_only_of_training_texts_is_an_error(reviews_csv):
     cfg = DataConfig(train_file=str(reviews_csv), validation_file=str(reviews_csv), test_file=str(reviews_csv))
-    with pytest.raises(DataError, match="every validation example also occurs in training"):
+    with pytest.raises(DataError, match="every test example also occurs in training"):
         load_classification(cfg, seed=0)
 
 
@@ -258,14 +273,175 @@ def test_a_class_too_rare_for_every_split_is_named(tmp_path, caplog):
     rows = [f"common text {i},{'ab'[i % 2]}" for i in range(40)] + ["rare text one,r"]
     path = tmp_path / "d.csv"
     path.write_text("text,label\n" + "\n".join(rows) + "\n")
-    package_logger = logging.getLogger("nlptransfer")  # it does not propagate once a run has set up logging
-    package_logger.addHandler(caplog.handler)
-    try:
-        with caplog.at_level(logging.WARNING, logger="nlptransfer.data"):
-            data = load_classification(DataConfig(train_file=str(path)), 0)
-    finally:
-        package_logger.removeHandler(caplog.handler)
+    with data_log(caplog, logging.WARNING):
+        data = load_classification(DataConfig(train_file=str(path)), 0)
     assert "'r' has a single example" in caplog.text
     assert "has no example of r" in caplog.text
     for split in (data.train, data.validation, data.test):  # a and b still reach every split
         assert {0, 1} <= set(split.labels)
+
+
+# --- repeats across splits -----------------------------------------------------------------
+
+
+def test_copies_that_differ_in_case_or_white_space_are_repeats(reviews_csv, tmp_path, caplog):
+    frame = pd.read_csv(reviews_csv)
+    variants = [f"  {frame['text'][0].upper()} ", frame["text"][1].replace(" ", "  \t "), frame["text"][2].title()]
+    fresh = [f"a held out text {i}" for i in range(6)]
+    test_file = write_csv(tmp_path / "test.csv", [{"text": text, "label": frame["label"][i % 3]}
+                                                  for i, text in enumerate(variants + fresh)])
+    with data_log(caplog):
+        data = load_classification(DataConfig(train_file=str(reviews_csv), test_file=str(test_file)), seed=0)
+    assert data.test.texts == fresh
+    assert data.dropped_repeats["test"] == 3
+    assert "3 test examples repeat a training text (ignoring case and white space): dropped" in caplog.text
+
+
+def test_validation_examples_that_repeat_test_examples_are_dropped(reviews_csv, tmp_path, caplog):
+    frame = pd.read_csv(reviews_csv)
+    held_out = [{"text": f"held out text {i}", "label": frame["label"][i]} for i in range(12)]
+    test_file = write_csv(tmp_path / "test.csv", held_out[:6])
+    validation = held_out[:2] + [{"text": "HELD OUT text 2 ", "label": held_out[2]["label"]}] + held_out[6:]
+    validation_file = write_csv(tmp_path / "validation.csv", validation)
+    cfg = DataConfig(train_file=str(reviews_csv), test_file=str(test_file), validation_file=str(validation_file))
+    with data_log(caplog):
+        data = load_classification(cfg, seed=0)
+    assert data.test.texts == [row["text"] for row in held_out[:6]]  # the test split is kept whole
+    assert data.validation.texts == [row["text"] for row in held_out[6:]]
+    assert data.dropped_repeats == {"train": 0, "validation": 3, "test": 0}
+    assert "3 validation examples repeat a test text (ignoring case and white space): dropped" in caplog.text
+    kept = load_classification(DataConfig(train_file=str(reviews_csv), test_file=str(test_file),
+                                          validation_file=str(validation_file), dedup_across_splits=False), seed=0)
+    assert len(kept.validation) == 9 and kept.dropped_repeats["validation"] == 0
+
+
+def test_the_test_file_given_as_validation_is_an_error(reviews_csv, tmp_path):
+    test_file = write_csv(tmp_path / "test.csv", [{"text": f"held out text {i}", "label": "pos"} for i in range(5)])
+    cfg = DataConfig(train_file=str(reviews_csv), test_file=str(test_file), validation_file=str(test_file))
+    with pytest.raises(DataError, match="every validation example also occurs in test .*data.dedup_across_splits"):
+        load_classification(cfg, seed=0)
+
+
+def test_repeats_carved_out_of_one_file_are_dropped_and_reported(tmp_path):
+    rows = [{"text": f"text number {i}", "label": "ab"[i % 2]} for i in range(60)]
+    rows += [{"text": f"TEXT  number {i}", "label": "ab"[i % 2]} for i in range(20)]  # 20 texts twice
+    data = load_classification(DataConfig(train_file=str(write_csv(tmp_path / "d.csv", rows))), seed=0)
+    train = {" ".join(t.split()).casefold() for t in data.train.texts}
+    validation = {" ".join(t.split()).casefold() for t in data.validation.texts}
+    assert not (train & validation) and not (train & {" ".join(t.split()).casefold() for t in data.test.texts})
+    assert data.dropped_repeats["test"] > 0
+    assert len(data.train) + len(data.validation) + len(data.test) + sum(data.dropped_repeats.values()) == 80
+    summary = tasks.get("classification").data_summary(data, {}, RunConfig())["data"]
+    assert summary["dropped_repeats"] == data.dropped_repeats  # what metrics.json reports
+
+
+# --- bad input: one-line errors that name the fix ------------------------------------------
+
+
+def test_a_tab_separated_file_named_csv(tmp_path):
+    path = tmp_path / "data.csv"
+    path.write_text("text\tlabel\n" + "".join(f"text {i}\t{'ab'[i % 2]}\n" for i in range(10)))
+    with pytest.raises(DataError, match=r"looks tab-separated, not comma-separated as .csv says; rename it data.tsv"):
+        read_table(path)
+    path.write_text("text\tlabel\nfine\ta\nwell, fine\ta\n")  # the comma makes pandas fail to parse it
+    with pytest.raises(DataError, match=r"cannot parse .*rename it data.tsv"):
+        read_table(path)
+
+
+def test_a_comma_separated_file_named_tsv(tmp_path):
+    path = tmp_path / "data.tsv"
+    path.write_text("text,label\n" + "".join(f"text {i},{'ab'[i % 2]}\n" for i in range(10)))
+    with pytest.raises(DataError, match=r"looks comma-separated, not tab-separated as .tsv says; rename it data.csv"):
+        read_table(path)
+
+
+def test_a_header_naming_a_column_twice(tmp_path):
+    path = tmp_path / "data.csv"
+    path.write_text("text,label,label\n" + "".join(f"text {i},{'ab'[i % 2]},x\n" for i in range(10)))
+    with pytest.raises(DataError, match="names column 'label' 2 times, which is ambiguous"):
+        read_table(path)
+    path.write_text("text,label,label.1\n" + "".join(f"text {i},{'ab'[i % 2]},x\n" for i in range(10)))
+    assert list(read_table(path).columns) == ["text", "label", "label.1"]  # a real column named label.1
+
+
+def test_in_memory_columns_named_twice():
+    frame = pd.DataFrame([[f"text {i}", "ab"[i % 2], "x"] for i in range(10)], columns=["text", "label", "label"])
+    with pytest.raises(DataError, match="2 columns named 'label' .*ambiguous"):
+        in_memory(frame)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"text_column": "label"}, "data.text_column and data.label_column both name the column 'label'"),
+    ({"label_column": "text"}, "data.text_column and data.label_column both name the column 'text'"),
+    ({"text_pair_column": "label"}, "data.label_column and data.text_pair_column both name the column 'label'"),
+])
+def test_one_column_for_two_options(reviews_csv, options, message):
+    with pytest.raises(ConfigError, match=message):
+        load_classification(DataConfig(train_file=str(reviews_csv), **options), seed=0)
+
+
+def test_a_file_without_read_permission(reviews_csv, tmp_path):
+    path = tmp_path / "locked.csv"
+    path.write_bytes(reviews_csv.read_bytes())
+    path.chmod(0)
+    try:
+        if os.access(path, os.R_OK):
+            pytest.skip("this user (root?) reads a file without read permission anyway")
+        with pytest.raises(DataError, match=r"cannot read .*locked.csv: permission denied; make it readable"):
+            read_table(path)
+    finally:
+        path.chmod(0o644)
+
+
+def test_a_read_refused_by_the_system_is_one_line(reviews_csv, monkeypatch):
+    """The permission error as root meets it nowhere: raised by the reader itself."""
+    def refuse(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(pd, "read_csv", refuse)
+    with pytest.raises(DataError, match=r"cannot read .*reviews.csv: permission denied"):
+        read_table(reviews_csv)
+    monkeypatch.setattr(pd, "read_csv", lambda *a, **k: (_ for _ in ()).throw(OSError(5, "Input/output error")))
+    with pytest.raises(DataError, match=r"cannot read .*reviews.csv: Input/output error"):
+        read_table(reviews_csv)
+
+
+def jsonl_file(path, rows):
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return str(path)
+
+
+@pytest.mark.parametrize("labels, message", [
+    ([["a"], ["b"]], r"holds lists like \['a'\], not single labels; for several labels per example use "
+                     "task=multilabel"),
+    ([{"x": 1}, {"x": 2}], r"holds dicts like \{'x': 1\}, not single labels; give one string or integer label"),
+])
+def test_labels_that_are_not_single_values(tmp_path, labels, message):
+    rows = [{"text": f"text {i}", "label": labels[i % 2]} for i in range(10)]
+    with pytest.raises(DataError, match=message):
+        load_classification(DataConfig(train_file=jsonl_file(tmp_path / "d.jsonl", rows)), seed=0)
+    parquet = tmp_path / "d.parquet"
+    pd.DataFrame(rows).to_parquet(parquet)  # lists come back as arrays, dicts as dicts
+    with pytest.raises(DataError, match="column 'label' .*, not single labels"):
+        load_classification(DataConfig(train_file=str(parquet)), seed=0)
+
+
+def test_texts_that_are_not_strings(tmp_path):
+    rows = [{"text": ["some", "words"], "label": "ab"[i % 2]} for i in range(10)]
+    with pytest.raises(DataError, match=r"column 'text' \(data.text_column\) holds lists like \['some', 'words'\], "
+                                        "not texts"):
+        load_classification(DataConfig(train_file=jsonl_file(tmp_path / "d.jsonl", rows)), seed=0)
+
+
+def test_integer_and_string_labels_mixed(tmp_path):
+    rows = [{"text": f"text {i}", "label": [10, 2, "x", "2"][i % 4]} for i in range(24)]
+    data = load_classification(DataConfig(train_file=jsonl_file(tmp_path / "d.jsonl", rows)), seed=0)
+    assert data.label_names == ["10", "2", "x"]  # 2 and "2" are one label; the order is by text
+
+
+def test_max_train_samples_smaller_than_the_classes_names_the_option(reviews_csv):
+    with pytest.raises(DataError, match=r"the training data is too small: data.max_train_samples=1 keeps no example "
+                                        r"of .*raise data.max_train_samples \(at least 3\)"):
+        load_classification(DataConfig(train_file=str(reviews_csv), max_train_samples=1), seed=0)
+    data = load_classification(DataConfig(train_file=str(reviews_csv), max_train_samples=3), seed=0)
+    assert sorted(data.train.labels) == [0, 1, 2]

@@ -122,3 +122,61 @@ def test_multilabel_card_reports_multilabel_scores(multilabel_run):
     assert "multi-label text classification" in card
     assert "Micro F1" in card and "Subset accuracy" in card
     assert "pipeline_tag: text-classification" in card
+
+
+# Label cells that hide a separator, and label values that are not labels.
+
+def test_joined_label_cells_without_data_label_separator_are_refused(tmp_path):
+    with pytest.raises(DataError, match=r"40 of 72 train label cells of 'labels' look like several labels joined by "
+                                        r"'\|' \(e.g. 'sport\|business'\); pass data.label_separator='\|'"):
+        load_classification(DataConfig(train_file=str(topics_csv(tmp_path)), label_column="labels"), 0,
+                            multilabel=True)
+
+
+def test_a_label_separator_that_does_not_split_the_cells_is_refused(tmp_path):
+    cfg = DataConfig(train_file=str(topics_csv(tmp_path, separator=";")), label_column="labels", label_separator="/")
+    with pytest.raises(DataError, match=r"joined by ';' .*\(data.label_separator='/' does not split them\); pass "
+                                        r"data.label_separator=';'"):
+        load_classification(cfg, 0, multilabel=True)
+
+
+def test_a_separator_in_most_cells_is_refused_even_without_single_labels(tmp_path):
+    path = tmp_path / "pairs.tsv"
+    path.write_text("text\tlabels\n" + "".join(f"text {i}\tred,{['blue', 'green'][i % 2]}\n" for i in range(20)))
+    with pytest.raises(DataError, match="20 of 20 train label cells .*pass data.label_separator=','"):
+        load_classification(DataConfig(train_file=str(path), label_column="labels"), 0, multilabel=True)
+
+
+def test_labels_that_merely_contain_a_separator_are_kept(tmp_path):
+    rows = [{"text": f"text number {i}", "labels": ["arts, culture", "sport|tech"] if i % 4 == 0
+             else ["sport", "tech"][:1 + i % 2]} for i in range(40)]
+    path = tmp_path / "d.jsonl"  # explicit lists: their items are labels as given, even 'sport|tech'
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    data = load_classification(DataConfig(train_file=str(path), label_column="labels"), 0, multilabel=True)
+    assert data.label_names == ["arts, culture", "sport", "sport|tech", "tech"]
+    csv = tmp_path / "d.csv"  # a minority of cells with a comma whose parts are not labels: one label
+    cells = ['"arts, culture"' if i % 4 == 0 else "sport" for i in range(40)]
+    csv.write_text("text,labels\n" + "".join(f"text {i},{cell}\n" for i, cell in enumerate(cells)))
+    data = load_classification(DataConfig(train_file=str(csv), label_column="labels"), 0, multilabel=True)
+    assert data.label_names == ["arts, culture", "sport"]
+
+
+def test_label_lists_from_parquet(tmp_path):
+    rows = [json.loads(line) for line in TOPICS.read_text().splitlines()]
+    path = tmp_path / "topics.parquet"
+    import pandas as pd
+
+    pd.DataFrame(rows).to_parquet(path)  # lists come back as numpy arrays
+    data = load_classification(DataConfig(train_file=str(path), label_column="labels"), 0, multilabel=True)
+    assert data.label_names == ["business", "politics", "sport", "tech"]
+
+
+@pytest.mark.parametrize("labels, message", [
+    ({"sport": 1}, r"holds dicts like \{'sport': 1\}, not single labels; give one string or integer label"),
+    (["sport", ["tech"]], r"example 1 \('text 0'\) has \['tech'\] in its label list"),
+])
+def test_label_values_that_are_not_labels(tmp_path, labels, message):
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(json.dumps({"text": f"text {i}", "labels": labels}) + "\n" for i in range(10)))
+    with pytest.raises(DataError, match=message):
+        load_classification(DataConfig(train_file=str(path), label_column="labels"), 0, multilabel=True)

@@ -216,7 +216,7 @@ def test_cli_runs_the_recipe_with_freezing_options(tiny_model_dir, tmp_path, cap
     model = models.load_model(tiny_model_dir, tasks.get("token-classification"), LABELS)
     frozen = sum(p.numel() for m in (model.bert.embeddings, model.bert.encoder.layer[0]) for p in m.parameters())
     assert written["parameters"]["trainable"] == written["parameters"]["total"] - frozen
-    assert len(read_jsonl(out / "predictions.jsonl")) == 5
+    assert len(read_jsonl(out / "predictions.jsonl")) == written["data"]["sentences"]["test"] > 0
 
 
 @pytest.mark.parametrize(("train_file", "message"), [

@@ -148,3 +148,60 @@ def test_options_that_do_not_change_training_are_not_in_the_fingerprint(changes)
 
     assert fingerprint(RunConfig(**changes)) == fingerprint(RunConfig())
     assert {"output_dir", "overwrite", "resume", "push", "checkpoint"} <= set(NOT_TRAJECTORY)
+
+
+def test_a_nan_loss_on_one_batch_is_skipped_and_counted_in_metrics_json(tiny_model_dir, reviews_csv, tmp_path,
+                                                                        monkeypatch):
+    import math
+
+    from nlptransfer.engine import loop
+
+    original, calls = loop.batch_loss, {"n": 0}
+
+    def nan_on_second_batch(model, batch, loss_fn):
+        calls["n"] += 1
+        loss = original(model, batch, loss_fn)
+        return loss * math.nan if calls["n"] == 2 else loss
+
+    monkeypatch.setattr(loop, "batch_loss", nan_on_second_batch)
+    out = tmp_path / "run"
+    assert main(run_args(tiny_model_dir, reviews_csv, out)) == 0
+    written = json.loads((out / "metrics.json").read_text())
+    assert written["timing"]["nonfinite_steps"] == 1
+    assert written["timing"]["optimizer_steps"] == 6  # the skipped batch still counts as a step of the schedule
+    assert all(math.isfinite(epoch["train_loss"]) for epoch in written["epochs"])
+    assert "step skipped: non-finite loss or gradient (1 in a row)" in (out / "train.log").read_text()
+
+
+def test_the_saved_tokenizer_reads_long_texts_as_the_run_trained(full_run):
+    from transformers import pipeline
+
+    from nlptransfer.predictor import load_model
+
+    saved = json.loads((full_run / "model" / "tokenizer_config.json").read_text())
+    assert saved["model_max_length"] == 32  # data.max_length of the run, not the checkpoint's 512 or more
+    text = " ".join(["a great movie but the food was terrible and boring"] * 100)  # 1000 words
+    classifier = pipeline("text-classification", model=str(full_run / "model"), truncation=True)  # as the card says
+    got = classifier(text)[0]
+    expected = load_model(full_run).predict([text])[0]
+    assert got["label"] == expected["label"]
+    assert got["score"] == pytest.approx(expected["score"], abs=1e-5)
+
+
+def test_an_interrupt_during_the_final_save_leaves_no_half_written_model(tiny_model_dir, reviews_csv, tmp_path,
+                                                                         monkeypatch, capsys):
+    from transformers import PreTrainedModel
+
+    def interrupted_save(self, folder, *args, **kwargs):  # Ctrl-C halfway through model.safetensors
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        (Path(folder) / "model.safetensors").write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(PreTrainedModel, "save_pretrained", interrupted_save)
+    out = tmp_path / "run"
+    assert main(run_args(tiny_model_dir, reviews_csv, out)) == 130
+    assert capsys.readouterr().err.strip() == "interrupted"
+    assert not list(out.rglob(".*")) and not (out / "model").exists() and not (out / "metrics.json").exists()
+    monkeypatch.undo()
+    assert main(run_args(tiny_model_dir, reviews_csv, out, "resume=auto")) == 0  # the checkpoints finish it
+    assert (out / "metrics.json").is_file() and (out / "model" / "model.safetensors").is_file()

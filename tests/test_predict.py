@@ -65,10 +65,10 @@ def test_lora_run_merged_model_and_adapter_agree(lora_run, tmp_path):
     lone = tmp_path / "run"  # a run folder whose merged model was deleted falls back to its adapter
     shutil.copytree(lora_run, lone)
     shutil.rmtree(lone / "model")
-    with pytest.raises(ModelError, match="labels are unknown"):  # they lived in model/config.json
+    assert_same_predictions(load_model(lone).predict(texts, all_scores=True), merged)  # labels.json has the labels
+    (lone / "adapter" / "labels.json").unlink()  # an adapter saved elsewhere, without them
+    with pytest.raises(ModelError, match="labels are unknown"):
         load_model(lone)
-    (lone / "adapter" / "labels.json").write_text(json.dumps({"label_names": ["neg", "neu", "pos"]}))
-    assert_same_predictions(load_model(lone).predict(texts, all_scores=True), merged)
 
 
 def test_adapter_whose_base_is_missing(lora_run, tmp_path, tiny_model_dir):
@@ -146,19 +146,53 @@ def test_cli_text_is_taken_as_typed(capsys, full_run, text):
     assert json.loads(capsys.readouterr().out)["text"] == text
 
 
-@pytest.mark.parametrize("suffix, content", [
-    (".txt", "a great movie\n\nterrible food\nthe news today\n"),
-    (".csv", 'text,id\na great movie,1\nterrible food,2\n"the news today",3\n'),
-    (".jsonl", '{"text": "a great movie"}\n{"text": "terrible food"}\n{"text": "the news today"}\n'),
+@pytest.mark.parametrize("suffix, content, carried", [
+    (".txt", "a great movie\n\nterrible food\nthe news today\n", [{}, {}, {}]),
+    (".csv", 'text,id\na great movie,1\nterrible food,2\n"the news today",3\n',
+     [{"id": "1"}, {"id": "2"}, {"id": "3"}]),
+    (".jsonl", '{"text": "a great movie"}\n{"text": "terrible food"}\n{"text": "the news today"}\n', [{}, {}, {}]),
 ])
-def test_cli_input_file_to_output_file(tmp_path, full_run, suffix, content):
+def test_cli_input_file_to_output_file(tmp_path, full_run, suffix, content, carried):
     source = tmp_path / f"texts{suffix}"
     source.write_text(content)
     output = tmp_path / "out.jsonl"
     assert main([f"model={full_run}", f"input={source}", f"output={output}", "batch_size=2", "--quiet"]) == 0
     rows = read_jsonl(output)
     assert [row["text"] for row in rows] == ["a great movie", "terrible food", "the news today"]
-    assert rows == load_model(full_run).predict([row["text"] for row in rows])
+    predicted = load_model(full_run).predict([row["text"] for row in rows])
+    assert rows == [columns | row for columns, row in zip(carried, predicted)]
+
+
+def test_cli_carries_the_input_columns_to_the_predictions(tmp_path, full_run, capsys):
+    table = tmp_path / "reviews.csv"
+    table.write_text('id,review,label,text\n007,a great movie,pos,first\n"a,b",terrible food,neg,second\n')
+    output = tmp_path / "out.jsonl"
+    assert main([f"model={full_run}", f"input={table}", "text_column=review", f"output={output}"]) == 0
+    rows = read_jsonl(output)
+    assert [row["id"] for row in rows] == ["007", "a,b"]  # as written: the join key is not reformatted
+    assert [row["text"] for row in rows] == ["a great movie", "terrible food"]  # the text column stays `text`
+    assert [row["input_label"] for row in rows] == ["pos", "neg"]  # the gold label is kept beside the predicted
+    assert [row["input_text"] for row in rows] == ["first", "second"]
+    assert all(row["label"] in ("neg", "neu", "pos") for row in rows)
+    assert "carried as input_label, input_text" in capsys.readouterr().err
+
+    lines = tmp_path / "reviews.jsonl"
+    lines.write_text('{"id": 7, "meta": {"source": "web", "tags": [1, 2]}, "text": "a great movie"}\n'
+                     '{"id": 8, "text": "terrible food", "score": null}\n')
+    assert main([f"model={full_run}", f"input={lines}", f"output={output}", "--quiet"]) == 0
+    first, second = read_jsonl(output)
+    assert first["id"] == 7 and first["meta"] == {"source": "web", "tags": [1, 2]}
+    assert second["id"] == 8 and second["input_score"] is None and isinstance(second["score"], float)
+    assert list(first)[:3] == ["id", "meta", "text"]
+
+
+def test_cli_warns_of_empty_texts_in_a_table_and_keeps_their_rows(tmp_path, full_run, capsys):
+    table = tmp_path / "t.csv"
+    table.write_text("id,text\n1,a great movie\n2,\n3,terrible food\n")
+    assert main([f"model={full_run}", f"input={table}"]) == 0
+    captured = capsys.readouterr()
+    assert [json.loads(line)["id"] for line in captured.out.splitlines()] == ["1", "2", "3"]
+    assert "warning: 1 of 3 input texts are empty (the first in row 2)" in captured.err
 
 
 def test_cli_ner_input(tmp_path, ner_run):
@@ -198,3 +232,98 @@ def test_cli_usage_and_help(capsys):
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
     assert "  all_scores=false" in out and "  batch_size=32" in out
+
+
+# Safetensors only: predict never unpickles a file.
+
+class Payload:
+    """A pickle that creates a file when unpickled: what a malicious pytorch_model.bin does."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_model_folder_with_only_pickle_weights_is_refused_unopened(full_run, tmp_path):
+    import pickle
+
+    folder = tmp_path / "pickled"
+    shutil.copytree(full_run / "model", folder)
+    (folder / "model.safetensors").unlink()
+    marker = tmp_path / "pwned"
+    (folder / "pytorch_model.bin").write_bytes(pickle.dumps(Payload(marker)))
+    with pytest.raises(ModelError) as error:
+        load_model(folder)
+    message = str(error.value)
+    assert "only pickle weights (pytorch_model.bin)" in message and "safe_serialization=True" in message
+    assert not marker.exists()
+
+
+def test_an_adapter_with_only_pickle_weights_is_refused(lora_run, tmp_path):
+    from test_models import pickle_only
+
+    shutil.copytree(lora_run, tmp_path / "run")
+    adapter = pickle_only(tmp_path / "run" / "adapter")
+    assert (adapter / "adapter_model.bin").is_file()
+    with pytest.raises(ModelError, match=r"adapter in .* has only pickle weights \(adapter_model.bin\).*load the "
+                                         r"folder with peft"):
+        load_model(adapter)
+
+
+def test_a_model_with_its_own_code_is_refused(full_run, tmp_path):
+    from test_models import remote_code_checkpoint
+
+    folder = remote_code_checkpoint(full_run / "model", tmp_path / "custom")
+    with pytest.raises(ModelError, match="runs its own Python code .*which predict never runs"):
+        load_model(folder)
+
+
+def test_a_missing_run_folder_is_said_not_to_exist(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    with pytest.raises(ModelError) as error:
+        load_model("runs/does_not_exist")
+    assert "model folder 'runs/does_not_exist' does not exist" in str(error.value)
+    assert "HF_HUB_OFFLINE" not in str(error.value)
+
+
+# The run's adapter/ loads as users load adapters.
+
+def test_the_runs_adapter_loads_with_peft_as_users_load_adapters(lora_run):
+    from peft import AutoPeftModelForSequenceClassification
+    from transformers import AutoTokenizer, pipeline
+
+    adapter = lora_run / "adapter"
+    labels = json.loads((adapter / "labels.json").read_text())
+    assert labels == {"task": "classification", "label_names": ["neg", "neu", "pos"]}
+    assert not (adapter / "README.md").exists()  # no blank peft template
+    base = json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
+    assert Path(base).is_absolute() and (Path(base) / "config.json").is_file()
+
+    id2label = dict(enumerate(labels["label_names"]))
+    model = AutoPeftModelForSequenceClassification.from_pretrained(
+        str(adapter), num_labels=3, id2label=id2label, label2id={v: k for k, v in id2label.items()})
+    classifier = pipeline("text-classification", model=model.merge_and_unload().eval(),
+                          tokenizer=AutoTokenizer.from_pretrained(str(adapter)), device="cpu")
+    texts = ["a great movie", "terrible food", "the news today"]
+    expected = load_model(lora_run).predict(texts)
+    found = classifier(texts)
+    assert [row["label"] for row in found] == [row["label"] for row in expected]
+    assert [row["score"] for row in found] == pytest.approx([row["score"] for row in expected], abs=1e-4)
+
+
+def test_an_adapter_names_a_known_base_by_its_hub_id(tmp_path, monkeypatch):
+    from nlptransfer import catalog
+    from nlptransfer.outputs.export import adapter_base
+
+    hub_id = "sentence-transformers/all-MiniLM-L6-v2"
+    assert adapter_base("minilm", "/anywhere/site-packages/minilm") == hub_id
+    packaged = catalog.resolve_model("minilm")
+    if packaged != hub_id:  # the packaged copy is installed
+        assert adapter_base(packaged, packaged) == hub_id
+    assert adapter_base("google-bert/bert-base-cased", "google-bert/bert-base-cased") == "google-bert/bert-base-cased"
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models" / "mine").mkdir(parents=True)  # a local folder: by absolute path
+    assert adapter_base("models/mine", "models/mine") == str((tmp_path / "models" / "mine").resolve())

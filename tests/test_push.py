@@ -123,10 +123,39 @@ def test_lora_export_merged_with_adapter_or_adapter_only(lora_run, tmp_path):
     assert ModelCard((adapter / "README.md").read_text()).data.library_name == "peft"
     texts = ["a great movie", "terrible food"]
     expected = [row["label"] for row in load_model(lora_run).predict(texts)]
-    assert [row["label"] for row in load_model(adapter).predict(texts)] == expected
+    # a local base checkpoint is named by its folder's name only: on another machine it is given as base_model
+    base = load_yaml(RunConfig(), lora_run / "config.yaml").model
+    assert json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"] == Path(base).name
+    assert [row["label"] for row in load_model(adapter, base_model=base).predict(texts)] == expected
     merged_predictor = load_model(merged)
     assert merged_predictor.source == str(merged)  # the merged model, not the adapter beside it
     assert [row["label"] for row in merged_predictor.predict(texts)] == expected
+
+
+def local_paths_in(folder: Path, *paths: Path | str) -> dict[str, list[str]]:
+    """The files under `folder` whose bytes contain one of `paths` (or its resolved form)."""
+    needles = {str(p) for p in paths} | {str(Path(p).resolve()) for p in paths}
+    found = {}
+    for file in folder.rglob("*"):
+        if file.is_file():
+            data = file.read_bytes()
+            hits = sorted(n for n in needles if n.encode() in data)
+            if hits:
+                found[str(file.relative_to(folder))] = hits
+    return found
+
+
+@pytest.mark.parametrize("merged", [True, False])
+def test_no_exported_file_holds_a_local_path(full_run, lora_run, reviews_csv, tiny_model_dir, tmp_path_factory,
+                                             tmp_path, merged):
+    run = full_run if merged else lora_run
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert str(reviews_csv) in metrics["data"]["source"]  # the run folder itself keeps the full paths
+    dest = push.export_run(run, tmp_path / "export", merged=merged)
+    assert local_paths_in(dest, tmp_path_factory.getbasetemp(), reviews_csv.parent, tiny_model_dir) == {}
+    exported = json.loads((dest / "metrics.json").read_text())
+    assert exported["data"]["source"] == "local files: reviews.csv"
+    assert {k: v for k, v in exported.items() if k != "data"} == {k: v for k, v in metrics.items() if k != "data"}
 
 
 def test_adapter_names_its_base_by_hub_id(lora_run, tmp_path):
@@ -295,3 +324,30 @@ def test_is_transient():
     assert push.is_transient(TimeoutError()) and push.is_transient(ConnectionResetError())
     assert not push.is_transient(server_error(404)) and not push.is_transient(server_error(403))
     assert not push.is_transient(OfflineModeIsEnabled("offline")) and not push.is_transient(FileNotFoundError())
+
+
+def test_export_dir_that_is_a_file_is_one_line(run_copy, tmp_path, capsys):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    assert push_cli.main([str(run_copy), f"export_dir={notes / 'export'}"]) == 2
+    assert capsys.readouterr().err.strip() == (f"error: cannot export to {notes / 'export'}: {notes} is a file, not "
+                                               "a folder; choose another export_dir")
+    assert notes.read_text() == "mine" and not list(tmp_path.glob(".*"))
+
+
+def test_scrubbing_replaces_whole_paths_only(tmp_path):
+    cfg = RunConfig(model="/data", output_dir="/data/runs/x",
+                    data=DataConfig(name=None, train_file="/data/train.csv", validation_file="C:\\Users\\al\\v.csv"))
+    folder = tmp_path / "export"
+    folder.mkdir()
+    (folder / "README.md").write_text("see https://huggingface.co/datasets/glue and /datasets/x; trained on "
+                                      "/data/train.csv, /data/runs/x/model and /data\n")
+    (folder / "metrics.json").write_text(json.dumps({"source": "local files: /data/train.csv, C:\\Users\\al\\v.csv",
+                                                     "elsewhere": "/home/al/notes.txt", "relative": "data/t.csv"}))
+    (folder / "tokenizer.json").write_text(json.dumps({"vocab": {"/data": 1}}))
+    push.scrub_local_paths(folder, cfg, tmp_path / "run")
+    assert (folder / "README.md").read_text() == (
+        "see https://huggingface.co/datasets/glue and /datasets/x; trained on train.csv, x/model and data\n")
+    assert json.loads((folder / "metrics.json").read_text()) == {
+        "source": "local files: train.csv, v.csv", "elsewhere": "notes.txt", "relative": "data/t.csv"}
+    assert json.loads((folder / "tokenizer.json").read_text()) == {"vocab": {"/data": 1}}  # tokens are no paths

@@ -176,3 +176,70 @@ def test_help_piped_into_head_ends_quietly():
                           capture_output=True, text=True, timeout=120)
     assert done.stdout.count("\n") == 3
     assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
+
+
+def declared_requirements() -> tuple[set[str], dict[str, set[str]]]:
+    """pyproject.toml's dependencies and extras, as normalized distribution names."""
+    import re
+    from pathlib import Path
+
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+
+    def names(requirements: list[str]) -> set[str]:
+        return {re.split(r"[<>=!~;\[ ]", r, maxsplit=1)[0].lower().replace("_", "-") for r in requirements}
+
+    return names(project["dependencies"]), {extra: names(r) for extra, r in project["optional-dependencies"].items()}
+
+
+def imported_distributions() -> tuple[set[str], set[str]]:
+    """The distributions nlptransfer imports at module level (needed by any use) and inside functions (lazily).
+
+    An import in a `try` block with a fallback is neither: it is the fallback's business.
+    """
+    import ast
+    from importlib.metadata import packages_distributions
+    from pathlib import Path
+
+    owners = packages_distributions()
+    eager, lazy = set(), set()
+    for path in (Path(__file__).parents[1] / "nlptransfer").rglob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        guarded = {id(node) for block in ast.walk(tree) if isinstance(block, ast.Try) for node in ast.walk(block)}
+        top_level = {id(node) for node in tree.body}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                modules = [node.module]
+            else:
+                continue
+            for module in modules:
+                top = module.split(".")[0]
+                if top in sys.stdlib_module_names or top == "nlptransfer" or id(node) in guarded:
+                    continue
+                for distribution in owners.get(top, [top]):
+                    (eager if id(node) in top_level else lazy).add(distribution.lower().replace("_", "-"))
+    return eager, lazy
+
+
+def test_every_imported_package_is_declared():
+    dependencies, extras = declared_requirements()
+    eager, lazy = imported_distributions()
+    assert {"huggingface-hub", "safetensors", "numpy"} <= eager  # imported by the library itself, not only by deps
+    assert eager - dependencies == set()
+    assert lazy - dependencies - set().union(*extras.values()) == set()
+
+
+def test_optional_trackers_are_extras_and_tested_ones_are_in_the_test_extra():
+    dependencies, extras = declared_requirements()
+    assert "tensorboard" not in dependencies and "tensorboard" in extras["tensorboard"]
+    assert "tensorboard" in extras["test"]  # tests/test_tracking.py reads its event files
+
+
+def test_torch_floor_is_what_fused_adamw_on_cpu_needs():
+    from pathlib import Path
+
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    assert "torch>=2.4,<3" in project["dependencies"]

@@ -22,13 +22,6 @@ fork = pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(),
 both_lock_kinds = pytest.mark.parametrize("flock", [True, False], ids=["flock", "pid-only"])
 
 
-@pytest.fixture(autouse=True)
-def propagating_logger(monkeypatch):
-    """A run earlier in the session stops the nlptransfer logger from propagating (its own handlers);
-    caplog listens at the root."""
-    monkeypatch.setattr(logging.getLogger("nlptransfer"), "propagate", True)
-
-
 def use_lock_kind(monkeypatch, flock: bool) -> None:
     """pid-only: as where flock is unsupported (Windows, some network filesystems); forked racers inherit it."""
     if not flock:

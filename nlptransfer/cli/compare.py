@@ -4,8 +4,9 @@
 
 Every strategy runs the recipe with the same config (data, seed, epochs; each its own default
 learning rate unless train.lr is set), by default in a process of its own so that its peak memory
-is its own. The comparison folder gets `report.md` (a table: held-out metric, trainable parameters,
-training time, peak memory, model size on disk; and which strategy wins on which criterion),
+is its own. The comparison folder gets `report.md` (a table: held-out metric with its 95% interval, trainable
+parameters, training time, peak memory, model size on disk; and which strategy wins on which criterion,
+with the metric's win marked not significant when the test split is too small to tell),
 `comparison.csv`, two plots (`metric_vs_params.png`, `metric_vs_time.png`) and one run folder per
 strategy. With `pretrain.mlm=true` (or `recipe=adapt`) the encoder is adapted once and every
 strategy runs from the adapted and from the original checkpoint, which shows what adaptation gains.
@@ -18,6 +19,7 @@ import dataclasses
 import io
 import json
 import logging
+import math
 import os
 import subprocess
 import sys
@@ -119,8 +121,7 @@ def compare(recipe: str, cfg: RunConfig | None = None, strategies: list[str] | s
     strategies = registry.names() if strategies is None else strategies
     strategies = strategy_list(strategies) if isinstance(strategies, str) else list(strategies)
     out = Path(output_dir or f"runs/compare-{cfg.recipe}-{datetime.now():%Y%m%d-%H%M%S}")
-    if (out / "report.md").exists() and not overwrite:
-        raise ConfigError(f"{out} already holds a comparison; choose another output_dir or pass overwrite=true")
+    check_output_dir(out, "comparison", overwrite)
     for strategy in strategies:  # a bad combination fails now, not after the first strategies trained
         validate(only_own_sections(dataclasses.replace(cfg, strategy=strategy)))
     out.mkdir(parents=True, exist_ok=True)
@@ -136,6 +137,15 @@ def compare(recipe: str, cfg: RunConfig | None = None, strategies: list[str] | s
         entry.metrics = json.loads((Path(entry.cfg.output_dir) / "metrics.json").read_text(encoding="utf-8"))
     write_report(trained, cfg, out)
     return trained
+
+
+def check_output_dir(out: Path, kind: str, overwrite: bool) -> None:
+    """Refuse a file (or a folder under a file) as the output folder, and a finished `kind` without overwrite."""
+    blocking = next((path for path in (out, *out.absolute().parents) if path.is_file()), None)
+    if blocking is not None:
+        raise ConfigError(f"output_dir={out}: {blocking} is a file, not a folder; choose another output_dir")
+    if (out / "report.md").exists() and not overwrite:
+        raise ConfigError(f"{out} already holds a {kind}; choose another output_dir or pass overwrite=true")
 
 
 def run_in_process_of_its_own(recipe: str, entry: Entry, out: Path) -> tuple[float, float]:
@@ -182,19 +192,53 @@ def rows(trained: list[Entry], metric: str) -> list[dict]:
             "train_seconds": m["timing"]["train_seconds"],
             "peak_rss_mb": entry.peak_rss_mb, "model_mb": folder_mb(run_dir / "model"),
             "adapter_mb": folder_mb(run_dir / "adapter"), "best_epoch": m["timing"].get("best_epoch"),
+            "test_examples": test_size(m),
         })
     return table
+
+
+def test_size(metrics: dict) -> int | None:
+    """Examples (NER: sentences) in the run's test split, from metrics.json's `data`."""
+    data = metrics.get("data") or {}
+    return (data.get("examples") or data.get("sentences") or {}).get("test")
+
+
+Z95 = 1.959964
+"""The normal quantile of a two-sided 95% interval."""
+
+
+def wilson_interval(score: float, n: int | None, z: float = Z95) -> tuple[float, float]:
+    """The Wilson score interval of a proportion `score` measured on `n` examples (95% by default).
+
+    Unlike the normal interval it stays inside [0, 1] and is not empty at 0 or 1. For macro-F1 or entity F1
+    (not proportions) it is an approximation. Without a size: (0, 1), nothing is known.
+    """
+    if not n:
+        return 0.0, 1.0
+    denominator = 1 + z * z / n
+    center = (score + z * z / (2 * n)) / denominator
+    half = z / denominator * math.sqrt(max(score * (1 - score), 0.0) / n + z * z / (4 * n * n))
+    return max(0.0, center - half), min(1.0, center + half)
+
+
+def significantly_better(best: dict, other: dict, metric: str, z: float = Z95) -> bool:
+    """Whether `best` beats `other` by more than chance on test splits of their sizes: a two-proportion z-test
+    (unpaired: conservative for two models scored on the same examples)."""
+    n1, n2 = best["test_examples"], other["test_examples"]
+    if not n1 or not n2:
+        return False
+    pooled = (best[metric] * n1 + other[metric] * n2) / (n1 + n2)
+    spread = math.sqrt(max(pooled * (1 - pooled), 0.0) * (1 / n1 + 1 / n2))
+    return best[metric] - other[metric] > z * spread
 
 
 def winners(table: list[dict], metric: str) -> list[str]:
     """Which variant wins on which criterion, in sentences."""
     ship = lambda row: row["adapter_mb"] if row["adapter_mb"] is not None else row["model_mb"]
-    best = max(table, key=lambda row: row[metric])
-    tied = ", ".join(f"`{row['strategy']}`" for row in table if row[metric] == best[metric])
     fastest = min(table, key=lambda row: row["cpu_seconds"])
     smallest = min(table, key=ship)
     fewest = min(table, key=lambda row: row["trainable_params"])
-    lines = [f"- **{metric}**: {tied} ({best[metric]:.4f} on the test split)",
+    lines = [metric_winner(table, metric),
              f"- **speed**: `{fastest['strategy']}` ({fastest['cpu_seconds']:.0f} CPU seconds for the whole run)",
              f"- **size**: `{smallest['strategy']}` ({ship(smallest):.1f} MB to ship: the LoRA adapter where "
              "there is one, else the model folder)",
@@ -210,6 +254,34 @@ def winners(table: list[dict], metric: str) -> list[str]:
             lines.append(f"- **domain-adaptive pretraining** with `{base['strategy']}`: {metric} "
                          f"{base[metric]:.4f} -> {row[metric]:.4f} ({row[metric] - base[metric]:+.4f})")
     return lines
+
+
+def metric_winner(table: list[dict], metric: str) -> str:
+    """The best variant on the held-out metric with its 95% interval, and whether it beats the runner-up by more
+    than the test split's size can tell."""
+    best = max(table, key=lambda row: row[metric])
+    tied = ", ".join(f"`{row['strategy']}`" for row in table if row[metric] == best[metric])
+    n = best.get("test_examples")
+    if not n:
+        return f"- **{metric}**: {tied} ({best[metric]:.4f} on the test split)"
+    low, high = wilson_interval(best[metric], n)
+    line = f"- **{metric}**: {tied} ({best[metric]:.4f} on {n:,} test examples, 95% interval {low:.3f}-{high:.3f})"
+    others = [row for row in table if row[metric] < best[metric]]
+    if not others:
+        return line
+    runner_up = max(others, key=lambda row: row[metric])
+    if significantly_better(best, runner_up, metric):
+        return line + f"; ahead of `{runner_up['strategy']}` ({runner_up[metric]:.4f}) by more than the uncertainty"
+    return line + (f"; not significant: `{runner_up['strategy']}` ({runner_up[metric]:.4f}) is within the "
+                   "uncertainty, a larger test split would tell them apart")
+
+
+def with_interval(score: float | None, n: int | None) -> str | float | None:
+    """A held-out score with its 95% interval, as the report's table shows it."""
+    if score is None or not n:
+        return score
+    low, high = wilson_interval(score, n)
+    return f"{score:.4f} ({low:.3f}-{high:.3f})"
 
 
 def markdown_table(headers: list[str], body: list[list]) -> list[str]:
@@ -246,16 +318,19 @@ def write_report(trained: list[Entry], cfg: RunConfig, out: Path) -> None:
     plot(table, metric, "cpu_seconds", "CPU time of the run (s)", out / "metric_vs_time.png", log_x=False)
     data = trained[0].metrics.get("data", {})
     examples = data.get("examples") or data.get("sentences") or {}
-    headers = ["strategy", f"test {metric}", "macro-F1", "trainable params", "CPU time (s)", "wall time (s)",
-               "train loop (s)", "peak RSS (MB)", "model on disk (MB)", "adapter (MB)"]
-    body = [[row["strategy"], row[metric], row["macro_f1"], row["trainable_params"], row["cpu_seconds"],
-             row["run_seconds"], row["train_seconds"], row["peak_rss_mb"], row["model_mb"], row["adapter_mb"]]
+    headers = ["strategy", f"test {metric} (95% interval)", "macro-F1", "trainable params", "CPU time (s)",
+               "wall time (s)", "train loop (s)", "peak RSS (MB)", "model on disk (MB)", "adapter (MB)"]
+    body = [[row["strategy"], with_interval(row[metric], row["test_examples"]), row["macro_f1"],
+             row["trainable_params"], row["cpu_seconds"], row["run_seconds"], row["train_seconds"],
+             row["peak_rss_mb"], row["model_mb"], row["adapter_mb"]]
             for row in table]
     lines = [f"# Transfer methods compared: recipe `{cfg.recipe}`", "",
              f"Model `{cfg.model}`; data: {data.get('source', '?')}; "
              + ", ".join(f"{n} {split}" for split, n in examples.items())
              + f"; the same splits and seed ({cfg.seed}) for every strategy, {cfg.train.epochs} epochs, "
-             f"max length {cfg.data.max_length}. Test metrics on the held-out test split. CPU and wall time: the whole "
+             f"max length {cfg.data.max_length}. Test metrics on the held-out test split, with the 95% Wilson interval "
+             f"of {metric} for that many test examples (approximate for F1 scores): differences inside it are "
+             "noise. CPU and wall time: the whole "
              "run (data, training with frozen's feature extraction, evaluation); wall time grows with other jobs on "
              "the machine, CPU time hardly; train loop: the epochs' wall time alone. Peak RSS: the run's process "
              "(n/a when not run in a process of its own).",

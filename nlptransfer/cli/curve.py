@@ -25,7 +25,7 @@ from pathlib import Path
 from ..api import load_recipe
 from ..config import RunConfig, to_yaml, validate
 from ..errors import ConfigError
-from .compare import markdown_table, parse_tool_command, write_csv
+from .compare import check_output_dir, markdown_table, parse_tool_command, write_csv
 from .run import run_command
 
 logger = logging.getLogger("nlptransfer")
@@ -161,8 +161,7 @@ def curve(recipe: str, cfg: RunConfig | None = None, sizes: str = "50,200,1000,a
     if seeds < 1:
         raise ConfigError("seeds must be at least 1")
     out = Path(output_dir or f"runs/curve-{cfg.recipe}-{datetime.now():%Y%m%d-%H%M%S}")
-    if (out / "report.md").exists() and not overwrite:
-        raise ConfigError(f"{out} already holds a curve; choose another output_dir or pass overwrite=true")
+    check_output_dir(out, "curve", overwrite)
     if cfg.pretrain.mlm:  # adapt the encoder once; every pretrained point starts from it
         from ..adapt import adapted_config, default_folder
 
@@ -188,12 +187,12 @@ def curve(recipe: str, cfg: RunConfig | None = None, sizes: str = "50,200,1000,a
 
 
 def summary(table: list[dict], metric: str) -> list[dict]:
-    """Mean, standard deviation, min and max of the metric per model and size."""
+    """Mean, standard deviation (None for a single run: it has none), min and max of the metric per model and size."""
     groups: dict[tuple[str, int], list[float]] = {}
     for row in table:
         groups.setdefault((row["model"], row["size"]), []).append(row[metric])
     return [{"model": model, "size": size, "runs": len(values), "mean": statistics.fmean(values),
-             "std": statistics.stdev(values) if len(values) > 1 else 0.0, "min": min(values), "max": max(values)}
+             "std": statistics.stdev(values) if len(values) > 1 else None, "min": min(values), "max": max(values)}
             for (model, size), values in sorted(groups.items())]
 
 
@@ -222,7 +221,8 @@ def write_report(table: list[dict], cfg: RunConfig, metric: str, out: Path, avai
     write_csv(out / "curve.csv", table)
     points = summary(table, metric)
     plot(points, table, metric, out / "curve.png")
-    body = [[p["model"], p["size"], p["runs"], p["mean"], p["std"], p["min"], p["max"]] for p in points]
+    body = [[p["model"], p["size"], p["runs"], p["mean"], "n=1" if p["std"] is None else p["std"], p["min"], p["max"]]
+            for p in points]
     lines = [f"# Learning curve: recipe `{cfg.recipe}`, model `{cfg.model}`", "",
              f"Test {metric} on the same held-out test split ({held_out['test']:,} examples; "
              f"{held_out['validation']:,} validation examples pick the best epoch) for every point; each point "

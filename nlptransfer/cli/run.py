@@ -4,6 +4,8 @@
 Flags: `--help` (recipes, or every option of a recipe), `--debug` (tracebacks), `--quiet` (warnings
 and errors only, no progress bars), `--verbose` (nlptransfer's DEBUG lines, such as the whole resolved
 config, and the libraries' own warnings and messages, which are hidden by default).
+Progress bars are drawn on a terminal only; redirected output (`2> run.log`, CI) gets a plain line per
+tenth of the training instead, and `TQDM_DISABLE=1` hides the bars anywhere.
 Errors a user can fix print one line on stderr and exit with code 2.
 """
 
@@ -78,7 +80,8 @@ def parse_options(options: T, overrides: list[str], verbatim: tuple[str, ...] = 
 
 
 def configure_console(quiet: bool = False, verbose: bool = False) -> None:
-    """What a run prints: by default nlptransfer's INFO lines and progress bars, without library chatter;
+    """What a run prints: by default nlptransfer's INFO lines and progress bars (on a terminal; plain progress
+    lines otherwise), without library chatter;
     `quiet`: warnings and errors only, no bars; `verbose`: nlptransfer's DEBUG lines and the libraries' own
     warnings and messages too."""
     console.set_console(logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO, libraries=verbose)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from .. import catalog
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..options import DataConfig
 
 logger = logging.getLogger(__name__)
@@ -52,6 +53,8 @@ class ClassificationData:
     source: str
     """Where the data came from, for logs and the model card."""
     multilabel: bool = False
+    dropped_repeats: dict[str, int] = field(default_factory=dict)
+    """Held-out examples dropped per split because they repeat a training (or, for validation, a test) text."""
 
 
 def _read_json(path: Path, encoding: str) -> pd.DataFrame:
@@ -65,8 +68,7 @@ def _read_json(path: Path, encoding: str) -> pd.DataFrame:
 def read_table(path: str | Path, encoding: str = "utf-8") -> pd.DataFrame:
     """Read a csv, tsv, json, jsonl or parquet file into a DataFrame."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"data file not found: {path}; check the path (data.train_file=...)")
+    check_file(path)
     reader = READERS.get(path.suffix.lower())
     if reader is None:
         raise DataError(
@@ -84,10 +86,77 @@ def read_table(path: str | Path, encoding: str = "utf-8") -> pd.DataFrame:
     except pd.errors.EmptyDataError:
         raise DataError(f"{path} is empty; give a file with a header and rows") from None
     except (ValueError, pd.errors.ParserError) as e:
-        raise DataError(f"cannot parse {path}: {str(e).splitlines()[0]}; fix the file's format") from None
+        fix = separator_hint(path, first_line(path, encoding)) or "fix the file's format"
+        raise DataError(f"cannot parse {path}: {str(e).splitlines()[0]}; {fix}") from None
+    except OSError as e:
+        raise DataError(unreadable(path, e)) from None
     if frame.empty:
         raise DataError(f"{path} has no rows; give a file with data")
+    if len(frame.columns) == 1 and (hint := separator_hint(path, str(frame.columns[0]))):
+        raise DataError(f"{path} has a single column {str(frame.columns[0])!r}: {hint}")
+    check_unique_header(frame, path, encoding)
     return frame
+
+
+def check_file(path: Path) -> None:
+    """Refuse a path that is not a file, or that this user may not look into."""
+    try:
+        found = path.is_file()
+    except OSError as e:  # a folder on the way that this user may not enter
+        raise DataError(unreadable(path, e)) from None
+    if not found:
+        raise DataError(f"data file not found: {path}; check the path (data.train_file=...)")
+
+
+def unreadable(path: Path, error: OSError) -> str:
+    """The message for a file that exists but cannot be read (permissions, a vanished mount)."""
+    if isinstance(error, PermissionError):
+        return (f"cannot read {path}: permission denied; make it readable for this user (chmod a+r {path}, and a+x "
+                "on its folders) or copy it")
+    return f"cannot read {path}: {error.strerror or error}; check the file and the disk it is on"
+
+
+def first_line(path: Path, encoding: str) -> str:
+    try:
+        with path.open(encoding=encoding, errors="replace") as file:
+            return file.readline()
+    except (OSError, LookupError):
+        return ""
+
+
+TABLE_SEPARATORS = {".csv": ",", ".tsv": "\t"}
+SEPARATOR_NAMES = {",": "comma", "\t": "tab", ";": "semicolon"}
+
+
+def separator_hint(path: Path, header: str) -> str | None:
+    """How to fix a table whose header holds another separator than its suffix says, if it does."""
+    expected = TABLE_SEPARATORS.get(path.suffix.lower())
+    if expected is None or expected in header:
+        return None
+    for separator, name in SEPARATOR_NAMES.items():
+        if separator in header:
+            suffix = next((s for s, sep in TABLE_SEPARATORS.items() if sep == separator), None)
+            fix = (f"rename it {path.stem}{suffix}" if suffix
+                   else "save it comma-separated (.csv) or tab-separated (.tsv)")
+            return f"it looks {name}-separated, not {SEPARATOR_NAMES[expected]}-separated as {path.suffix} says; {fix}"
+    return None
+
+
+MANGLED = re.compile(r"^(.*)\.(\d+)$")
+
+
+def check_unique_header(frame: pd.DataFrame, path: Path, encoding: str) -> None:
+    """Refuse a csv/tsv header that names a column twice: pandas renames the second `label.1`, silently."""
+    names = [str(c) for c in frame.columns]
+    suspects = {m.group(1) for name in names if (m := MANGLED.match(name)) and m.group(1) in names}
+    separator = TABLE_SEPARATORS.get(path.suffix.lower())
+    if not suspects or separator is None:
+        return
+    header = pd.read_csv(path, sep=separator, header=None, nrows=1, encoding=encoding, dtype=str).iloc[0].tolist()
+    twice = sorted({name for name in header if header.count(name) > 1 and name in suspects})
+    if twice:
+        raise DataError(f"{path}: the header names column '{twice[0]}' {header.count(twice[0])} times, which is "
+                        "ambiguous; give each column its own name")
 
 
 def read_packaged(name: str) -> dict[str, pd.DataFrame]:
@@ -152,17 +221,67 @@ def read_source(cfg: DataConfig) -> tuple[dict[str, pd.DataFrame], dict[str, lis
     return frames, names, f"hub dataset '{cfg.name}'" + (f" ({cfg.config})" if cfg.config else "")
 
 
-def _columns(frame: pd.DataFrame, cfg: DataConfig, split: str) -> pd.DataFrame:
-    wanted = [cfg.text_column, cfg.label_column] + (
-        [cfg.text_pair_column] if cfg.text_pair_column else []
-    )
-    for option, column in zip(("text_column", "label_column", "text_pair_column"), wanted):
-        if column not in frame.columns:
+def check_distinct_columns(options: dict[str, str | None]) -> None:
+    """Refuse two data options naming one column: `data.text_column=label` would read the label as the text."""
+    seen: dict[str, str] = {}
+    for option, column in options.items():
+        if column is not None and column in seen:
+            raise ConfigError(f"data.{seen[column]} and data.{option} both name the column '{column}'; each needs "
+                              "a column of its own: point one of them at another column")
+        seen.setdefault(column, option)
+
+
+def preview(value, width: int = 40) -> str:
+    """A value shortened for a one-line message (repr: a newline inside stays on the line)."""
+    text = repr(value.tolist() if isinstance(value, np.ndarray) else value)
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
+LIST_LIKE = (list, tuple, set, np.ndarray)
+NOT_PLAIN = (*LIST_LIKE, dict)
+
+
+def first_not_plain(values: pd.Series):
+    if values.dtype != object:
+        return None
+    return next((v for v in values if isinstance(v, NOT_PLAIN)), None)
+
+
+def kind(value) -> str:
+    return "dicts" if isinstance(value, dict) else "lists"
+
+
+def check_plain_values(frame: pd.DataFrame, cfg: DataConfig, split: str, multilabel: bool) -> None:
+    """Refuse texts that are not strings and labels that are not single values (or label lists for multilabel)."""
+    for option, column in (("text_column", cfg.text_column), ("text_pair_column", cfg.text_pair_column)):
+        if column and (value := first_not_plain(frame[column])) is not None:
+            raise DataError(f"the {split} data's column '{column}' (data.{option}) holds {kind(value)} like "
+                            f"{preview(value)}, not texts; give one string per example (lists of words with their tags "
+                            "are for task=token-classification)")
+    value = first_not_plain(frame[cfg.label_column])
+    if value is None or (multilabel and not isinstance(value, dict)):
+        return
+    fix = ("give one string or integer label per example" if isinstance(value, dict) or multilabel
+           else "for several labels per example use task=multilabel")
+    raise DataError(f"the {split} data's column '{cfg.label_column}' (data.label_column) holds {kind(value)} like "
+                    f"{preview(value)}, not single labels; {fix}")
+
+
+def _columns(frame: pd.DataFrame, cfg: DataConfig, split: str, multilabel: bool = False) -> pd.DataFrame:
+    options = {"text_column": cfg.text_column, "label_column": cfg.label_column,
+               "text_pair_column": cfg.text_pair_column}
+    check_distinct_columns(options)
+    for option, column in options.items():
+        if column is not None and column not in frame.columns:
             raise DataError(
                 f"{split} data has no column '{column}' (data.{option}); "
                 f"columns found: {', '.join(map(str, frame.columns))}"
             )
-    frame = frame[wanted]
+        if column is not None and (copies := int((frame.columns == column).sum())) > 1:
+            raise DataError(f"the {split} data has {copies} columns named '{column}' (data.{option}), which is "
+                            "ambiguous; give each column its own name")
+    frame = frame[[column for column in options.values() if column is not None]]
+    check_plain_values(frame, cfg, split, multilabel)
     kept = frame.dropna()
     kept = kept[kept[cfg.text_column].astype(str).str.strip() != ""]
     if len(kept) < len(frame):
@@ -176,31 +295,66 @@ def _columns(frame: pd.DataFrame, cfg: DataConfig, split: str) -> pd.DataFrame:
 
 def label_lists(frame: pd.DataFrame, cfg: DataConfig, split: str) -> pd.DataFrame:
     """Multi-label cells as tuples of label strings: JSON lists, `data.label_separator`-joined text, or one label."""
-    rows = []
+    rows, text_rows = [], []
     for i, (text, value) in enumerate(zip(frame[cfg.text_column], frame[cfg.label_column])):
         if isinstance(value, str) and value.strip().startswith("[") and not cfg.label_separator:
             try:
                 value = json.loads(value)
             except ValueError:
                 pass
-        if isinstance(value, list | tuple | np.ndarray):
-            items = [str(v).strip() for v in value]
+        if isinstance(value, LIST_LIKE):
+            values = sorted(value, key=str) if isinstance(value, set) else list(value)
+            if (nested := next((v for v in values if isinstance(v, NOT_PLAIN)), None)) is not None:
+                raise DataError(f"{split} example {i + 1} ({preview(text)}) has {preview(nested)} in its label list; "
+                                "give each label as a string or an integer")
+            items = [str(v).strip() for v in values if not pd.isna(v)]  # a null in a list is no label
         elif isinstance(value, str) and cfg.label_separator:
             items = [v.strip() for v in value.split(cfg.label_separator)]
         else:
             items = [str(value).strip()]
         items = [item for item in dict.fromkeys(items) if item]
         if not items:
-            raise DataError(f"{split} example {i + 1} ('{str(text)[:40]}') has an empty label list; give every "
+            raise DataError(f"{split} example {i + 1} ({preview(text)}) has an empty label list; give every "
                             "example at least one label or drop it")
         rows.append(tuple(items))
+        if not isinstance(value, LIST_LIKE):
+            text_rows.append(rows[-1])
+    check_joined_labels(text_rows, rows, cfg, split)
     return frame.assign(**{cfg.label_column: rows})
+
+
+LABEL_SEPARATORS = ("|", ";", ",")
+
+
+def check_joined_labels(text_rows: list[tuple[str, ...]], rows: list[tuple[str, ...]], cfg: DataConfig,
+                        split: str) -> None:
+    """Refuse label cells that look like several labels joined by a separator `data.label_separator` does not name.
+
+    A separator counts when it is inside most cells, or when the parts it joins are labels of other cells.
+    """
+    named = set(map(str, cfg.label_names or ()))  # a configured name is a label, whatever it holds
+    singles = {label for row in rows for label in row} | named
+    for separator in (s for s in LABEL_SEPARATORS if s != cfg.label_separator):
+        joined = {label for row in text_rows for label in row if label not in named
+                  and separator in label and all(part.strip() for part in label.split(separator))}
+        if not joined:
+            continue
+        parts = {part.strip() for label in joined for part in label.split(separator)}
+        cells = [row for row in text_rows if joined & set(row)]
+        if 2 * len(cells) > len(text_rows) or parts <= singles - joined:
+            example = next(label for label in cells[0] if label in joined)
+            configured = (f" (data.label_separator={cfg.label_separator!r} does not split them)"
+                          if cfg.label_separator else "")
+            raise DataError(f"{len(cells)} of {len(text_rows)} {split} label cells of '{cfg.label_column}' look like "
+                            f"several labels joined by '{separator}' (e.g. {preview(example)}){configured}; pass "
+                            f"data.label_separator='{separator}' to split them, or give each cell as a JSON list")
 
 
 def strata(labels: pd.Series) -> pd.Series:
     """What a split is stratified on: the label, or for multi-label rows their rarest label."""
     if not len(labels) or not isinstance(labels.iloc[0], tuple):
-        return labels
+        # labels of mixed types (2 and "x" from JSON) cannot be sorted; they are labels by their text
+        return labels.map(str) if labels.map(type).nunique() > 1 else labels
     counts = pd.Series([label for row in labels for label in row]).value_counts()
     return labels.map(lambda row: min(row, key=lambda label: (counts[label], label)))
 
@@ -211,10 +365,17 @@ def label_names_for(train_labels: pd.Series, cfg: DataConfig, class_names: list[
         return list(cfg.label_names)
     if class_names:
         return list(class_names)
-    values = train_labels.tolist()
+    values = {str(v): v for v in label_set(train_labels)}
+    numbers = all(isinstance(v, int | float | np.number) and not isinstance(v, bool) for v in values.values())
+    return sorted(values, key=values.get) if numbers else sorted(values)  # 2 before 10; mixed types by their text
+
+
+def label_set(labels: pd.Series) -> set:
+    """The labels present: the values, or for multi-label rows every label of every row."""
+    values = labels.tolist()
     if values and isinstance(values[0], tuple):
-        values = [label for row in values for label in row]
-    return [str(v) for v in sorted(set(values))]
+        return {label for row in values for label in row}
+    return set(values)
 
 
 def encode_labels(labels: pd.Series, label_names: list[str], split: str, class_names: bool) -> list[int]:
@@ -279,30 +440,83 @@ def make_splits(frames: dict[str, pd.DataFrame], cfg: DataConfig, seed: int) -> 
               "test": cfg.max_test_samples}
     for split, limit in limits.items():
         if limit is not None and len(frames[split]) > limit:
-            frames[split], _ = _stratified_split(frames[split], len(frames[split]) - limit,
-                                                 cfg.label_column, seed)
-    return {split: frames[split].reset_index(drop=True) for split in SPLITS}
-
-
-def drop_shared_texts(frames: dict[str, pd.DataFrame], cfg: DataConfig) -> dict[str, pd.DataFrame]:
-    """Count held-out examples whose text (and pair) also occurs in training; drop them unless told not to.
-
-    An exact duplicate of a training text in the test split measures memory, not generalization.
-    """
-    columns = [cfg.text_column] + ([cfg.text_pair_column] if cfg.text_pair_column else [])
-    seen = set(frames["train"][columns].astype(str).itertuples(index=False, name=None))
-    frames = dict(frames)
-    for split in ("validation", "test"):
-        shared = frames[split][columns].astype(str).apply(tuple, axis=1).isin(seen)
-        if shared.any():
-            action = "dropped" if cfg.dedup_across_splits else "kept (data.dedup_across_splits=false)"
-            logger.info("%d %s examples repeat a training text exactly: %s", int(shared.sum()), split, action)
-            if cfg.dedup_across_splits and shared.all():
-                raise DataError(f"every {split} example also occurs in training; give held-out data that "
-                                "differs from the training data, or set data.dedup_across_splits=false")
-            if cfg.dedup_across_splits:
-                frames[split] = frames[split][~shared].reset_index(drop=True)
+            frames[split], _ = _stratified_split(frames[split], len(frames[split]) - limit, cfg.label_column, seed)
+    frames = {split: frames[split].reset_index(drop=True) for split in SPLITS}
+    labels = {split: label_set(frame[cfg.label_column]) for split, frame in frames.items()}
+    check_sample_keeps_labels(label_set(train[cfg.label_column]), labels, cfg.max_train_samples, "example of")
     return frames
+
+
+def check_sample_keeps_labels(labels: set, present: dict[str, set], limit: int | None, unit: str) -> None:
+    """Refuse a `data.max_train_samples` sample that lost labels the held-out splits have: they could not be learned.
+
+    `labels` are those of the whole training split, `present` those of each split after sampling.
+    """
+    lost = sorted(map(str, (labels - present["train"]) & (present["validation"] | present["test"])))
+    if limit is not None and lost:
+        raise DataError(f"the training data is too small: data.max_train_samples={limit} keeps no {unit} "
+                        f"{', '.join(lost[:5])}{' ...' if len(lost) > 5 else ''}, which the held-out splits have; "
+                        f"raise data.max_train_samples (at least {len(labels)}) or leave it unset")
+
+
+def dedup_key(*texts) -> tuple[str, ...]:
+    """What two examples share when they repeat each other: their texts stripped, white space collapsed, casefolded.
+
+    Copies that differ only so tokenize alike for an uncased model, and nearly so for a cased one.
+    """
+    return tuple(" ".join(str(text).split()).casefold() for text in texts)
+
+
+def repeats(keys: dict[str, list]) -> dict[str, list[str | None]]:
+    """Per held-out example, the split it repeats, if any: test against training; validation against training,
+    then test (the test split is kept whole: it is what the run reports)."""
+    train, test = set(keys["train"]), set(keys["test"])
+    return {"test": ["training" if key in train else None for key in keys["test"]],
+            "validation": ["training" if key in train else "test" if key in test else None
+                           for key in keys["validation"]]}
+
+
+def drop_repeats(keys: dict[str, list], cfg: DataConfig, unit: str) -> tuple[dict[str, list[bool]], dict[str, int]]:
+    """Which examples each split keeps, and how many it drops, once held-out repeats are counted (and logged).
+
+    A held-out example that repeats a training one measures memory, not generalization; a validation
+    example that repeats a test one lets the choice of the best epoch peek at the test split.
+    `data.dedup_across_splits=false` counts them and keeps them. `unit` names an example ("text").
+    """
+    keep = {"train": [True] * len(keys["train"])}
+    dropped = {"train": 0}
+    for split, found in repeats(keys).items():
+        for source in ("training", "test"):
+            if count := found.count(source):
+                action = "dropped" if cfg.dedup_across_splits else "kept (data.dedup_across_splits=false)"
+                logger.info("%d %s examples repeat a %s %s (ignoring case and white space): %s", count, split,
+                            source, unit, action)
+        if cfg.dedup_across_splits and found and None not in found:
+            raise DataError(all_repeats_message(split, found, dropped.get("test", 0), len(keys["test"])))
+        keep[split] = [source is None or not cfg.dedup_across_splits for source in found]
+        dropped[split] = keep[split].count(False)
+    return keep, {split: dropped[split] for split in SPLITS}
+
+
+def all_repeats_message(split: str, found: list[str], test_repeats: int, test_size: int) -> str:
+    """Why a held-out split would be empty; for validation, also how much of the test split repeats training."""
+    sources = " or ".join(sorted(set(found)))
+    also = (f", and {test_repeats} of the {test_size} test examples occur in training"
+            if split == "validation" and test_repeats else "")
+    return (f"every {split} example also occurs in {sources} (ignoring case and white space){also}; give {split} "
+            "data that differs from it, or set data.dedup_across_splits=false")
+
+
+def drop_shared_texts(frames: dict[str, pd.DataFrame], cfg: DataConfig) -> tuple[dict[str, pd.DataFrame],
+                                                                                 dict[str, int]]:
+    """Drop held-out examples whose text (and pair) repeats a training one, or a test one for validation
+    (see `drop_repeats`); returns the frames and the count dropped per split."""
+    columns = [cfg.text_column] + ([cfg.text_pair_column] if cfg.text_pair_column else [])
+    keys = {split: [dedup_key(*row) for row in frame[columns].itertuples(index=False, name=None)]
+            for split, frame in frames.items()}
+    keep, dropped = drop_repeats(keys, cfg, "text")
+    return {split: frame.loc[np.asarray(keep[split], dtype=bool)].reset_index(drop=True)
+            for split, frame in frames.items()}, dropped
 
 
 def load_classification(cfg: DataConfig, seed: int, multilabel: bool = False,
@@ -316,12 +530,12 @@ def load_classification(cfg: DataConfig, seed: int, multilabel: bool = False,
     raw, class_names, source = source or read_source(cfg)
     if "train" not in raw:
         raise DataError(f"the data has no 'train' split (found: {', '.join(raw)})")
-    frames = {split: _columns(frame, cfg, split) for split, frame in raw.items() if split in SPLITS}
+    frames = {split: _columns(frame, cfg, split, multilabel) for split, frame in raw.items() if split in SPLITS}
     if multilabel:
         frames = {split: label_lists(frame, cfg, split) for split, frame in frames.items()}
     if len(frames["train"]) < 3:
         raise DataError(f"the training data has {len(frames['train'])} usable rows; need more")
-    frames = drop_shared_texts(make_splits(frames, cfg, seed), cfg)
+    frames, dropped = drop_shared_texts(make_splits(frames, cfg, seed), cfg)
     label_names = label_names_for(frames["train"][cfg.label_column], cfg, class_names.get(cfg.label_column))
     splits = {}
     for split, frame in frames.items():
@@ -337,4 +551,5 @@ def load_classification(cfg: DataConfig, seed: int, multilabel: bool = False,
             "a classifier needs at least two"
         )
     report_missing_classes(splits, label_names)
-    return ClassificationData(label_names=label_names, source=source, multilabel=multilabel, **splits)
+    return ClassificationData(label_names=label_names, source=source, multilabel=multilabel, dropped_repeats=dropped,
+                              **splits)

@@ -11,12 +11,20 @@ import json
 import logging
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import catalog
 from ..errors import ConfigError, DataError
 from ..options import DataConfig
+from .classification import (
+    check_distinct_columns,
+    check_file,
+    check_sample_keeps_labels,
+    dedup_key,
+    drop_repeats,
+    unreadable,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +71,9 @@ class TokenData:
     """Where the data came from, for logs and metrics.json."""
     scheme: str
     """The tag scheme found in the data (IOB1, IOB2 or BIOES); training and scoring use IOB2."""
+    dropped_repeats: dict[str, int] = field(default_factory=dict)
+    """Held-out sentences dropped per split because their words repeat a training (or, for validation, a test)
+    sentence."""
 
     @property
     def entity_types(self) -> list[str]:
@@ -71,7 +82,7 @@ class TokenData:
 
 def check_tag(tag: str, where: str) -> str:
     if tag != "O" and not TAG.match(tag):
-        raise DataError(f"{where}: tag '{tag}' is not O or B-/I-/E-/S-TYPE (an IOB1, IOB2 or BIOES tag)")
+        raise DataError(f"{where}: tag {tag!r} is not O or B-/I-/E-/S-TYPE (an IOB1, IOB2 or BIOES tag)")
     return tag
 
 
@@ -96,10 +107,7 @@ def read_conll(path: str | Path, tag_column: int = -1) -> list[TaggedSentence]:
     Every line must have as many columns as the first one.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"data file not found: {path}; check the path (data.train_file=...)")
-    # utf-8-sig drops a BOM; text mode turns CRLF into LF.
-    lines = path.read_text(encoding="utf-8-sig", errors="replace").split("\n")
+    lines = read_text(path).split("\n")
     sentences, current, columns = [], [], 0  # current: (word, tag, line number) of the open sentence
     for number, line in enumerate(lines + [""], start=1):
         line = line.rstrip()
@@ -122,6 +130,15 @@ def read_conll(path: str | Path, tag_column: int = -1) -> list[TaggedSentence]:
     return sentences
 
 
+def read_text(path: Path) -> str:
+    """A file's text (utf-8-sig drops a BOM; text mode turns CRLF into LF); a one-line error if it cannot be read."""
+    check_file(path)
+    try:
+        return path.read_text(encoding="utf-8-sig", errors="replace")
+    except OSError as e:
+        raise DataError(unreadable(path, e)) from None
+
+
 def _check_columns(fields: list[str], tag_column: int, where: str) -> int:
     """The column count of a file, from its first token line; the tag column must exist and not be the word."""
     if len(fields) < 2:
@@ -135,7 +152,7 @@ def _check_columns(fields: list[str], tag_column: int, where: str) -> int:
 
 def _json_records(path: Path) -> list[tuple[int, object]]:
     """(line, record) pairs of a JSON array of objects or of a JSON-lines file."""
-    text = path.read_text(encoding="utf-8-sig", errors="replace")
+    text = read_text(path)
     start = SPACE.match(text).end()
     if text.startswith("[", start):
         try:
@@ -175,8 +192,7 @@ def read_tagged_json(path: str | Path, cfg: DataConfig) -> list[TaggedSentence]:
     Integer tags are ids into `data.label_names`.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"data file not found: {path}; check the path (data.train_file=...)")
+    check_distinct_columns({"tokens_column": cfg.tokens_column, "tags_column": cfg.tags_column})
     sentences = []
     for line, record in _json_records(path):
         where = f"{path}:{line}"
@@ -206,6 +222,7 @@ def read_tagged_hub(cfg: DataConfig) -> tuple[dict[str, list[TaggedSentence]], l
     """A hub dataset's splits as tagged sentences, and the names of its tags when they are a ClassLabel."""
     import datasets
 
+    check_distinct_columns({"tokens_column": cfg.tokens_column, "tags_column": cfg.tags_column})
     try:
         dataset = datasets.load_dataset(cfg.name, cfg.config)
     except Exception as e:  # the hub client raises many types for "not reachable"/"not found"
@@ -234,6 +251,7 @@ def tagged_frames(source: tuple, cfg: DataConfig) -> tuple[dict[str, list[Tagged
     """In-memory frames (a row per sentence: words in `data.tokens_column`, tags in `data.tags_column`) as
     tagged sentences."""
     frames, class_names, description = source
+    check_distinct_columns({"tokens_column": cfg.tokens_column, "tags_column": cfg.tags_column})
     names = class_names.get(cfg.tags_column) or cfg.label_names
     splits = {}
     for split, frame in frames.items():
@@ -243,12 +261,17 @@ def tagged_frames(source: tuple, cfg: DataConfig) -> tuple[dict[str, list[Tagged
                                 f"columns found: {', '.join(map(str, frame.columns))}")
         sentences = []
         for i, (words, tags) in enumerate(zip(frame[cfg.tokens_column], frame[cfg.tags_column])):
-            words, tags = list(words), list(tags)
-            if any(isinstance(tag, int) for tag in tags):
+            words, tags = as_list(words), as_list(tags)  # a string stays one: make_sentence refuses it
+            if isinstance(tags, list) and any(isinstance(tag, int) for tag in tags):
                 tags = _names_of_ids(tags, names, f"{split}[{i}]")
             sentences.append(make_sentence(words, tags, f"{split}[{i}]"))
         splits[split] = sentences
     return splits, names, description
+
+
+def as_list(values):
+    """Tuples, arrays and Series (a parquet or DataFrame cell) as lists; anything else unchanged."""
+    return values if isinstance(values, str | dict) or not hasattr(values, "__iter__") else list(values)
 
 
 def read_tagged_file(path: str | Path, cfg: DataConfig) -> list[TaggedSentence]:
@@ -341,7 +364,23 @@ def make_splits(splits: dict[str, list[TaggedSentence]], cfg: DataConfig, seed: 
             raise DataError(f"the {split} split is empty; give more data or change data.{split}_fraction")
         if limit is not None and len(splits[split]) > limit:
             splits[split] = _sample(splits[split], limit, rng)[1]
+    check_sample_keeps_labels(entity_types(train), {split: entity_types(splits[split]) for split in SPLITS},
+                              cfg.max_train_samples, "sentence with entities of type")
     return {split: TokenSplit(splits[split]) for split in SPLITS}
+
+
+def entity_types(sentences: list[TaggedSentence]) -> set[str]:
+    return {tag[2:] for sentence in sentences for tag in sentence.tags if tag != "O"}
+
+
+def drop_repeated_sentences(splits: dict[str, TokenSplit], cfg: DataConfig) -> tuple[dict[str, TokenSplit],
+                                                                                    dict[str, int]]:
+    """Drop held-out sentences whose words repeat a training sentence's, or a test one's for validation, as
+    classification drops repeated texts (see `classification.drop_repeats`); returns the count dropped per split."""
+    keys = {split: [dedup_key(" ".join(words)) for words in data.words] for split, data in splits.items()}
+    keep, dropped = drop_repeats(keys, cfg, "sentence")
+    return {split: TokenSplit([s for s, kept in zip(data.sentences, keep[split]) if kept])
+            for split, data in splits.items()}, dropped
 
 
 def label_names_for(train: TokenSplit, cfg: DataConfig, class_names: list[str] | None) -> list[str]:
@@ -390,8 +429,13 @@ def load_token_classification(cfg: DataConfig, seed: int, source: tuple | None =
         sentence.tags = iob2
     if scheme == "IOB2" and repaired:
         logger.warning("%d entities started with I- instead of B- (invalid IOB2); they were read as B-", repaired)
-    splits = make_splits(raw, cfg, seed)
+    splits, dropped = drop_repeated_sentences(make_splits(raw, cfg, seed), cfg)
+    if not entity_types(splits["train"].sentences):
+        first = splits["train"].sentences[0].where
+        raise DataError(f"no entity tags in the training data: all {len(splits['train'])} sentences are tagged O "
+                        f"only (the first at {first}); a tagger needs entities to learn: check the tag column "
+                        "(data.conll_tag_column, data.tags_column) or the data")
     label_names = label_names_for(splits["train"], cfg, class_names)
     for split, data in splits.items():
         check_known_tags(split, data, label_names)
-    return TokenData(label_names=label_names, source=source, scheme=scheme, **splits)
+    return TokenData(label_names=label_names, source=source, scheme=scheme, dropped_repeats=dropped, **splits)

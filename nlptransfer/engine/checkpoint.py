@@ -6,7 +6,9 @@ states and the loop state (epoch, batches done in the epoch, counters, history, 
 It is written to a hidden temporary folder, every file is fsynced, a manifest `COMPLETE.json`
 with each file's size and SHA-256 is written last, and only then is the folder renamed into
 place. A folder without a valid manifest, or whose files no longer match it, is never loaded.
-Old checkpoints are deleted only after a newer one is complete.
+Old checkpoints are deleted only after a newer one is complete. A write that fails (a full disk) or is
+interrupted (Ctrl-C) removes its temporary folder; a full disk is a one-line `CheckpointError` with the
+space needed, and the last complete checkpoint stays for `resume=auto`.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from torch import nn
 
 from ..errors import CheckpointError
 from ..options import CheckpointConfig
-from ..outputs.files import readable_as_umask_says
+from ..outputs.files import folder_bytes, is_disk_full, no_space_message, readable_as_umask_says
 from .state import LoopState
 
 logger = logging.getLogger("nlptransfer")
@@ -121,7 +123,10 @@ class Checkpoints:
     # -- saving -------------------------------------------------------------------------------
 
     def save(self, model, optimizer, scheduler, state: LoopState) -> Path:
-        """Write a complete checkpoint of the current step; rotate old ones afterwards."""
+        """Write a complete checkpoint of the current step; rotate old ones afterwards.
+
+        A failed or interrupted write leaves nothing behind but the checkpoints that were complete before.
+        """
         accelerator = self.accelerator
         final = self.folder / f"step-{state.optimizer_steps:07d}"
         staging = self.folder / f".tmp-step-{state.optimizer_steps:07d}"
@@ -129,32 +134,65 @@ class Checkpoints:
         check_finite(weights)
         every_rng = gather_object([rng_states()])  # the main process writes all (no shared disk needed)
         if accelerator.is_main_process:
-            shutil.rmtree(staging, ignore_errors=True)
-            staging.mkdir(parents=True)
-            for index, states in enumerate(every_rng):
-                torch.save(states, staging / f"rng-{index}.pt")
-            save_file(weights, str(staging / "weights.safetensors"))
-            torch.save(optimizer.state_dict(), staging / "optimizer.pt")
-            torch.save(scheduler.state_dict(), staging / "scheduler.pt")
-            if accelerator.scaler is not None:
-                torch.save(accelerator.scaler.state_dict(), staging / "scaler.pt")
-            (staging / "state.json").write_text(json.dumps(
-                {"loop": asdict(state), "fingerprint": self.fingerprint}, indent=1), encoding="utf-8")
-            readable_as_umask_says(staging)
-            manifest = {}
-            for path in sorted(staging.iterdir()):
-                _fsync_file(path)
-                manifest[path.name] = {"size": path.stat().st_size, "sha256": _sha256(path)}
-            (staging / MARKER).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
-            _fsync_file(staging / MARKER)
-            _fsync_dir(staging)
-            if final.exists():  # a step saved twice (epoch end right after a step checkpoint)
-                shutil.rmtree(final)
-            os.replace(staging, final)
-            _fsync_dir(self.folder)
+            self.remove_staging()  # a killed save's leftovers: their space first
+            try:
+                self.write(staging, final, weights, every_rng, optimizer, scheduler, state)
+            except BaseException as error:
+                shutil.rmtree(staging, ignore_errors=True)
+                if self.folder.is_dir() and not any(self.folder.iterdir()):
+                    self.folder.rmdir()  # an empty checkpoints/ would make the run folder look like a killed run
+                if is_disk_full(error):
+                    raise CheckpointError(self.no_space(weights, optimizer)) from None
+                raise
             self.rotate(state.best_step)
         accelerator.wait_for_everyone()
         return final
+
+    def write(self, staging: Path, final: Path, weights: dict[str, torch.Tensor], every_rng: list, optimizer,
+              scheduler, state: LoopState) -> None:
+        """Every file into `staging`, fsynced, the manifest last; then renamed to `final`."""
+        staging.mkdir(parents=True)
+        for index, states in enumerate(every_rng):
+            torch.save(states, staging / f"rng-{index}.pt")
+        save_file(weights, str(staging / "weights.safetensors"))
+        torch.save(optimizer.state_dict(), staging / "optimizer.pt")
+        torch.save(scheduler.state_dict(), staging / "scheduler.pt")
+        if self.accelerator.scaler is not None:
+            torch.save(self.accelerator.scaler.state_dict(), staging / "scaler.pt")
+        (staging / "state.json").write_text(json.dumps(
+            {"loop": asdict(state), "fingerprint": self.fingerprint}, indent=1), encoding="utf-8")
+        readable_as_umask_says(staging)
+        manifest = {}
+        for path in sorted(staging.iterdir()):
+            _fsync_file(path)
+            manifest[path.name] = {"size": path.stat().st_size, "sha256": _sha256(path)}
+        (staging / MARKER).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+        _fsync_file(staging / MARKER)
+        _fsync_dir(staging)
+        if final.exists():  # a step saved twice (epoch end right after a step checkpoint)
+            shutil.rmtree(final)
+        os.replace(staging, final)
+        _fsync_dir(self.folder)
+
+    def no_space(self, weights: dict[str, torch.Tensor], optimizer) -> str:
+        """The full-disk message: the size of the previous checkpoint (else of the tensors being written) and
+        what to do once there is room."""
+        complete = self.complete()
+        if complete:
+            needed = folder_bytes(complete[-1])
+            then = f"continue the run with resume=auto (from {complete[-1].name}, the last complete checkpoint)"
+        else:
+            tensors = list(weights.values()) + [value for group in optimizer.state_dict()["state"].values()
+                                                for value in group.values() if isinstance(value, torch.Tensor)]
+            needed = sum(t.numel() * t.element_size() for t in tensors)
+            then = "run the same command again (no checkpoint was complete yet)"
+        return no_space_message(self.folder, "a checkpoint", needed, then)
+
+    def remove_staging(self) -> None:
+        """Remove temporary folders of checkpoint writes that never completed (killed, interrupted, disk full)."""
+        if self.folder.is_dir():
+            for path in self.folder.glob(".tmp-step-*"):
+                shutil.rmtree(path, ignore_errors=True)
 
     def rotate(self, best_step: int | None) -> None:
         """Keep the newest `keep` complete checkpoints and the best one; drop stale temporary folders."""
@@ -164,8 +202,7 @@ class Checkpoints:
         for path in complete:
             if path not in keep:
                 shutil.rmtree(path, ignore_errors=True)
-        for path in self.folder.glob(".tmp-step-*"):
-            shutil.rmtree(path, ignore_errors=True)
+        self.remove_staging()
 
     # -- finding and loading -------------------------------------------------------------------
 

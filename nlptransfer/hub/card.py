@@ -17,7 +17,7 @@ from huggingface_hub import EvalResult, ModelCardData
 
 from .. import catalog, strategies, tasks
 from ..config import RunConfig, load_yaml
-from ..outputs.model_files import adapter_labels, is_repo_id, saved_label_names
+from ..outputs.model_files import adapter_labels, saved_label_names
 from ..outputs.plots import CONFUSION_MATRIX, CURVES, ENTITY_F1
 
 LICENSES = {  # licenses of the catalog's base models
@@ -29,6 +29,8 @@ LICENSES = {  # licenses of the catalog's base models
     "google/electra-base-discriminator": "apache-2.0",
     "microsoft/deberta-v3-base": "mit",
 }
+CORPUS_LANGUAGES = {"tweets": "en", "bbc_news": "en", "wnut16": "en"}
+"""The language (ISO 639-1) of each of the catalog's packaged corpora, for the card's `language:`."""
 BASELINES = {
     "majority_accuracy": "majority-class baseline accuracy",
     "tfidf_logreg_accuracy": "TF-IDF + logistic regression baseline accuracy",
@@ -43,16 +45,7 @@ MUST_BEAT = [("accuracy", "majority_accuracy", "the majority-class baseline"),
 
 def base_model_id(model: str) -> str | None:
     """The hub id of the base checkpoint, or None for a local folder the hub does not know."""
-    if model in catalog.MODELS:
-        return catalog.MODELS[model][2]
-    path = Path(model).expanduser()
-    for package, folder, hub_id in catalog.MODELS.values():
-        root = catalog.package_dir(package) if package else None
-        if root is not None and path.exists() and path.resolve() == (root / folder).resolve():
-            return hub_id
-    if path.exists() or model.startswith((".", "/", "~")) or not is_repo_id(model):
-        return None
-    return model
+    return catalog.base_model_id(model)
 
 
 def hub_dataset(cfg: RunConfig) -> str | None:
@@ -64,7 +57,7 @@ def hub_dataset(cfg: RunConfig) -> str | None:
 
 
 def data_name(cfg: RunConfig) -> str:
-    """The training data in a few words, without local paths."""
+    """The training data in a few words, without local paths (markdown: names in backticks)."""
     data = cfg.data
     if data.train_file:
         files = [Path(f).name for f in (data.train_file, data.validation_file, data.test_file) if f]
@@ -72,6 +65,22 @@ def data_name(cfg: RunConfig) -> str:
     if data.name in catalog.CORPORA:
         return f"the packaged corpus `{data.name}`"
     return f"the hub dataset `{data.name}`" + (f" (configuration `{data.config}`)" if data.config else "")
+
+
+def plain_data_name(cfg: RunConfig) -> str:
+    """The training data's name as plain text, for the Hub's evaluation widget (it shows markdown literally)."""
+    data = cfg.data
+    if data.train_file:
+        return "local files: " + ", ".join(Path(f).name for f in (data.train_file, data.validation_file,
+                                                                  data.test_file) if f)
+    if data.name in catalog.CORPORA:
+        return f"{data.name} (packaged corpus)"
+    return str(data.name) + (f" ({data.config})" if data.config else "")
+
+
+def data_language(cfg: RunConfig) -> str | None:
+    """The training data's language where it is known (the packaged corpora); None for local and hub data."""
+    return None if cfg.data.train_file else CORPUS_LANGUAGES.get(cfg.data.name or "")
 
 
 def describe_data(cfg: RunConfig) -> str:
@@ -95,7 +104,7 @@ def eval_results(cfg: RunConfig, test: dict) -> list[EvalResult]:
             continue
         results.append(EvalResult(
             task_type=task.pipeline_tag, task_name=task.pipeline_tag.replace("-", " ").title(),
-            dataset_type=dataset or "custom", dataset_name=dataset or data_name(cfg),
+            dataset_type=dataset or "custom", dataset_name=dataset or plain_data_name(cfg),
             dataset_config=cfg.data.config if dataset else None, dataset_split="test",
             metric_type=metric_type, metric_value=round(float(value), 4), metric_name=f"Test {name}",
             metric_args={"average": "macro"} if key == "macro_f1" else None,
@@ -116,6 +125,7 @@ def metadata(cfg: RunConfig, test: dict, model_name: str, adapter_only: bool = F
         base_model=base,
         base_model_relation=("adapter" if adapter_only else "finetune") if base else None,
         datasets=[dataset] if dataset else None,
+        language=data_language(cfg),
         license=license or LICENSES.get(base or "", "other"),
         tags=["nlptransfer", task.pipeline_tag, strategy.card_tag] + (["peft"] if strategy.adapter else []),
         metrics=[r.metric_type for r in results] or None,
@@ -224,7 +234,20 @@ def limitations_section(cfg: RunConfig, metrics: dict, sizes: dict[str, int] | N
     return "\n".join(["## Limitations", ""] + [f"- {item}" for item in items])
 
 
-def usage_section(cfg: RunConfig, repo: str, label_names: list[str], adapter_only: bool) -> str:
+def trained_length(cfg: RunConfig, run_dir: Path) -> int:
+    """The tokens per input the run trained with: the saved tokenizer's `model_max_length` (data.max_length,
+    capped at what the checkpoint reads), else data.max_length."""
+    for folder in ("model", "adapter"):
+        settings = run_dir / folder / "tokenizer_config.json"
+        if settings.is_file():
+            length = json.loads(settings.read_text(encoding="utf-8")).get("model_max_length")
+            if isinstance(length, int) and length <= cfg.data.max_length:
+                return length
+    return cfg.data.max_length
+
+
+def usage_section(cfg: RunConfig, repo: str, label_names: list[str], adapter_only: bool,
+                  max_tokens: int | None = None) -> str:
     task = tasks.get(cfg.task)
     pipeline_tag, name, extra = task.pipeline_tag, task.card_predictor, task.pipeline_options
     if adapter_only:
@@ -240,7 +263,10 @@ def usage_section(cfg: RunConfig, repo: str, label_names: list[str], adapter_onl
         load = f'from transformers import pipeline\n\n{name} = pipeline("{pipeline_tag}", model="{repo}"{extra})\n'
     return "\n".join([
         "## Usage", "", "```python", load + f'print({name}("Your text here"))', "```", "",
-        "or with nlptransfer installed:", "", "```python",
+        f"The model reads at most {max_tokens or cfg.data.max_length} tokens of a text (the length it was trained "
+        "with, saved as "
+        "the tokenizer's `model_max_length`).", "",
+        "or with nlptransfer installed (it reads long texts as the run did):", "", "```python",
         f'from nlptransfer import load_model\n\nprint(load_model("{repo}").predict(["Your text here"]))', "```",
     ])
 
@@ -263,7 +289,7 @@ def render(cfg: RunConfig, metrics: dict, label_names: list[str], *, run_dir: Pa
     sections = [
         intro_section(cfg, model_name, label_names), training_section(cfg, metrics), data_section(cfg, sizes),
         results_section(cfg, metrics), figures_section(run_dir), limitations_section(cfg, metrics, sizes),
-        usage_section(cfg, repo_id or "path/to/this/folder", label_names, adapter_only),
+        usage_section(cfg, repo_id or "path/to/this/folder", label_names, adapter_only, trained_length(cfg, run_dir)),
     ]
     sections = [section for section in sections if section]
     return f"---\n{header.to_yaml()}\n---\n\n" + "\n\n".join(sections) + "\n"

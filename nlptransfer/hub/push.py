@@ -4,8 +4,10 @@
     python -m nlptransfer.push RUN_DIR repo_id=user/name [private=true] [revision=BRANCH] [merged=false]
 
 The export holds the model (safetensors weights, config with labels, tokenizer), README.md (the
-model card), training_config.yaml (without local paths), metrics.json and the run's figures (curves.png, ...); a LoRA
-run adds its adapter (with its head) in adapter/, or with merged=false ships the adapter alone.
+model card), training_config.yaml, metrics.json and the run's figures (curves.png, ...); a LoRA
+run adds its adapter (with its head) in adapter/, or with merged=false ships the adapter alone. No
+exported file shows the author's disk: every local path the run was given (data files, the base
+checkpoint, the run folder) appears by its name, a known checkpoint by its hub id.
 The push creates the repo if needed and uploads the folder in one commit, retrying transient
 failures (5xx, timeouts, dropped connections) with exponential backoff. The token comes from
 HF_TOKEN or `hf auth login` and is never written anywhere.
@@ -17,6 +19,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -27,7 +30,7 @@ from huggingface_hub import HfApi, get_token
 from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-from .. import strategies
+from .. import catalog, strategies
 from ..config import RunConfig, load_yaml, to_yaml
 from ..errors import ConfigError, HubError, ModelError
 from ..options import PushConfig
@@ -62,6 +65,9 @@ def export_run(run_dir: str | Path, dest: str | Path, merged: bool = True, repo_
     """
     run_dir, dest = Path(run_dir), Path(dest)
     cfg = check_run(run_dir)
+    blocking = next((path for path in (dest, *dest.absolute().parents) if path.is_file()), None)
+    if blocking is not None:
+        raise ConfigError(f"cannot export to {dest}: {blocking} is a file, not a folder; choose another export_dir")
     adapter_only = not merged
     strategy = strategies.get(cfg.strategy)
     if adapter_only and not strategy.adapter:
@@ -83,6 +89,7 @@ def export_run(run_dir: str | Path, dest: str | Path, merged: bool = True, repo_
                 shutil.copy2(run_dir / figure, staging / figure)
         write_text(staging / "README.md", run_card(run_dir, repo_id=repo_id, adapter_only=adapter_only,
                                                    license=license))
+        scrub_local_paths(staging, cfg, run_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -113,6 +120,85 @@ def portable_config(cfg: RunConfig) -> RunConfig:
         return (local_file_name(value) or value) if isinstance(value, str) else value
 
     return portable(dataclasses.replace(cfg, model=base_model_id(cfg.model) or cfg.model))
+
+
+VOCABULARY_FILES = {"tokenizer.json", "vocab.txt", "vocab.json", "merges.txt", "added_tokens.json",
+                    "special_tokens_map.json"}
+"""The tokenizer's own files: their strings are tokens, never paths of the author's machine."""
+TEXT_SUFFIXES = (".json", ".yaml", ".yml", ".md", ".txt")
+
+
+def local_path_names(cfg: RunConfig, run_dir: Path) -> list[tuple[str, str]]:
+    """(local path, what an export shows instead) for every path the run was given and the run folder itself,
+    as written and resolved, longest first: a data file by its name, a known checkpoint by its hub id."""
+    pairs = {str(run_dir.resolve()): run_dir.resolve().name}
+
+    def collect(value, portable_name=None):
+        if dataclasses.is_dataclass(value):
+            for f in dataclasses.fields(value):
+                collect(getattr(value, f.name))
+            return
+        if not isinstance(value, str) or not value:
+            return
+        try:
+            path = Path(value).expanduser()
+            if not (local_file_name(value) or path.exists()):
+                return
+            forms = {value} if local_file_name(value) else set()
+            forms |= {str(path.absolute()), str(path.resolve())}
+        except (OSError, RuntimeError, ValueError):  # `~nobody/x`, a NUL byte: only the value as written
+            forms = {value} if local_file_name(value) else set()
+        name = portable_name or local_file_name(value) or Path(value).name or "."
+        pairs.update(dict.fromkeys(forms, name))
+
+    collect(dataclasses.replace(cfg, model=""))
+    for model in (cfg.model, catalog.resolve_model(cfg.model)):  # a short name's packaged copy too
+        collect(model, base_model_id(cfg.model))
+    variants = {}
+    for local, name in pairs.items():
+        if len(local) > 1:  # never "/" alone
+            variants[local] = name
+            variants[json.dumps(local)[1:-1]] = json.dumps(name)[1:-1]  # as JSON files write it (C:\\...)
+            variants[json.dumps(local, ensure_ascii=True)[1:-1]] = json.dumps(name, ensure_ascii=True)[1:-1]
+    return sorted(variants.items(), key=lambda pair: -len(pair[0]))
+
+
+def scrub_local_paths(folder: Path, cfg: RunConfig, run_dir: Path) -> None:
+    """Rewrite every text file under `folder` (but the tokenizer's vocabulary) without the author's local paths:
+    the run's paths by name (`local_path_names`), and any other JSON value that is an absolute path by its name."""
+    names = dict(local_path_names(cfg, run_dir))
+    # a whole path only: `/data` is not the start of `/datasets` nor the end of `https://huggingface.co/data`
+    local = re.compile(r"(?<![\w./-])(" + "|".join(map(re.escape, names)) + r")(?![\w.-])")
+    for path in sorted(folder.rglob("*")):
+        if not path.is_file() or path.suffix not in TEXT_SUFFIXES or path.name in VOCABULARY_FILES:
+            continue
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            continue
+        scrubbed = local.sub(lambda match: names[match.group(1)], text)
+        if path.suffix == ".json":
+            scrubbed = portable_json(scrubbed)
+        if scrubbed != text:
+            write_text(path, scrubbed)
+
+
+def portable_json(text: str) -> str:
+    """JSON text whose string values that are absolute local paths become their names (others unchanged)."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return text
+
+    def portable(value):
+        if isinstance(value, dict):
+            return {key: portable(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [portable(item) for item in value]
+        return (local_file_name(value) or value) if isinstance(value, str) else value
+
+    cleaned = portable(data)
+    return text if cleaned == data else json.dumps(cleaned, indent=2, ensure_ascii=False) + "\n"
 
 
 def check_run(run_dir: Path) -> RunConfig:

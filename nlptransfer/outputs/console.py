@@ -1,12 +1,16 @@
 """What a run shows while it works: the config in one line, one progress bar per phase (main process only).
 
 `show_progress_bars(False)` hides the bars (the CLI's --quiet), the way
-`transformers.logging.disable_progress_bar()` does for transformers.
+`transformers.logging.disable_progress_bar()` does for transformers. As tqdm's own convention has it, bars
+are drawn only on a terminal (not into a redirected file or a CI log) and `TQDM_DISABLE=1` hides them. A
+bar that stays (training, not evaluation) also writes a plain line at each tenth of its total: on the
+console and in train.log when no bar is drawn, in train.log only when one is.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 import warnings
@@ -35,9 +39,65 @@ def progress_bars_shown() -> bool:
 
 
 def progress_bar(accelerator: Accelerator, iterable: Iterable | None = None, **options) -> tqdm:
-    """A tqdm bar on the local main process (hidden elsewhere and after `show_progress_bars(False)`)."""
-    return tqdm(iterable, disable=not (_bars["enabled"] and accelerator.is_local_main_process), dynamic_ncols=True,
-                **options)
+    """A tqdm bar on the local main process, drawn on a terminal only (hidden elsewhere, with TQDM_DISABLE=1
+    and after `show_progress_bars(False)`); see `ProgressBar` for the plain lines it writes."""
+    shown = _bars["enabled"] and accelerator.is_local_main_process
+    return ProgressBar(iterable, disable=tqdm_disable() if shown else True, dynamic_ncols=True, **options)
+
+
+def tqdm_disable() -> bool | None:
+    """tqdm's `disable` as its users set it: TQDM_DISABLE=1 hides every bar; otherwise None, which draws a bar
+    only on a terminal. (Passing `disable=` to tqdm overrides the variable, so it is read here.)"""
+    value = os.environ.get("TQDM_DISABLE", "").strip().lower()
+    return True if value not in ("", "0", "false", "no", "off") else None
+
+
+class ProgressBar(tqdm):
+    """A tqdm bar that also writes a plain line (`training: 30/100 steps (30%), loss=0.41, ...`) at each tenth
+    of its total, if it stays (`leave`, the default) and is advanced by `update`: at INFO when no bar is drawn
+    (redirected output), so the console and train.log show progress without escape codes; at DEBUG (train.log
+    only) when one is drawn. A hidden tqdm counts nothing, so the count is kept here."""
+
+    LINES = 10
+
+    def __init__(self, iterable: Iterable | None = None, desc: str | None = None, total: float | None = None,
+                 leave: bool = True, unit: str = "it", initial: float = 0, **options) -> None:
+        super().__init__(iterable, desc=desc, total=total, leave=leave, unit=unit, initial=initial, **options)
+        self.label, self.units = desc or "progress", unit if unit.endswith("s") else f"{unit}s"
+        self.count, self.expected = initial, self.total
+        self.lines = bool(leave and self.expected)
+        self.next_line, self.pending, self.drawn = self._line_after(initial), False, not self.disable
+
+    def _line_after(self, count: float) -> float:
+        """The first count past `count` at which a line is due: the first n >= total * k / LINES."""
+        if not self.expected:
+            return math.inf
+        k = math.floor(count * self.LINES / self.expected) + 1
+        return max(math.floor(count) + 1, math.ceil(self.expected * k / self.LINES))
+
+    def update(self, n: float = 1) -> bool | None:
+        shown = super().update(n)
+        self.count += n
+        if self.lines and self.count >= self.next_line:
+            self.pending, self.next_line = True, self._line_after(self.count)
+        return shown
+
+    def set_postfix(self, ordered_dict=None, refresh: bool = True, **kwargs) -> None:
+        """Set the postfix, then write the line due at this count (the loop sets a step's loss right after it)."""
+        super().set_postfix(ordered_dict, refresh=refresh, **kwargs)
+        self.write_line()
+
+    def close(self) -> None:
+        self.write_line()
+        super().close()
+
+    def write_line(self) -> None:
+        if not getattr(self, "pending", False):
+            return
+        self.pending = False
+        postfix = getattr(self, "postfix", None)
+        logger.log(logging.DEBUG if self.drawn else logging.INFO, "%s: %d/%d %s (%.0f%%)%s", self.label, self.count,
+                   self.expected, self.units, 100 * self.count / self.expected, f", {postfix}" if postfix else "")
 
 
 def config_summary(cfg: Any) -> str:

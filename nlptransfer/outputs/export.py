@@ -8,22 +8,28 @@ temporary folder and renamed. `model/` loads with `transformers.pipeline(...)`; 
 from __future__ import annotations
 
 import copy
+import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from .. import catalog
 from ..errors import TrainingError
 from .files import readable_as_umask_says, write_bytes, write_json, write_jsonl, write_text
+from .model_files import LABELS_FILE
 
 __all__ = ["merged_copy", "save_model", "save_pretrained", "write_bytes", "write_json", "write_jsonl", "write_text"]
 
 
-def save_pretrained(model: nn.Module, tokenizer: PreTrainedTokenizerBase, folder: Path) -> None:
-    """Save a model (or peft adapter) with its tokenizer into `folder`, atomically."""
+def save_pretrained(model: nn.Module, tokenizer: PreTrainedTokenizerBase, folder: Path,
+                    complete: Callable[[Path], None] | None = None) -> None:
+    """Save a model (or peft adapter) with its tokenizer into `folder`, atomically; `complete(staging)` adds
+    to or edits the folder before it is moved into place."""
     broken = next((name for name, p in model.named_parameters() if not torch.isfinite(p).all()), None)
     if broken is not None:
         raise TrainingError(f"refusing to save {folder}: weight {broken} is NaN/inf; lower train.lr")
@@ -32,6 +38,8 @@ def save_pretrained(model: nn.Module, tokenizer: PreTrainedTokenizerBase, folder
     shutil.rmtree(staging, ignore_errors=True)
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
+    if complete is not None:
+        complete(staging)
     readable_as_umask_says(staging)
     if folder.exists():  # swap: the old folder goes only once the new one is in place
         shutil.rmtree(previous, ignore_errors=True)
@@ -47,16 +55,44 @@ def merged_copy(model: nn.Module) -> PreTrainedModel:
 
 
 def save_model(
-    model: nn.Module, tokenizer: PreTrainedTokenizerBase, output_dir: Path, adapter: bool = False
+    model: nn.Module, tokenizer: PreTrainedTokenizerBase, output_dir: Path, adapter: bool = False,
+    task: str | None = None, base_model: str | None = None,
 ) -> tuple[Path, Path | None]:
     """Save `model/` (adapters merged in, so it loads without peft) and, with `adapter`, `adapter/` with its head.
 
-    Returns the model folder and the adapter folder (None without an adapter).
+    The adapter loads as users load adapters: its base named by hub id when it is a known checkpoint
+    (`base_model`, the run's `model=`), its task and labels in labels.json. Returns the model folder and
+    the adapter folder (None without an adapter).
     """
     adapter_dir = None
     if adapter:
         adapter_dir = output_dir / "adapter"
-        save_pretrained(model, tokenizer, adapter_dir)
+        save_pretrained(model, tokenizer, adapter_dir,
+                        lambda staging: portable_adapter(staging, model, task, base_model))
         model = merged_copy(model)
     save_pretrained(model, tokenizer, output_dir / "model")
     return output_dir / "model", adapter_dir
+
+
+def portable_adapter(folder: Path, model: nn.Module, task: str | None, base_model: str | None) -> None:
+    """A saved adapter folder made loadable elsewhere: its base by hub id (or absolute path), labels.json beside
+    it (peft keeps neither task nor label names), without peft's blank README template."""
+    settings_file = folder / "adapter_config.json"
+    settings = json.loads(settings_file.read_text(encoding="utf-8"))
+    settings["base_model_name_or_path"] = adapter_base(base_model, settings.get("base_model_name_or_path") or "")
+    write_json(settings_file, settings)
+    id2label = model.config.id2label
+    label_names = [id2label[i] for i in sorted(id2label)]
+    write_json(folder / LABELS_FILE, ({"task": task} if task else {}) | {"label_names": label_names})
+    (folder / "README.md").unlink(missing_ok=True)
+
+
+def adapter_base(base_model: str | None, recorded: str) -> str:
+    """The base an adapter names: the hub id of a known checkpoint (the packaged copy too), else a local
+    folder by its absolute path, else what peft recorded."""
+    names = [name for name in (base_model, recorded) if name]
+    hub_id = next((catalog.base_model_id(name) for name in names if catalog.base_model_id(name)), None)
+    if hub_id:
+        return hub_id
+    folder = next((Path(name).expanduser() for name in names if Path(name).expanduser().is_dir()), None)
+    return str(folder.resolve()) if folder is not None else recorded

@@ -8,9 +8,11 @@ any file a program creates: 0644 under umask 022, so teammates can read a run's 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import secrets
+import shutil
 import stat
 from pathlib import Path
 
@@ -84,3 +86,55 @@ def readable_as_umask_says(folder: Path) -> None:
     for path in Path(folder).rglob("*"):
         if path.is_file() and not path.is_symlink() and stat.S_IMODE(path.stat().st_mode) != mode:
             path.chmod(mode)
+
+
+NO_SPACE_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG}
+NO_SPACE_MESSAGES = ("No space left on device", "Disk quota exceeded", "os error 28", "code: 28", "StorageFull",
+                     "enforce fail at inline_container.cc", "file write failed")
+"""How a full disk shows in errors that are not an OSError: safetensors' (a Rust io::Error in its message) and
+torch.save's (`[enforce fail at inline_container.cc:...]` from its zip writer: a short write, in practice a
+full disk)."""
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether `error` (or one it was raised from) says the disk or the user's quota is full."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in NO_SPACE_ERRNOS:
+            return True
+        if not isinstance(error, (KeyboardInterrupt, SystemExit)) and any(
+                marker in str(error) for marker in NO_SPACE_MESSAGES):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def megabytes(size: float) -> str:
+    """`size` bytes in MB, with two significant digits below 0.1 MB (a tiny test model's checkpoint)."""
+    return f"{size / 1e6:,.1f}" if size >= 1e5 else f"{size / 1e6:.2g}"
+
+
+def free_bytes(folder: Path) -> int | None:
+    """Free space where `folder` is (or would be created); None if it cannot be told."""
+    folder = Path(folder).absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def no_space_message(folder: Path, what: str, needed_bytes: int, then: str) -> str:
+    """The one line for a write that a full disk stopped: where, how much it needs, how much is free, what next."""
+    free = free_bytes(folder)
+    available = f", {megabytes(free)} MB are free" if free is not None else ""
+    return (f"no space left on the disk to write in {folder} ({what}): it needs about {megabytes(needed_bytes)} MB"
+            f"{available}; free some space, then {then}")
+
+
+def folder_bytes(folder: Path) -> int:
+    """The size of the files under `folder` (0 if it does not exist)."""
+    return sum(path.stat().st_size for path in Path(folder).rglob("*") if path.is_file()) if Path(folder).is_dir() \
+        else 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .. import catalog
 from ..errors import ModelError
 
 LABELS_FILE = "labels.json"
@@ -20,13 +21,7 @@ def first_line(error: BaseException) -> str:
 
 def is_repo_id(name: str) -> bool:
     """Whether `name` has the shape of a hub repo id (`user/name` or a legacy `name`)."""
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-    try:
-        validate_repo_id(name)
-    except HFValidationError:
-        return False
-    return True
+    return catalog.is_repo_id(name)
 
 
 def saved_label_names(config_file: Path) -> list[str]:

@@ -30,6 +30,8 @@ import shutil
 import socket
 import time
 import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import IO
@@ -126,7 +128,11 @@ class RunFolder:
                               "pass overwrite=true or resume=, not both")
         self._refuse_if_in_use()
         self._check_state(overwrite=overwrite, resume=resume)
-        files.make_dir(self.path)
+        try:
+            files.make_dir(self.path)
+        except OSError as error:
+            raise ConfigError(f"cannot create output_dir={self.path} ({error.strerror}); choose a folder you can "
+                              "write to") from None
         self.lock()
         try:
             self._check_state(overwrite=overwrite, resume=resume)  # again under the lock: a run may have ended
@@ -214,9 +220,48 @@ class RunFolder:
         """Write metrics.json: the last file of a run, whose presence marks it finished."""
         files.write_json(self.path / FINISHED_MARKER, metrics)
 
+    @contextmanager
+    def writing_outputs(self, needed_bytes: Callable[[], int]) -> Iterator[None]:
+        """Around the run's final writes (model/, adapter/, figures, metrics.json): a failure or an interrupt
+        removes what is half-written (hidden temporary files and staging folders such as .model.tmp); a full
+        disk becomes one line with the space needed (`needed_bytes()`, about the model's weights) and how to
+        finish the run: resume=auto from its last checkpoint, which holds the trained weights."""
+        try:
+            yield
+        except BaseException as error:
+            self.remove_partial_writes()
+            if files.is_disk_full(error):
+                raise CheckpointError(files.no_space_message(self.path, "the trained model and the run's files",
+                                                             needed_bytes(), self._how_to_finish())) from None
+            raise
+
+    def remove_partial_writes(self) -> None:
+        """Remove the hidden temporary files and folders of writes into the run folder that did not complete."""
+        for entry in self._run_entries():
+            if entry.name.startswith(".") and entry.name.endswith(".tmp"):
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+
+    def _how_to_finish(self) -> str:
+        from ..engine.checkpoint import MARKER, NAME  # the layout of checkpoints/ belongs to checkpoint.py
+
+        folder = self.path / "checkpoints"
+        steps = sorted(p.name for p in folder.iterdir() if NAME.match(p.name) and (p / MARKER).is_file()) \
+            if folder.is_dir() else []
+        if steps:
+            return (f"finish the run with resume=auto: it goes on from the last checkpoint ({steps[-1]}), nothing "
+                    "trained before it is redone")
+        return ("run it again with overwrite=true: checkpoints were off (checkpoint.every_epoch=false), so the "
+                "trained weights are lost")
+
     def _refuse_file(self) -> None:
         if self.path.is_file():
             raise ConfigError(f"output_dir={self.path} is a file; choose a folder for output_dir or delete the file")
+        blocking = next((parent for parent in self.path.absolute().parents if parent.is_file()), None)
+        if blocking is not None:
+            raise ConfigError(f"output_dir={self.path}: {blocking} is a file, not a folder; choose another output_dir")
 
     def _run_entries(self) -> list[Path]:
         return [entry for entry in self.path.iterdir() if not entry.name.startswith(LOCK_FILE)]

@@ -111,6 +111,9 @@ class Strategy:
         """Extra hyperparameter rows of the model card (e.g. the LoRA rank)."""
         return []
 
-    def save(self, model: nn.Module, tokenizer, output_dir: Path) -> tuple[Path, Path | None]:
-        """Save `model/` (a plain transformers model) and, for adapter strategies, `adapter/`."""
-        return export.save_model(model, tokenizer, output_dir, adapter=self.adapter)
+    def save(self, model: nn.Module, tokenizer, output_dir: Path, cfg=None) -> tuple[Path, Path | None]:
+        """Save `model/` (a plain transformers model) and, for adapter strategies, `adapter/` (its base named by
+        the run's `model=`, its task and labels beside it)."""
+        return export.save_model(model, tokenizer, output_dir, adapter=self.adapter,
+                                 task=cfg.task if cfg is not None else None,
+                                 base_model=cfg.model if cfg is not None else None)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from .. import metrics
+from .. import metrics, models
 from ..data.classification import ClassificationData, TextSplit, load_classification
 from ..engine import batches, features, loop, losses
 from ..errors import ConfigError
@@ -69,6 +69,7 @@ class Classification(Task):
     learning_curves = True
     architecture_suffix = "ForSequenceClassification"
     card_metrics = [("accuracy", "accuracy", "Accuracy"), ("f1", "macro_f1", "Macro F1")]
+    pipeline_options = ", truncation=True"  # the text-classification pipeline does not truncate by itself
     peft_auto_class = "AutoPeftModelForSequenceClassification"
 
     def checks(self, cfg) -> list[tuple[bool, str]]:
@@ -116,8 +117,9 @@ class Classification(Task):
     def encode(self, data: ClassificationData, tokenizer, cfg) -> dict[str, batches.EncodedSplit]:
         """Tokenize every split once, reading long texts as `cfg.long_text` says; report how many exceed the limit."""
         num_labels = len(data.label_names) if data.multilabel else None
-        encoded = {split: batches.encode_split(getattr(data, split), tokenizer, cfg.data.max_length, cfg.long_text,
-                                               cfg.data.stride, num_labels)
+        max_length = models.max_length(tokenizer, cfg.data.max_length)
+        encoded = {split: batches.encode_split(getattr(data, split), tokenizer, max_length, cfg.long_text,
+                                               min(cfg.data.stride, max_length // 2), num_labels)
                    for split in ("train", "validation", "test")}
         over = {split: split_encoded.over_limit for split, split_encoded in encoded.items()}
         if any(over.values()):
@@ -125,7 +127,7 @@ class Classification(Task):
                    "head_tail": "their start and end are read (long_text=head_tail)",
                    "sliding": f"they are read in windows sharing {cfg.data.stride} tokens, pooled by "
                               f"{cfg.data.pooling} (long_text=sliding; {len(encoded['train'])} training windows)"}
-            logger.info("texts over data.max_length=%d tokens: %s; %s", cfg.data.max_length,
+            logger.info("texts over data.max_length=%d tokens: %s; %s", max_length,
                         ", ".join(f"{n} of {len(getattr(data, split))} {split}" for split, n in over.items()),
                         how[cfg.long_text])
         return encoded
@@ -207,6 +209,7 @@ class Classification(Task):
         """For metrics.json: the data, the long-text policy, texts over the limit and inputs (windows) per split."""
         return {"data": {"source": data.source, "label_names": data.label_names,
                          "examples": {split: len(getattr(data, split)) for split in ("train", "validation", "test")},
+                         "dropped_repeats": data.dropped_repeats,
                          "long_text": cfg.long_text, "max_length": cfg.data.max_length,
                          "over_max_length": {split: e.over_limit for split, e in encoded.items()},
                          "inputs": {split: len(e) for split, e in encoded.items()}}}

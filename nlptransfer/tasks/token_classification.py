@@ -12,7 +12,7 @@ from collections import Counter
 
 from transformers import AutoModelForTokenClassification
 
-from .. import metrics
+from .. import metrics, models
 from ..data.conll import TokenData, load_token_classification
 from ..engine import features, tokens
 from .base import Task, TestOutcome
@@ -67,12 +67,8 @@ class TokenClassification(Task):
                 f"{', '.join(data.entity_types)}")
 
     def max_length(self, tokenizer, cfg) -> int:
-        """`data.max_length`, capped at the tokenizer's own limit (its position embeddings)."""
-        configured = cfg.data.max_length
-        limit = tokenizer.model_max_length if tokenizer.model_max_length < 100_000 else configured
-        if configured > limit:
-            logger.info("data.max_length=%d exceeds the model's limit; windows hold %d tokens", configured, limit)
-        return min(configured, limit)
+        """`data.max_length`, capped at what the checkpoint reads (its tokenizer's limit, its position embeddings)."""
+        return models.max_length(tokenizer, cfg.data.max_length)
 
     def encode(self, data: TokenData, tokenizer, cfg) -> dict[str, tokens.EncodedWords]:
         """Tokenize every split into windows once; report how many sentences needed more than one window."""
@@ -131,7 +127,8 @@ class TokenClassification(Task):
 
     def data_summary(self, data: TokenData, encoded: dict, cfg) -> dict:
         return {"data": {"source": data.source, "scheme": data.scheme, "label_names": data.label_names,
-                         "sentences": {split: len(getattr(data, split)) for split in SPLITS}}}
+                         "sentences": {split: len(getattr(data, split)) for split in SPLITS},
+                         "dropped_repeats": data.dropped_repeats}}
 
     def predict_texts(self, predictor, texts: list[str], pairs: list[str] | None, all_scores: bool,
                       batch_size: int) -> list[dict]:
