@@ -57,7 +57,7 @@ class DataConfig:
     encoding: str = "utf-8"
     """Text encoding of local files (e.g. `latin-1`)."""
     dedup_across_splits: bool = True
-    """Drop validation/test examples whose text also occurs in training (they inflate held-out scores)."""
+    """Drop held-out examples repeating a training one (and validation ones repeating test), case/space ignored."""
     tokens_column: str = "tokens"
     """Token classification: the JSON/hub column holding each sentence's list of words."""
     tags_column: str = "tags"
@@ -83,7 +83,7 @@ class TrainConfig:
     eval_batch_size: int = 32
     """Examples per evaluation batch, all processes together."""
     lr: float | None = None
-    """Peak learning rate; default: full 1e-4 (2e-5..5e-5 for base-size models), lora 5e-4, frozen 1e-2."""
+    """Peak learning rate; default: the strategy's (full 1e-4, frozen 1e-2, lora 5e-4, bitfit 1e-3, ia3 3e-3)."""
     weight_decay: float = 0.01
     """AdamW weight decay (never on biases and LayerNorm weights)."""
     warmup_ratio: float = 0.06

@@ -1,7 +1,7 @@
 """Use a trained model (the library side of `python -m nlptransfer.predict`).
 
 `load_model` takes a run folder (its merged `model/`, else its `adapter/`), a saved model folder,
-a LoRA adapter folder (loaded onto the base model its adapter_config.json names) or a hub id,
+an adapter folder (LoRA, IA3: loaded onto the base model its adapter_config.json names) or a hub id,
 and returns a `Predictor` around a transformers pipeline:
 
     from nlptransfer import load_model
@@ -74,7 +74,7 @@ def check_batch_size(batch_size) -> None:
 
 
 def load_model(location: str | Path, base_model: str | None = None) -> Predictor:
-    """A `Predictor` for a run folder, a model folder, a LoRA adapter folder or a hub id.
+    """A `Predictor` for a run folder, a model folder, an adapter folder (LoRA, IA3) or a hub id.
 
     `base_model` replaces the base checkpoint an adapter names (e.g. a local copy of it).
     """
@@ -84,7 +84,7 @@ def load_model(location: str | Path, base_model: str | None = None) -> Predictor
         model, task = load_adapter(model_dir, base_model)
     elif base_model:
         adapter = folder / "adapter"
-        raise ConfigError(f"base_model= is for a LoRA adapter, but {model_dir} is a whole model; drop base_model="
+        raise ConfigError(f"base_model= is for an adapter, but {model_dir} is a whole model; drop base_model="
                           + (f" or pass the adapter folder {adapter}" if (adapter / "adapter_config.json").is_file()
                              else ""))
     else:
@@ -106,10 +106,10 @@ def local_folder(location: str) -> Path:
     if path.is_dir():
         return path
     if path.exists():
-        raise ModelError(f"'{location}' is a file; pass a run folder, a model folder or a LoRA adapter folder")
+        raise ModelError(f"'{location}' is a file; pass a run folder, a model folder or an adapter folder")
     if models.is_local_path(location):
         raise ModelError(f"model folder '{location}' does not exist; pass a run folder, a model folder, "
-                         "a LoRA adapter folder or a hub id (user/name)")
+                         "an adapter folder or a hub id (user/name)")
     import huggingface_hub
     from huggingface_hub import constants
     from huggingface_hub.errors import OfflineModeIsEnabled
@@ -124,14 +124,14 @@ def local_folder(location: str) -> Path:
 
 
 def find_model(folder: Path, location: str) -> tuple[str, Path]:
-    """("model" | "adapter", folder): a (merged) model wins over the LoRA adapter beside it."""
+    """("model" | "adapter", folder): a (merged) model wins over the adapter beside it."""
     for kind, candidate in (("model", folder / "model"), ("model", folder),
                             ("adapter", folder / "adapter"), ("adapter", folder)):
         marker = "config.json" if kind == "model" else "adapter_config.json"
         if (candidate / marker).is_file():
             return kind, candidate
     raise ModelError(f"'{location}' is not a model: it has no config.json (saved model), adapter_config.json "
-                     "(LoRA adapter) or model/ (run folder); pass one of those or a hub id")
+                     "(adapter) or model/ (run folder); pass one of those or a hub id")
 
 
 def task_of(architectures: list[str] | None, where: Path) -> str:
@@ -172,7 +172,7 @@ def base_checkpoint(base: str) -> str:
 
 
 def load_adapter(adapter_dir: Path, base_model: str | None) -> tuple[PreTrainedModel, str]:
-    """The base model with the LoRA adapter (and its head) merged in, and its task."""
+    """The base model with the adapter (and its head) merged in, and its task."""
     from peft import PeftModel
 
     models.require_safetensors(adapter_dir, f"cannot load the adapter in {adapter_dir}",

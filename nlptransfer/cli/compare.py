@@ -240,7 +240,7 @@ def winners(table: list[dict], metric: str) -> list[str]:
     fewest = min(table, key=lambda row: row["trainable_params"])
     lines = [metric_winner(table, metric),
              f"- **speed**: `{fastest['strategy']}` ({fastest['cpu_seconds']:.0f} CPU seconds for the whole run)",
-             f"- **size**: `{smallest['strategy']}` ({ship(smallest):.1f} MB to ship: the LoRA adapter where "
+             f"- **size**: `{smallest['strategy']}` ({ship(smallest):.1f} MB to ship: the adapter where "
              "there is one, else the model folder)",
              f"- **fewest trainable parameters**: `{fewest['strategy']}` ({fewest['trainable_params']:,})"]
     measured = [row for row in table if row["peak_rss_mb"] is not None]
