@@ -94,7 +94,7 @@ PREDICT_CASES = [
     ("missing run folder", lambda t, f, lo: [f"model={runs_folder(t)}", "text=hi"],
      "model folder 'runs/does_not_exist' does not exist"),
     ("base model for a whole model", lambda t, f, lo: [f"model={f}", "text=hi", f"base_model={f}"],
-     "base_model= is for a LoRA adapter"),
+     "base_model= is for an adapter"),
 ]
 
 
