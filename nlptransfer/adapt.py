@@ -27,7 +27,7 @@ from transformers.modeling_outputs import MaskedLMOutput
 
 from . import catalog, models, tasks
 from .config import RunConfig, TrainConfig
-from .data.classification import read_table
+from .data.readers import read_table
 from .engine import batches
 from .engine.loop import OptimizerSettings, TrainData, fit
 from .errors import DataError, ModelError

