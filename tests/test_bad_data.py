@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from helpers import write
 
 from nlptransfer.cli.run import main
 
@@ -22,15 +23,6 @@ TOPICS = ["sport", "business", "sport|business", "tech", "tech|sport"]
 SHOUTED = "".join(f"  THIS is  Text number {i} ,{'ab'[i % 2]}\n" for i in range(30))  # ROWS, other case and spaces
 SENTENCES = "".join(f"john\tB-PER\nsays\tO\nword{i}\tO\n\n" for i in range(20))
 SHOUTED_SENTENCES = "".join(f"JOHN\tB-PER\nSAYS\tO\nWORD{i}\tO\n\n" for i in range(3))  # 3 of SENTENCES
-
-
-def write(path: Path, content: str | bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(content, bytes):
-        path.write_bytes(content)
-    else:
-        path.write_text(content, encoding="utf-8")
-    return path
 
 
 def train_file(tmp_path: Path, content: str, name: str = "d.csv") -> str:

@@ -8,6 +8,7 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+from helpers import write
 
 from nlptransfer.cli.run import main
 
@@ -20,15 +21,6 @@ ONE_CLASS = "".join(f"words number {i},a\n" for i in range(20))
 
 def train_file(tmp_path: Path, content: str | bytes, name: str = "d.csv") -> str:
     return f"data.train_file={write(tmp_path / name, content)}"
-
-
-def write(path: Path, content: str | bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(content, bytes):
-        path.write_bytes(content)
-    else:
-        path.write_text(content, encoding="utf-8")
-    return path
 
 
 def mismatched_model(tmp_path: Path, tiny_model_dir: str) -> Path:

@@ -8,20 +8,12 @@ import shutil
 from pathlib import Path
 
 import pytest
+from helpers import write
 from test_models import copy_checkpoint, headed_checkpoint, pickle_only, remote_code_checkpoint
 
 from nlptransfer.cli import predict, run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def write(path: Path, content: str | bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(content, bytes):
-        path.write_bytes(content)
-    else:
-        path.write_text(content, encoding="utf-8")
-    return path
 
 
 def runs_folder(tmp: Path) -> str:
