@@ -28,6 +28,7 @@ from transformers.modeling_outputs import MaskedLMOutput
 from . import catalog, models, tasks
 from .config import RunConfig, TrainConfig
 from .data.readers import read_table
+from .data.splits import dedup_key
 from .engine import batches
 from .engine.loop import OptimizerSettings, TrainData, fit
 from .errors import DataError, ModelError
@@ -77,14 +78,15 @@ def training_texts(cfg: RunConfig) -> list[str]:
     """Every text of the training split (labels unused) that is not also a validation or test text of the run.
 
     The run's held-out splits are deduplicated against its own (sampled) training texts only, so a
-    training-split text outside the sample may repeat a test text word for word: it is left out.
+    training-split text outside the sample may repeat a test text (case and white space ignored, as the
+    splits' own dedup does): it is left out.
     """
     everything = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, max_train_samples=None))
     task = tasks.get(cfg.task)
     full, run = task.load_data(everything), task.load_data(cfg)
     texts = task.split_texts
-    held_out = set(texts(run.validation)) | set(texts(run.test))
-    return [text for text in texts(full.train) if text not in held_out]
+    held_out = {dedup_key(text) for text in texts(run.validation) + texts(run.test)}
+    return [text for text in texts(full.train) if dedup_key(text) not in held_out]
 
 
 def settings_of(cfg: RunConfig, texts: list[str]) -> dict:

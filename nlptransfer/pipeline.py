@@ -206,6 +206,7 @@ def run(cfg: RunConfig, inputs: Inputs | None = None) -> Results:
 def run_in_folder(cfg: RunConfig, task: tasks.Task, strategy: strategies.Strategy, inputs: Inputs,
                   accelerator: Accelerator, folder: RunFolder, started: float) -> Results:
     """The run's steps once its folder is taken."""
+    cfg = within_model_length(cfg, models.load_tokenizer(cfg.model, cfg.trust_remote_code, path=inputs.model_path))
     if not cfg.resume and accelerator.is_main_process:
         folder.write_config(to_yaml(cfg))
     tracking.start(accelerator, cfg, folder.path)
@@ -248,6 +249,15 @@ def run_in_folder(cfg: RunConfig, task: tasks.Task, strategy: strategies.Strateg
                 results.timing["train_samples_per_second"], task.unit, task.headline,
                 outcome.metrics[task.headline], folder.path)
     return results
+
+
+def within_model_length(cfg: RunConfig, tokenizer) -> RunConfig:
+    """`cfg` with `data.max_length` capped (and logged) at what the checkpoint reads, so that every step
+    after it (encoding, config.yaml, metrics.json, the card, predict's settings) says the length it used."""
+    length = models.max_length(tokenizer, cfg.data.max_length)
+    if length == cfg.data.max_length:
+        return cfg
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, max_length=length))
 
 
 def timing(fitted: FitResult, started: float) -> dict:

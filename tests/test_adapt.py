@@ -6,6 +6,7 @@ the texts never include validation or test texts, and a finished adaptation is r
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -116,3 +117,21 @@ def test_scoring_masked_positions_only_gives_the_model_s_own_loss(tiny_model_dir
     targets = batch["labels"] != -100
     assert masked_only.loss == pytest.approx(float(full.loss), rel=1e-5)
     assert torch.allclose(masked_only.logits, full.logits[targets], atol=1e-5)
+
+
+def test_training_texts_leave_out_copies_of_test_texts_that_differ_in_case_or_spacing(tiny_model_dir, tmp_path):
+    # held-out texts are matched as the splits' dedup matches them (case and white space ignored): with
+    # dedup_across_splits=false the test split keeps "great movie", and its copy "  GREAT   movie " in
+    # the training file must not reach masked-language-model pretraining either
+    def table(name: str, texts: list[str]) -> str:
+        rows = "".join(f"{text},{'pos' if i % 2 else 'neg'}\n" for i, text in enumerate(texts))
+        (tmp_path / name).write_text("text,label\n" + rows)
+        return str(tmp_path / name)
+
+    data = DataConfig(train_file=table("train.csv", [f"train text {i}" for i in range(9)] + ["  GREAT   movie "]),
+                      validation_file=table("validation.csv", ["a fine day", "a bad day"]),
+                      test_file=table("test.csv", ["great movie", "awful film"]), dedup_across_splits=False,
+                      max_length=32)
+    cfg = dataclasses.replace(tiny_cfg(tiny_model_dir, tmp_path / "unused.csv", tmp_path / "run"), data=data)
+    texts = adapt.unlabeled_texts(cfg)
+    assert len(texts) == 9 and not any("GREAT" in text for text in texts)

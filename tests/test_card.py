@@ -148,6 +148,7 @@ def test_limitations_are_specific(tmp_path):
     ({"name": "tweets"}, "tweets (packaged corpus)"),
     ({"train_file": "/home/me/private/reviews.csv", "test_file": "test.csv"}, "local files: reviews.csv, test.csv"),
     ({"name": "stanfordnlp/imdb"}, "stanfordnlp/imdb"),
+    ({"name": None}, "in-memory data"),
 ])
 def test_the_eval_widget_gets_the_dataset_name_as_plain_text(tmp_path, data, name):
     card = card_for(tmp_path, data=DataConfig(**data))
@@ -177,3 +178,10 @@ def test_usage_snippet_truncates_long_texts_to_the_trained_length(tmp_path, ner_
     assert "reads at most 64 tokens of a text (the length it was trained with" in card
     ner_card = run_card(ner_run, repo_id="someone/tiny-ner")
     assert 'pipeline("token-classification", model="someone/tiny-ner", aggregation_strategy="first")' in ner_card
+
+
+def test_in_memory_data_is_named_so(tmp_path):
+    # the Python API clears data.name and the files: the card must not call it "the hub dataset None"
+    card = card_for(tmp_path, data=DataConfig(name=None))
+    assert "None" not in card and "in-memory data" in card
+    assert header(card).get("datasets") is None

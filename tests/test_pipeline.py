@@ -205,3 +205,14 @@ def test_an_interrupt_during_the_final_save_leaves_no_half_written_model(tiny_mo
     monkeypatch.undo()
     assert main(run_args(tiny_model_dir, reviews_csv, out, "resume=auto")) == 0  # the checkpoints finish it
     assert (out / "metrics.json").is_file() and (out / "model" / "model.safetensors").is_file()
+
+
+def test_a_length_over_the_models_positions_is_capped_and_reported_as_used(tiny_model_dir, reviews_csv, tmp_path):
+    out = tmp_path / "run"
+    assert main(run_args(tiny_model_dir, reviews_csv, out, "data.max_length=100000", "train.epochs=1")) == 0
+    used = 128  # the tiny checkpoint's position embeddings
+    assert json.loads((out / "metrics.json").read_text())["data"]["max_length"] == used
+    assert "max_length: 128" in (out / "config.yaml").read_text()
+    assert json.loads((out / "model" / "config.json").read_text())["nlptransfer"]["max_length"] == used
+    assert json.loads((out / "model" / "tokenizer_config.json").read_text())["model_max_length"] == used
+    assert "data.max_length=100000 is more than the model reads" in (out / "train.log").read_text()

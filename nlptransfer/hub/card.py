@@ -62,6 +62,8 @@ def data_name(cfg: RunConfig) -> str:
     if data.train_file:
         files = [Path(f).name for f in (data.train_file, data.validation_file, data.test_file) if f]
         return f"local files ({', '.join(files)})"
+    if not data.name:  # the Python API's in-memory data
+        return "in-memory data (given to `nlptransfer.run`)"
     if data.name in catalog.CORPORA:
         return f"the packaged corpus `{data.name}`"
     return f"the hub dataset `{data.name}`" + (f" (configuration `{data.config}`)" if data.config else "")
@@ -73,6 +75,8 @@ def plain_data_name(cfg: RunConfig) -> str:
     if data.train_file:
         return "local files: " + ", ".join(Path(f).name for f in (data.train_file, data.validation_file,
                                                                   data.test_file) if f)
+    if not data.name:
+        return "in-memory data"
     if data.name in catalog.CORPORA:
         return f"{data.name} (packaged corpus)"
     return str(data.name) + (f" ({data.config})" if data.config else "")
