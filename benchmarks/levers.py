@@ -6,9 +6,9 @@
 Every variant holds its own copy of the packaged MiniLM and trains on the same real tweet
 batches (length-grouped, batch 32). Rounds interleave the variants, each on the same batches
 in a round, so drift in the machine's load hits them alike; a variant's effect is the median
-of its per-round time ratios to the baseline. The baseline step is what `train.train_epoch`
-does per batch without the speed-ups of nlptransfer/speed.py: collate with
-`DataCollatorWithPadding`, forward, backward, clip, AdamW (fused, as `train.build_optimizer`
+of its per-round time ratios to the baseline. The baseline step is what `engine/loop.train_epoch`
+does per batch without the speed-ups of nlptransfer/engine/speed.py: collate with
+`DataCollatorWithPadding`, forward, backward, clip, AdamW (fused, as `engine/loop.build_optimizer`
 makes it), schedule, zero the gradients.
 """
 
@@ -58,7 +58,7 @@ def fast_dropout_only(model) -> None:
 
 
 SPEEDUPS = {"first_token": speed.first_token_top, "fast_dropout": fast_dropout_only, "all": speed.speed_up}
-"""The exact speed-ups of nlptransfer/speed.py, alone and together."""
+"""The exact speed-ups of nlptransfer/engine/speed.py, alone and together."""
 
 
 def training_step(tokenizer, attention: str = "sdpa", foreach: bool = False, lean_collate: bool = False,

@@ -173,7 +173,7 @@ NOTES = """\
   weighted sums). k = 6 for full fine-tuning (forward 2, backward 4), 4 for lora (no weight
   gradients of the frozen matrices), 2 for frozen (one encoder forward; the head is negligible).
   These are the model's FLOPs, the work a plain implementation does (as in MFU). nlptransfer's
-  exact speed-ups (`nlptransfer/speed.py`) skip part of it: the top layer runs its query,
+  exact speed-ups (`nlptransfer/engine/speed.py`) skip part of it: the top layer runs its query,
   attention output and feed-forward block for the first token only, since the classification
   head reads nothing else; so for full, lora and frozen the figure is model FLOPs per second,
   above the FLOP/s its kernels execute.

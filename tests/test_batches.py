@@ -1,4 +1,4 @@
-"""nlptransfer/batches.py: tokenization, length-grouped training batches, sorted evaluation batches."""
+"""nlptransfer/engine/batches.py: tokenization, length-grouped training batches, sorted evaluation batches."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""nlptransfer/cache.py: keys, hits, corrupted entries and atomic writes of the feature cache."""
+"""nlptransfer/engine/cache.py: keys, hits, corrupted entries and atomic writes of the feature cache."""
 
 from __future__ import annotations
 

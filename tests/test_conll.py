@@ -1,4 +1,4 @@
-"""nlptransfer/conll.py: CoNLL, JSON/JSONL and hub readers, tag schemes, splits, and errors with file:line."""
+"""nlptransfer/data/conll.py: CoNLL, JSON/JSONL and hub readers, tag schemes, splits, and errors with file:line."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """recipe=ner end to end on tiny random BERTs: every strategy, the saved model in the HF pipeline, LoRA reload,
-frozen feature caching, the CLI, and the entity-level metrics (nlptransfer/tokens_pipeline.py, metrics.py)."""
+frozen feature caching, the CLI, and the entity-level metrics (tasks/token_classification.py, metrics.py)."""
 
 from __future__ import annotations
 
@@ -247,7 +247,7 @@ def test_recipe_defaults():
     cfg = load_recipe("ner").Config()
     assert (cfg.task, cfg.data.name, cfg.model, cfg.train.metric_for_best) == (
         "token-classification", "wnut16", "minilm", "f1")
-    assert cfg.train.lr is None  # per strategy: models.default_lr
+    assert cfg.train.lr is None  # per strategy: its default_lr
 
 
 # metrics.py: entity-level scores

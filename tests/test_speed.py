@@ -1,4 +1,4 @@
-"""The exact speed-ups of nlptransfer/speed.py: same outputs and gradients, honest dropout, undone on request."""
+"""The exact speed-ups of nlptransfer/engine/speed.py: same outputs and gradients, honest dropout, undone on request."""
 
 from __future__ import annotations
 

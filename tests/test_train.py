@@ -1,4 +1,4 @@
-"""nlptransfer/train.py: the loop's bookkeeping (best epoch, early stopping, step limits) and `predict` order."""
+"""nlptransfer/engine/loop.py: the loop's bookkeeping (best epoch, early stopping, step limits) and `predict` order."""
 
 from __future__ import annotations
 

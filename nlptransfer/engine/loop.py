@@ -29,7 +29,7 @@ from .state import FitResult, LoopState
 
 __all__ = ["Callback", "FitResult", "Loop", "LoopState", "OptimizerSettings", "TrainData", "fit", "predict"]
 
-logger = logging.getLogger(__name__)  # quiet on non-main processes (pipeline.setup_logging)
+logger = logging.getLogger(__name__)  # quiet on non-main processes (outputs/console.setup_logging)
 
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "layernorm.weight")
 LOSS_CURVE_POINTS = 50
