@@ -78,6 +78,17 @@ def _tiny_run(model_dir: str, train_file: Path, output_dir: Path, strategy: str)
     return output_dir
 
 
+def _tiny_ner_run(model_dir: str, output_dir: Path, strategy: str) -> Path:
+    """A 2-step `recipe=ner` run of the tiny checkpoint on tests/assets/ner_tiny.conll."""
+    from nlptransfer import load_recipe
+    from nlptransfer.pipeline import run
+
+    run(load_recipe("ner").Config(model=model_dir, output_dir=str(output_dir), strategy=strategy,
+                                  data={"name": None, "train_file": str(ASSETS / "ner_tiny.conll"), "max_length": 32},
+                                  train={"epochs": 1, "batch_size": 8, "max_steps": 2}))
+    return output_dir
+
+
 @pytest.fixture(scope="session")
 def full_run(tiny_model_dir, reviews_csv, tmp_path_factory) -> Path:
     """A finished classification run (strategy full, 2 steps) of the tiny checkpoint on the reviews."""

@@ -11,10 +11,9 @@ import torch
 import transformers
 from torch import nn
 
-from nlptransfer import load_recipe, models, strategies, tasks
+from nlptransfer import models, strategies, tasks
 from nlptransfer.config import RunConfig, validate
 from nlptransfer.errors import ConfigError
-from nlptransfer.pipeline import run
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.py
 
@@ -59,11 +58,9 @@ def classification_run(tiny_model_dir, reviews_csv, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def ner_run(tiny_model_dir, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("bitfit-ner") / "run"
-    run(load_recipe("ner").Config(model=tiny_model_dir, output_dir=str(out), strategy="bitfit",
-                                  data={"name": None, "train_file": TINY_CONLL, "max_length": 32},
-                                  train={"epochs": 1, "batch_size": 8, "max_steps": 2}))
-    return out
+    from conftest import _tiny_ner_run
+
+    return _tiny_ner_run(tiny_model_dir, tmp_path_factory.mktemp("bitfit-ner") / "run", "bitfit")
 
 
 def test_sequence_classification_trains_the_encoder_biases_and_the_head(tiny_model_dir):

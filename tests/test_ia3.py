@@ -11,12 +11,11 @@ import torch
 import transformers
 from torch import nn
 
-from nlptransfer import load_recipe, models, strategies, tasks
+from nlptransfer import models, strategies, tasks
 from nlptransfer.cli.compare import strategy_list
 from nlptransfer.config import RunConfig, apply_overrides, only_own_sections, validate
 from nlptransfer.errors import ConfigError
 from nlptransfer.outputs.export import merged_copy
-from nlptransfer.pipeline import run
 from nlptransfer.predictor import load_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.py
@@ -60,11 +59,9 @@ def classification_run(tiny_model_dir, reviews_csv, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def ner_run(tiny_model_dir, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("ia3-ner") / "run"
-    run(load_recipe("ner").Config(model=tiny_model_dir, output_dir=str(out), strategy="ia3",
-                                  data={"name": None, "train_file": TINY_CONLL, "max_length": 32},
-                                  train={"epochs": 1, "batch_size": 8, "max_steps": 2}))
-    return out
+    from conftest import _tiny_ner_run
+
+    return _tiny_ner_run(tiny_model_dir, tmp_path_factory.mktemp("ia3-ner") / "run", "ia3")
 
 
 @pytest.mark.parametrize(("task", "labels"), [("classification", LABELS), ("token-classification", NER_LABELS)])
