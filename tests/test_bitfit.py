@@ -20,7 +20,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.
 HIDDEN, INTERMEDIATE, LAYERS = 32, 64, 2  # the tiny checkpoint of conftest.py
 LABELS = ["neg", "neu", "pos"]
 NER_LABELS = ["O", "B-company", "I-company", "B-geo-loc", "I-geo-loc", "B-person", "I-person"]
-TINY_CONLL = str(Path(__file__).parent / "assets" / "ner_tiny.conll")
 LAYER_BIASES = ["attention.self.query.bias", "attention.self.key.bias", "attention.self.value.bias",
                 "attention.output.dense.bias", "attention.output.LayerNorm.bias", "intermediate.dense.bias",
                 "output.dense.bias", "output.LayerNorm.bias"]

@@ -23,7 +23,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.
 HIDDEN, INTERMEDIATE, LAYERS = 32, 64, 2  # the tiny checkpoint of conftest.py
 LABELS = ["neg", "neu", "pos"]
 NER_LABELS = ["O", "B-company", "I-company", "B-geo-loc", "I-geo-loc", "B-person", "I-person"]
-TINY_CONLL = str(Path(__file__).parent / "assets" / "ner_tiny.conll")
 # peft's BERT default: key, value and every `output.dense` (attention output and feed-forward output, both
 # feed-forward: scaled on their input); a vector per output feature of key and value, per input one of the others
 TARGETED = ["attention.self.key", "attention.self.value", "attention.output.dense", "output.dense"]
