@@ -25,12 +25,15 @@ from omegaconf.errors import OmegaConfBaseException
 from . import strategies, tasks
 from .errors import ConfigError
 from .options import (
+    HEAD_POOLING,
     LOG_WITH,
     LOG_WITH_EXTRAS,
     MAX_SEED,
     MIXED_PRECISION,
     CheckpointConfig,
     DataConfig,
+    HeadConfig,
+    LabelsConfig,
     LossConfig,
     PretrainConfig,
     PushConfig,
@@ -62,6 +65,10 @@ class RunOptions:
     threshold: str = "tune"
     """task=multilabel: `tune` (per label, on the validation split) or a fixed probability such as 0.5."""
     data: DataConfig = field(default_factory=DataConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    """How the classification head reads the encoder: its own head, or a pooled sentence embedding."""
+    labels: LabelsConfig = field(default_factory=LabelsConfig)
+    """What the labels mean in words: zero-shot classification and templated examples."""
     train: TrainConfig = field(default_factory=TrainConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     """Class weights and focal loss for imbalanced classes (classification and multilabel)."""
@@ -270,11 +277,14 @@ def validate(cfg: RunConfig) -> RunConfig:
         (all(n is None or n >= 1 for n in (cfg.data.max_train_samples, cfg.data.max_validation_samples,
                                            cfg.data.max_test_samples)),
          "data.max_train_samples, max_validation_samples and max_test_samples must be at least 1 (or null)"),
+        (cfg.data.examples_per_class is None or cfg.data.examples_per_class >= 0,
+         "data.examples_per_class must be 0 or more (or null); e.g. data.examples_per_class=8"),
         (cfg.train.metric_for_best in task.metrics,
          f"train.metric_for_best={cfg.train.metric_for_best} is not a metric of task={task.name}: metric_for_best "
          f"must be one of {', '.join(task.metrics)}"),
     ]
     for ok, message in (plain_value_checks(cfg) + checks + strategy_checks(cfg, strategy) + task.checks(cfg)
+                        + head_checks(cfg, task, strategy)
                         + adaptation_checks(cfg) + tracking_checks(cfg)):
         if not ok:
             raise ConfigError(message)
@@ -312,6 +322,22 @@ def strategy_checks(cfg: RunConfig, strategy: strategies.Strategy) -> list[tuple
          f"train.layer_lr_decay and train.head_lr work with strategy={' or '.join(layerwise_names)}"),
     ] + [(False, f"{name}.* options combine with strategy={owner.name} only; drop them or set strategy={owner.name}")
          for name, owner in foreign]
+
+
+def head_checks(cfg: RunConfig, task, strategy: strategies.Strategy) -> list[tuple[bool, str]]:
+    """A pooled head (`head.pooling`, the sentence-embedding strategies) needs a task that has one."""
+    pooling = cfg.head.pooling or strategy.default_pooling
+    pooled_tasks = " or ".join(name for name in tasks.names() if tasks.get(name).pooled_head)
+    return [
+        (cfg.head.pooling is None or cfg.head.pooling in HEAD_POOLING,
+         f"head.pooling must be one of {', '.join(HEAD_POOLING)}; got '{cfg.head.pooling}'"),
+        (task.pooled_head or not strategy.sentence_embeddings,
+         f"strategy={strategy.name} works on sentence embeddings: use it with task={pooled_tasks}"),
+        (task.pooled_head or pooling == "model",
+         f"head.pooling={pooling} pools a text into one embedding: use it with task={pooled_tasks}, or drop it"),
+        (not strategy.sentence_embeddings or pooling != "model",
+         f"strategy={strategy.name} needs a pooled sentence embedding: head.pooling=auto, mean, max or cls"),
+    ]
 
 
 def only_own_sections(cfg: RunConfig) -> RunConfig:

@@ -18,6 +18,7 @@ from transformers import CONFIG_MAPPING, AutoTokenizer, PreTrainedModel, PreTrai
 
 from . import catalog
 from .errors import ConfigError, ModelError
+from .modeling_nlptransfer import PooledForSequenceClassification
 
 logger = logging.getLogger(__name__)
 
@@ -123,29 +124,31 @@ def load_tokenizer(name: str, trust_remote_code: bool = False, path: str | None 
 
 
 def load_model(name: str, task, label_names: list[str], trust_remote_code: bool = False,
-               path: str | None = None, keep_head: bool = False) -> PreTrainedModel:
+               path: str | None = None, keep_head: bool = False, pooling: dict | None = None) -> PreTrainedModel:
     """The checkpoint with a newly initialized head of `task` (its `auto_class`) for `label_names`, labels
     stored in its config; loaded from `path` if given (a model object saved for the run), else from `name`.
 
     A checkpoint fine-tuned with a head of its own (a classifier) gets a new one all the same, whatever its
     label count, unless `keep_head`: then its head is kept, which needs the same labels in the same order.
+    With `pooling` ({"mode", "normalize"}: `pooling.resolve`), the head is a linear layer on the pooled
+    sentence embedding (`PooledForSequenceClassification`) instead of the architecture's own.
     Weights load from safetensors only: a pickled `.bin` file can run code when loaded.
     """
     path = path or catalog.resolve_model(name)
     check_local_checkpoint(name, path, trust_remote_code, weights=True)
     if keep_head:
         check_kept_head(name, path, task, label_names)
+    labels = {"num_labels": len(label_names), "id2label": dict(enumerate(label_names)),
+              "label2id": {label: i for i, label in enumerate(label_names)}, **task.extra_model_options}
     try:
-        model, loading = task.auto_class.from_pretrained(
-            path,
-            use_safetensors=True,
-            trust_remote_code=trust_remote_code,
-            num_labels=len(label_names),
-            id2label=dict(enumerate(label_names)),
-            label2id={label: i for i, label in enumerate(label_names)},
+        if pooling is None:
+            model_class, options = task.auto_class, {"trust_remote_code": trust_remote_code, **labels}
+        else:
+            model_class, options = PooledForSequenceClassification, {
+                "config": pooled_config(path, pooling, trust_remote_code, labels)}
+        model, loading = model_class.from_pretrained(
+            path, use_safetensors=True, output_loading_info=True, **options,
             ignore_mismatched_sizes=not keep_head,  # another label count: that head is replaced below anyway
-            output_loading_info=True,
-            **task.extra_model_options,
         )
     except (OSError, ValueError) as e:
         raise _hub_error(name, path, e) from None
@@ -164,6 +167,15 @@ def load_model(name: str, task, label_names: list[str], trust_remote_code: bool 
     else:
         logger.info("loaded %s (%s) with a new %d-label head", name, model.config.model_type, len(label_names))
     return model
+
+
+def pooled_config(path: str, pooling: dict, trust_remote_code: bool, labels: dict):
+    """The checkpoint's own config class (e.g. BertConfig) with the labels and pooling settings of a pooled head."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code, **labels)
+    config.pooling = dict(pooling)
+    return config
 
 
 def checkpoint_config(path: str) -> dict:

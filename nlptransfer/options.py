@@ -48,6 +48,9 @@ class DataConfig:
     """Share of the training data held out for testing when no test split exists."""
     max_train_samples: int | None = None
     """Train on a seeded, stratified sample of at most this many examples."""
+    examples_per_class: int | None = None
+    """Few-shot: train on a seeded sample of exactly this many examples per class (no validation split is carved);
+    0: no labeled example (strategy=zeroshot, or contrastive with templated examples)."""
     max_validation_samples: int | None = None
     """Validate on at most this many examples."""
     max_test_samples: int | None = None
@@ -158,3 +161,26 @@ class PushConfig:
     """Create the hub repo as private (an existing repo keeps its visibility)."""
     revision: str | None = None
     """Push to this branch of the repo (created if needed); default: main."""
+
+
+HEAD_POOLING = ("model", "auto", "mean", "max", "cls")
+
+
+@dataclass
+class HeadConfig:
+    pooling: str | None = None
+    """How the classification head reads the encoder: `model` (the architecture's own head: [CLS]/pooler, a plain
+    transformers model), `auto` (the checkpoint's sentence-transformers pooling, else mean), `mean`, `max` or `cls`;
+    default: the strategy's (`model`; `auto` for contrastive and zeroshot)."""
+    normalize: bool | None = None
+    """Pooled heads: L2-normalize the pooled embedding before the head; default: as the checkpoint's
+    sentence-transformers modules say (a Normalize module), else no."""
+
+
+@dataclass
+class LabelsConfig:
+    descriptions: dict[str, str] | None = None
+    """Label -> description for zero-shot and templated examples (e.g. {sport: 'sports and athletes'});
+    default: the label names."""
+    template: str = "This text is about {}."
+    """The prompt a description is put in (`{}` marks where)."""

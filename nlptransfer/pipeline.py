@@ -21,14 +21,14 @@ from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.utils import broadcast_object_list, set_seed
 from torch import nn
 
-from . import adapt, models, strategies, tasks
+from . import adapt, catalog, models, pooling, strategies, tasks
 from .config import RunConfig, to_yaml, validate
 from .engine import distributed
 from .engine.callbacks import Checkpointing, EarlyStopping, Tracking
 from .engine.checkpoint import Checkpoints
 from .engine.loop import Callback, FitResult
 from .engine.speed import speed_up
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, DataError
 from .hub.push import check_push, publish
 from .outputs import console, plots, tracking
 from .outputs.run_folder import RunFolder
@@ -167,9 +167,11 @@ def checkpointing(cfg: RunConfig, fingerprint: dict, folder: RunFolder, accelera
 
 def build_model(cfg: RunConfig, task: tasks.Task, strategy: strategies.Strategy, tokenizer, label_names: list[str],
                 model_path: str | None = None) -> tuple[nn.Module, tuple[int, int]]:
-    """The checkpoint with a new head for `label_names`, adapted by the strategy; logs what trains."""
+    """The checkpoint with a new head for `label_names` (its own kind, or on a pooled embedding: `head.pooling`),
+    adapted by the strategy; logs what trains."""
+    pooled = head_pooling(cfg, strategy, model_path)
     model = models.load_model(cfg.model, task, label_names, cfg.trust_remote_code, path=model_path,
-                              keep_head=cfg.keep_head)
+                              keep_head=cfg.keep_head, pooling=pooled)
     models.check_vocabulary(tokenizer, model, cfg.model)
     model = strategy.prepare(model, cfg, task)
     if cfg.train.speedups:
@@ -177,13 +179,34 @@ def build_model(cfg: RunConfig, task: tasks.Task, strategy: strategies.Strategy,
     return model, strategy.parameter_counts(model, cfg)
 
 
+def head_pooling(cfg: RunConfig, strategy: strategies.Strategy, model_path: str | None = None) -> dict | None:
+    """The head's pooling ({"mode", "normalize"}), or None for the architecture's own head."""
+    normalize = cfg.head.normalize if cfg.head.normalize is not None else strategy.default_normalize
+    return pooling.resolve(cfg.head.pooling or strategy.default_pooling, normalize,
+                           model_path or catalog.resolve_model(cfg.model))
+
+
 def loop_callbacks(cfg: RunConfig, checkpoints: Checkpoints, resume_from: Path | None,
-                   user_callbacks: Sequence[Callback]) -> list[Callback]:
-    """The loop's standard callbacks (checkpoints and resume, early stopping, tracking), then the user's."""
+                   user_callbacks: Sequence[Callback], validation: bool = True) -> list[Callback]:
+    """The loop's standard callbacks (checkpoints and resume, early stopping, tracking), then the user's.
+
+    Without a `validation` split there is nothing to stop early on: the run trains for its fixed budget.
+    """
     standard = [Checkpointing(checkpoints, resume_from, cfg.resume_force), Tracking()]
-    if cfg.train.patience is not None:
+    if cfg.train.patience is not None and validation:
         standard.append(EarlyStopping(cfg.train.patience))
     return standard + list(user_callbacks)
+
+
+def fixed_budget_note(cfg: RunConfig, train_size: int, strategy: strategies.Strategy) -> str | None:
+    """The log line of a run without a validation split: why, what it trains for, how to get one."""
+    why = (f"few-shot: {train_size} training examples" if cfg.data.examples_per_class is not None
+           else "data.validation_fraction=0")
+    budget = strategy.fixed_budget(cfg)
+    if budget is None:
+        return None
+    return (f"no validation split ({why}): training for a fixed {budget} and keeping the last; "
+            "give data.validation_file to pick the best epoch")
 
 
 def run(cfg: RunConfig, inputs: Inputs | None = None) -> Results:
@@ -213,7 +236,10 @@ def run_in_folder(cfg: RunConfig, task: tasks.Task, strategy: strategies.Strateg
     set_seed(cfg.seed)
     if cfg.pretrain.mlm:  # domain-adaptive pretraining: fine-tune from the adapted encoder
         cfg = adapt.adapted_config(cfg, adapt.default_folder(cfg, folder.path), accelerator)
-    data = task.load_data(cfg, inputs.source)
+    data = strategy.training_data(task.load_data(cfg, inputs.source), cfg)
+    if strategy.needs_examples and not len(data.train):
+        raise DataError(f"no labeled training example (data.examples_per_class=0): strategy={strategy.name} trains "
+                        "on some; use strategy=zeroshot, or strategy=contrastive contrastive.synthetic_per_class=8")
     logger.info(task.describe_data(data))
     tokenizer = models.load_tokenizer(cfg.model, cfg.trust_remote_code, path=inputs.model_path)
     encoded = task.encode(data, tokenizer, cfg)
@@ -223,10 +249,14 @@ def run_in_folder(cfg: RunConfig, task: tasks.Task, strategy: strategies.Strateg
     checkpoints, resume_from = checkpointing(cfg, fingerprint, folder, accelerator)
     if cfg.resume and accelerator.is_main_process:  # the resume is compatible: now the config may be replaced
         folder.write_config(to_yaml(cfg))
+    validation = len(data.validation) > 0
+    if not validation and (note := fixed_budget_note(cfg, len(data.train), strategy)):
+        logger.info(note)
     fitting = strategies.Fitting(
         model=model, cfg=cfg, task=task, encoded=encoded, tokenizer=tokenizer, accelerator=accelerator,
         lr=cfg.train.lr or strategy.default_lr, validate_on=task.validator(data, encoded, cfg, accelerator),
-        loss_fn=task.loss_fn(data, cfg), callbacks=loop_callbacks(cfg, checkpoints, resume_from, inputs.callbacks),
+        loss_fn=task.loss_fn(data, cfg), callbacks=loop_callbacks(cfg, checkpoints, resume_from, inputs.callbacks,
+                                                                  validation),
         model_source=inputs.model_path)
     model, fitted = strategy.train(fitting)
 

@@ -13,7 +13,9 @@ Token-classification models return `entities` with their type, character span, s
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +27,7 @@ from . import catalog, models, tasks
 from .config import RunConfig, load_yaml
 from .engine import speed
 from .errors import ConfigError, DataError, ModelError
+from .modeling_nlptransfer import PooledForSequenceClassification
 from .outputs.model_files import adapter_labels, first_line
 
 HUB_IGNORE = ["*.h5", "*.msgpack", "*.onnx", "*.ot", "*.tflite", "onnx/*", "openvino/*", *models.PICKLE_WEIGHTS]
@@ -95,9 +98,25 @@ def load_model(location: str | Path, base_model: str | None = None) -> Predictor
     tokenizer.model_max_length = max_length
     device = "cuda" if torch.cuda.is_available() else "cpu"
     speed.first_token_top(model)  # exact: the head reads the first token only
-    pipe = pipeline(tasks.get(task).pipeline_tag, model=model.eval(), tokenizer=tokenizer, device=device)
+    with pipeline_accepts(model):
+        pipe = pipeline(tasks.get(task).pipeline_tag, model=model.eval(), tokenizer=tokenizer, device=device)
     settings = getattr(model.config, "nlptransfer", None) or {}
     return Predictor(pipe=pipe, task=task, source=str(model_dir), stride=stride, settings=settings)
+
+
+@contextlib.contextmanager
+def pipeline_accepts(model: PreTrainedModel):
+    """Quiet transformers' "model not supported" error for a pooled classifier: the pipeline runs it all the same."""
+    from transformers.utils import logging as hf_logging
+
+    base = hf_logging.get_logger("transformers.pipelines.base")
+    level = base.level
+    if isinstance(model, PooledForSequenceClassification):
+        base.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        base.setLevel(level)
 
 
 def local_folder(location: str) -> Path:
@@ -157,7 +176,10 @@ def load_saved(model_dir: Path) -> tuple[PreTrainedModel, str]:
     """A model saved with `save_pretrained`, and its task."""
     check_folder(model_dir, f"cannot load the model in {model_dir}")
     try:
-        task = task_of(AutoConfig.from_pretrained(model_dir).architectures, model_dir)
+        config = AutoConfig.from_pretrained(model_dir)
+        task = task_of(config.architectures, model_dir)
+        if PooledForSequenceClassification.__name__ in (config.architectures or []):  # the installed code, not the copy
+            return PooledForSequenceClassification.from_pretrained(model_dir, config=config, use_safetensors=True), task
         return tasks.get(task).auto_class.from_pretrained(model_dir, use_safetensors=True), task
     except (OSError, ValueError) as e:
         raise ModelError(f"cannot load the model in {model_dir}: {first_line(e)}") from None

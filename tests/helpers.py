@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -13,3 +15,15 @@ def write(path: Path, content: str | bytes) -> Path:
     else:
         path.write_text(content, encoding="utf-8")
     return path
+
+
+@contextmanager
+def run_logs(caplog):
+    """The run's INFO records in `caplog.messages` (a run's logger does not propagate to caplog's root handler)."""
+    package_logger = logging.getLogger("nlptransfer")
+    package_logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.INFO, logger="nlptransfer"):
+            yield
+    finally:
+        package_logger.removeHandler(caplog.handler)

@@ -24,8 +24,10 @@ LAYERS = [  # top first: a module may import modules of its own layer (no circle
     ("config", ["nlptransfer.config"]),
     ("parts", ["nlptransfer.tasks", "nlptransfer.strategies"]),
     ("machinery", ["nlptransfer.engine", "nlptransfer.outputs"]),
-    ("core", ["nlptransfer.data", "nlptransfer.models", "nlptransfer.catalog", "nlptransfer.metrics"]),
-    ("base", ["nlptransfer.options", "nlptransfer.errors", "nlptransfer.metric_modules"]),
+    ("core", ["nlptransfer.data", "nlptransfer.models", "nlptransfer.catalog", "nlptransfer.metrics",
+              "nlptransfer.pooling"]),
+    ("base", ["nlptransfer.options", "nlptransfer.errors", "nlptransfer.metric_modules",
+              "nlptransfer.modeling_nlptransfer"]),
 ]
 
 

@@ -19,7 +19,15 @@ from .. import catalog
 from ..errors import DataError
 from ..options import DataConfig
 from .readers import SPLIT_ALIASES, dataset_frames, read_hub, read_packaged, read_table  # noqa: F401
-from .splits import SPLITS, check_distinct_columns, check_sample_keeps_labels, dedup_key, drop_repeats
+from .splits import (
+    SPLITS,
+    check_distinct_columns,
+    check_sample_keeps_labels,
+    dedup_key,
+    drop_repeats,
+    intends_no_validation,
+    sample_per_class,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -246,6 +254,8 @@ def _stratified_split(frame: pd.DataFrame, size: float | int, label: str, seed: 
 def report_missing_classes(splits: dict[str, TextSplit], label_names: list[str]) -> None:
     """Warn about classes a held-out split has no example of: their scores there mean nothing."""
     for split, texts in splits.items():
+        if not len(texts):  # no validation split, on purpose
+            continue
         present = {label for row in texts.labels for label in (row if isinstance(row, list) else [row])}
         missing = [name for i, name in enumerate(label_names) if i not in present]
         if missing:
@@ -261,9 +271,9 @@ def make_splits(frames: dict[str, pd.DataFrame], cfg: DataConfig, seed: int) -> 
     if "test" not in frames:
         train, frames["test"] = _stratified_split(train, cfg.test_fraction, cfg.label_column, seed)
         remaining -= cfg.test_fraction
-    if "validation" not in frames:
-        if cfg.validation_fraction <= 0:
-            raise DataError("no validation split: set data.validation_fraction > 0 or data.validation_file")
+    if intends_no_validation(cfg, "validation" in frames):
+        frames["validation"] = train.iloc[:0]  # trained for a fixed budget, the last epoch kept
+    elif "validation" not in frames:
         share = min(cfg.validation_fraction / remaining, 0.5)
         train, frames["validation"] = _stratified_split(train, share, cfg.label_column, seed)
     frames["train"] = train
@@ -272,9 +282,14 @@ def make_splits(frames: dict[str, pd.DataFrame], cfg: DataConfig, seed: int) -> 
     for split, limit in limits.items():
         if limit is not None and len(frames[split]) > limit:
             frames[split], _ = _stratified_split(frames[split], len(frames[split]) - limit, cfg.label_column, seed)
+    if cfg.examples_per_class is not None:
+        frames["train"] = train.iloc[sample_per_class(train[cfg.label_column].tolist(), cfg.examples_per_class, seed)]
     frames = {split: frames[split].reset_index(drop=True) for split in SPLITS}
     labels = {split: label_set(frame[cfg.label_column]) for split, frame in frames.items()}
-    check_sample_keeps_labels(label_set(train[cfg.label_column]), labels, cfg.max_train_samples, "example of")
+    sampled_by = ("max_train_samples",) + (("examples_per_class",) if cfg.examples_per_class != 0 else ())
+    for option in sampled_by:
+        check_sample_keeps_labels(label_set(train[cfg.label_column]), labels, getattr(cfg, option), "example of",
+                                  option)
     return frames
 
 
@@ -306,17 +321,21 @@ def load_classification(cfg: DataConfig, seed: int, multilabel: bool = False,
         frames = {split: label_lists(frame, cfg, split) for split, frame in frames.items()}
     if len(frames["train"]) < 3:
         raise DataError(f"the training data has {len(frames['train'])} usable rows; need more")
+    raw_train = frames["train"]
     frames, dropped = drop_shared_texts(make_splits(frames, cfg, seed), cfg)
-    label_names = label_names_for(frames["train"][cfg.label_column], cfg, class_names.get(cfg.label_column))
+    # with no labeled example (zero-shot, templated examples), the labels are those the data has
+    named_by = raw_train if cfg.examples_per_class == 0 else frames["train"]
+    label_names = label_names_for(named_by[cfg.label_column], cfg, class_names.get(cfg.label_column))
+    no_validation = intends_no_validation(cfg, "validation" in raw)
     splits = {}
     for split, frame in frames.items():
-        if frame.empty:
+        if frame.empty and not (split == "validation" and no_validation):
             raise DataError(f"the {split} split is empty; give more data or change data.{split}_fraction")
         labels = encode_labels(frame[cfg.label_column], label_names, split,
                                class_names=cfg.label_column in class_names)
         pairs = frame[cfg.text_pair_column].astype(str).tolist() if cfg.text_pair_column else None
         splits[split] = TextSplit(frame[cfg.text_column].astype(str).tolist(), labels, pairs)
-    if not multilabel and len(set(splits["train"].labels)) < 2:
+    if not multilabel and len(set(splits["train"].labels)) < 2 and cfg.examples_per_class != 0:
         raise DataError(
             f"the training data has a single class ('{label_names[splits['train'].labels[0]]}'); "
             "a classifier needs at least two"

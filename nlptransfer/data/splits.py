@@ -4,6 +4,9 @@ splits found by a normalized key (case and white space ignored), counted and dro
 from __future__ import annotations
 
 import logging
+from collections.abc import Hashable, Sequence
+
+import numpy as np
 
 from ..errors import ConfigError, DataError
 from ..options import DataConfig
@@ -24,16 +27,57 @@ def check_distinct_columns(options: dict[str, str | None]) -> None:
         seen.setdefault(column, option)
 
 
-def check_sample_keeps_labels(labels: set, present: dict[str, set], limit: int | None, unit: str) -> None:
-    """Refuse a `data.max_train_samples` sample that lost labels the held-out splits have: they could not be learned.
+def check_sample_keeps_labels(labels: set, present: dict[str, set], limit: int | None, unit: str,
+                              option: str = "max_train_samples") -> None:
+    """Refuse a `data.max_train_samples` (or `option`) sample that lost labels the held-out splits have: they
+    could not be learned.
 
     `labels` are those of the whole training split, `present` those of each split after sampling.
     """
     lost = sorted(map(str, (labels - present["train"]) & (present["validation"] | present["test"])))
     if limit is not None and lost:
-        raise DataError(f"the training data is too small: data.max_train_samples={limit} keeps no {unit} "
+        least = f" (at least {len(labels)})" if option == "max_train_samples" else ""
+        raise DataError(f"the training data is too small: data.{option}={limit} keeps no {unit} "
                         f"{', '.join(lost[:5])}{' ...' if len(lost) > 5 else ''}, which the held-out splits have; "
-                        f"raise data.max_train_samples (at least {len(labels)}) or leave it unset")
+                        f"raise data.{option}{least} or leave it unset")
+
+
+def intends_no_validation(cfg: DataConfig, given: bool) -> bool:
+    """Whether a run has no validation split on purpose: the source gives none (`given` is False) and
+    `data.validation_fraction=0` or `data.examples_per_class` (few-shot data: nothing to spare) is set."""
+    return not given and (cfg.validation_fraction <= 0 or cfg.examples_per_class is not None)
+
+
+def sample_per_class(labels: Sequence[Hashable], n: int, seed: int) -> list[int]:
+    """The sorted indices of a seeded, stratified sample of exactly `n` rows per class.
+
+    `labels` holds one label per row; a multi-label row (a tuple of labels) counts for its rarest
+    label (fewest rows, then the smallest name), as the splits are stratified. The sample depends on
+    `labels`, `n` and `seed` alone (its own numpy generator, not the global RNG), so a benchmark gets
+    the same rows for every method; each class's rows are permuted once, so for one seed the sample
+    of `n` rows is part of the sample of more. A class with fewer than `n` rows is a `DataError`.
+    """
+    rows = list(labels)
+    multilabel = bool(rows) and isinstance(rows[0], tuple)
+    if multilabel:
+        counts: dict = {}
+        for row in rows:
+            for label in row:
+                counts[label] = counts.get(label, 0) + 1
+        rows = [min(row, key=lambda label: (counts[label], str(label))) for row in rows]
+    by_class: dict = {}
+    for index, label in enumerate(rows):
+        by_class.setdefault(label, []).append(index)
+    rarest = min(by_class, key=lambda label: (len(by_class[label]), str(label)), default=None)
+    if rarest is not None and len(by_class[rarest]) < n:
+        has = (f"label '{rarest}' is the rarest label of only {len(by_class[rarest])}" if multilabel
+               else f"class '{rarest}' has only {len(by_class[rarest])}")
+        raise DataError(f"data.examples_per_class={n} but {has} training examples; set "
+                        f"data.examples_per_class={len(by_class[rarest])} or less")
+    rng = np.random.default_rng(seed)
+    chosen = [index for label in sorted(by_class, key=lambda label: (str(label), type(label).__name__))
+              for index in rng.permutation(by_class[label])[:n].tolist()]
+    return sorted(chosen)
 
 
 def dedup_key(*texts) -> tuple[str, ...]:

@@ -49,6 +49,8 @@ def encode_split(split: TextSplit, tokenizer: PreTrainedTokenizerBase, max_lengt
     windows sharing `stride` tokens; each window carries its text's label. With `num_labels`
     (multi-label) the labels become multi-hot float vectors.
     """
+    if not len(split):  # no validation split (few-shot data); fast tokenizers fail on an empty batch
+        return EncodedSplit([])
     labels = split.labels if num_labels is None else [multi_hot(row, num_labels) for row in split.labels]
     if split.text_pairs is not None:  # pairs are truncated (longest first); no overflow for pairs
         encoded = tokenizer(split.texts, split.text_pairs, truncation=True, max_length=max_length)

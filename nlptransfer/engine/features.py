@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 from transformers import PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
+from ..modeling_nlptransfer import PooledForSequenceClassification, pool
 from ..options import TrainConfig
 from ..outputs.console import progress_bar
 from . import cache
@@ -59,10 +60,12 @@ class HeadOnFeatures(nn.Module):
 
 
 @torch.no_grad()
-def extract(encoder: nn.Module, batches: DataLoader, accelerator: Accelerator) -> EncodedSplit:
+def extract(encoder: nn.Module, batches: DataLoader, accelerator: Accelerator, pooling: str | None = None
+            ) -> EncodedSplit:
     """Run the encoder once over a split; per example, the first token's hidden state and pooler output.
 
-    Sequence classification heads read only the first token (`[CLS]`/`<s>`) or the pooler.
+    Sequence classification heads read only the first token (`[CLS]`/`<s>`) or the pooler; a pooled
+    head (`pooling`: mean, max, cls) reads the pooled states, kept as a one-token sequence.
     """
     encoder.eval()
     rows: dict[int, dict] = {}
@@ -71,8 +74,10 @@ def extract(encoder: nn.Module, batches: DataLoader, accelerator: Accelerator) -
         with accelerator.autocast():
             outputs = encoder(**inputs)
         pooled = getattr(outputs, "pooler_output", None)
+        hidden = (outputs.last_hidden_state[:, :1] if pooling is None
+                  else pool(outputs.last_hidden_state, inputs.get("attention_mask"), pooling)[:, None])
         gathered = accelerator.gather_for_metrics({
-            "encoder_hidden": outputs.last_hidden_state[:, :1].float(),
+            "encoder_hidden": hidden.float(),
             "labels": batch["labels"].to(accelerator.device),
             "example_index": batch["example_index"].to(accelerator.device),
         } | ({"encoder_pooled": pooled.float()} if pooled is not None else {}))
@@ -154,6 +159,15 @@ class FeatureExtraction:
 
 FIRST_TOKEN = FeatureExtraction("first_token", extract, feature_loaders)
 TOKENS = FeatureExtraction("tokens", extract_tokens, token_feature_loaders)
+
+
+def for_model(model: nn.Module, extraction: FeatureExtraction) -> FeatureExtraction:
+    """The features `model`'s head reads: a pooled head's pooled states, else the task's `extraction`."""
+    if not isinstance(model, PooledForSequenceClassification):
+        return extraction
+    mode = model.pooling_mode
+    return FeatureExtraction(f"pooled_{mode}", lambda encoder, batches, accelerator: extract(
+        encoder, batches, accelerator, pooling=mode), feature_loaders)
 
 
 def cached_extraction(extract_features: Callable, kind: str, model: str, max_length: int, precision: str,

@@ -86,7 +86,10 @@ class Callback:
         """After each optimizer step (`loop.state.optimizer_steps` counts it)."""
 
     def on_epoch_end(self, loop: Loop, metrics: dict, train_loss: float, improved: bool) -> None:
-        """After validation; `loop.state.epoch` is already the next epoch, `improved` says if this one is the best."""
+        """After validation; `loop.state.epoch` is already the next epoch, `improved` says if this one is the best.
+
+        Without a validation split `metrics` is empty and `improved` is always true: the last epoch is kept.
+        """
 
     def on_fit_end(self, loop: Loop) -> None:
         """After the last epoch, before the best weights are put back."""
@@ -110,8 +113,9 @@ class TrainData:
     """The training batches, how to validate, and the loss when it is not the model's own."""
 
     batches: DataLoader
-    validate: Callable[[nn.Module], dict]
-    """`validate(model) -> dict` of validation metrics, among them `TrainConfig.metric_for_best`."""
+    validate: Callable[[nn.Module], dict] | None
+    """`validate(model) -> dict` of validation metrics, among them `TrainConfig.metric_for_best`; None when there
+    is no validation split: a fixed budget of epochs/steps, the last epoch kept."""
     loss_fn: nn.Module | None = None
     """`loss_fn(logits, labels)` replaces the model's own loss (class weights, focal loss)."""
 
@@ -135,7 +139,8 @@ class Loop:
 
 def fit(model: nn.Module, data: TrainData, cfg: TrainConfig, optimizer_settings: OptimizerSettings,
         accelerator: Accelerator, callbacks: Sequence[Callback] = ()) -> LoopState:
-    """Train `model` in place; afterwards it holds the weights of the best validation epoch.
+    """Train `model` in place; afterwards it holds the weights of the best validation epoch (without
+    validation, `data.validate` None: of the last epoch).
 
     Per epoch: callbacks' `on_epoch_start`, train steps (`on_step_end` after each optimizer step),
     validate, keep the best weights, `on_epoch_end`; training stops after `cfg.epochs`, `cfg.max_steps`,
@@ -171,24 +176,40 @@ def fit(model: nn.Module, data: TrainData, cfg: TrainConfig, optimizer_settings:
         train_loss = train_epoch(loop, batches, progress, callbacks, data.loss_fn)
         epoch_seconds = time.perf_counter() - started
         state.train_seconds += epoch_seconds
-        metrics = data.validate(model)
+        metrics = data.validate(model) if data.validate is not None else {}
         state.history.append({"epoch": state.epoch, "train_loss": train_loss, "train_seconds": epoch_seconds,
                               "validation": metrics, "train_loss_curve": loss_curve(state.epoch_losses)})
-        logger.info("epoch %d: train loss %.4f, validation %s %.4f (%.0fs)", state.epoch, train_loss,
-                    cfg.metric_for_best, metrics[cfg.metric_for_best], epoch_seconds)
-        improved = state.best_metric is None or metrics[cfg.metric_for_best] > state.best_metric
-        if improved:
-            state.best_metric, state.best_epoch = metrics[cfg.metric_for_best], state.epoch
-            state.epochs_without_gain, loop.best_weights = 0, trainable_state(model, loop.trained)
+        if data.validate is None:
+            logger.info("epoch %d: train loss %.4f (%.0fs)", state.epoch, train_loss, epoch_seconds)
         else:
-            state.epochs_without_gain += 1
+            logger.info("epoch %d: train loss %.4f, validation %s %.4f (%.0fs)", state.epoch, train_loss,
+                        cfg.metric_for_best, metrics[cfg.metric_for_best], epoch_seconds)
+        improved = keep_best(loop, metrics, validated=data.validate is not None)
         state.epoch, state.batches_done, state.epoch_losses = state.epoch + 1, 0, []
         notify(callbacks, "on_epoch_end", loop, metrics=metrics, train_loss=train_loss, improved=improved)
     progress.close()
     notify(callbacks, "on_fit_end", loop)
-    if loop.best_weights is not None:
+    if loop.best_weights is not None and data.validate is not None:
         load_trainable_state(model, loop.best_weights)
     return state
+
+
+def keep_best(loop: Loop, metrics: dict, validated: bool) -> bool:
+    """Record the epoch just trained if it is the best so far (and copy its weights); returns whether it is.
+
+    Without validation every epoch is the newest one kept: the model is the last epoch's, nothing is copied.
+    """
+    state, metric = loop.state, loop.cfg.metric_for_best
+    if not validated:
+        state.best_epoch, state.epochs_without_gain = state.epoch, 0
+        return True
+    improved = state.best_metric is None or metrics[metric] > state.best_metric
+    if improved:
+        state.best_metric, state.best_epoch = metrics[metric], state.epoch
+        state.epochs_without_gain, loop.best_weights = 0, trainable_state(loop.model, loop.trained)
+    else:
+        state.epochs_without_gain += 1
+    return improved
 
 
 def notify(callbacks: Sequence[Callback], hook: str, loop: Loop, **values) -> None:

@@ -160,6 +160,7 @@ def training_section(cfg: RunConfig, metrics: dict) -> str:
         lines.append(f"- Trainable parameters: {parameters['trainable']:,} of {parameters['total']:,} ({share:.2f}%).")
     if strategy.card_note:
         lines.append(f"- {strategy.card_note}")
+    lines += few_shot_lines(cfg, metrics)
     if timing.get("train_seconds") is not None:
         lines.append(f"- Training time: {timing['train_seconds']:.0f} s, {timing.get('optimizer_steps', '?')} "
                      f"optimizer steps; best validation epoch: {timing.get('best_epoch', '?')}.")
@@ -175,6 +176,31 @@ def training_section(cfg: RunConfig, metrics: dict) -> str:
     lines += ["", "| hyperparameter | value |", "| --- | --- |"]
     lines += [f"| {name} | {'none' if value is None else value} |" for name, value in rows]
     return "\n".join(lines)
+
+
+def few_shot_lines(cfg: RunConfig, metrics: dict) -> list[str]:
+    """How many labeled examples the model saw, when few; that no validation split picked the epoch."""
+    examples = metrics.get("data", {}).get("examples", {})
+    lines = []
+    if cfg.data.examples_per_class is not None:
+        lines.append(f"- Few-shot model: trained on {examples.get('train', '?')} labeled examples "
+                     f"({cfg.data.examples_per_class} per label, a seeded sample of the training data).")
+    if examples and not examples.get("validation"):
+        lines.append("- No validation split: training ran for a fixed budget and kept its last weights.")
+    return lines
+
+
+def pooled(cfg: RunConfig) -> bool:
+    """Whether the model's head reads a pooled sentence embedding (saved with its own code)."""
+    return (cfg.head.pooling or strategies.get(cfg.strategy).default_pooling) != "model"
+
+
+POOLED_USAGE = ("The head reads a pooled sentence embedding, a class transformers does not have: its code is in "
+                "`modeling_nlptransfer.py` beside the weights, hence `trust_remote_code=True` (without it, "
+                "transformers would load the encoder with a new, untrained classifier). The same folder loads "
+                "in sentence-transformers (`SentenceTransformer(\"{repo}\").encode(texts)`: the embeddings) and "
+                "in SetFit (`SetFitModel.from_pretrained(\"{repo}\").predict(texts)`: `model_head.pkl` is the "
+                "head as a scikit-learn classifier).")
 
 
 def data_section(cfg: RunConfig, sizes: dict[str, int] | None) -> str:
@@ -264,9 +290,11 @@ def usage_section(cfg: RunConfig, repo: str, label_names: list[str], adapter_onl
                 f'{name} = pipeline("{pipeline_tag}", model=model.merge_and_unload(), '
                 f'tokenizer=AutoTokenizer.from_pretrained("{repo}"){extra})\n')
     else:
+        extra += ", trust_remote_code=True" if pooled(cfg) else ""
         load = f'from transformers import pipeline\n\n{name} = pipeline("{pipeline_tag}", model="{repo}"{extra})\n'
     return "\n".join([
         "## Usage", "", "```python", load + f'print({name}("Your text here"))', "```", "",
+        *([POOLED_USAGE.format(repo=repo), ""] if pooled(cfg) and not adapter_only else []),
         f"The model reads at most {max_tokens or cfg.data.max_length} tokens of a text (the length it was trained "
         "with, saved as "
         "the tokenizer's `model_max_length`).", "",
@@ -280,7 +308,8 @@ def intro_section(cfg: RunConfig, model_name: str, label_names: list[str]) -> st
     base = base_model_id(cfg.model)
     start = f"[{base}](https://huggingface.co/{base})" if base else "A local checkpoint"
     kind, what, names = tasks.get(cfg.task).card_intro(label_names)
-    return (f"# {model_name}\n\n{start} fine-tuned for {kind} on {describe_data(cfg)}, with nlptransfer (recipe "
+    verb = strategies.get(cfg.strategy).card_verb
+    return (f"# {model_name}\n\n{start} {verb} {kind} on {describe_data(cfg)}, with nlptransfer (recipe "
             f"`{cfg.recipe}`, strategy `{cfg.strategy}`). {what}: {', '.join(f'`{n}`' for n in names)}.")
 
 

@@ -2,7 +2,8 @@
 
 A file is written next to its destination and renamed into place; a model folder is saved to a
 temporary folder and renamed. `model/` loads with `transformers.pipeline(...)`; for LoRA,
-`adapter/` holds the peft adapter with its head.
+`adapter/` holds the peft adapter with its head. A pooled head's `model/` also holds its code
+(`modeling_nlptransfer.py`, `trust_remote_code=True`) and the sentence-transformers and SetFit files.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .. import catalog
 from ..errors import TrainingError
+from ..modeling_nlptransfer import PooledForSequenceClassification
 from .files import readable_as_umask_says, write_bytes, write_json, write_jsonl, write_text
 from .model_files import LABELS_FILE
+from .sentence_files import write_sentence_files
 
 __all__ = ["merged_copy", "save_model", "save_pretrained", "write_bytes", "write_json", "write_jsonl", "write_text"]
 
@@ -70,7 +73,11 @@ def save_model(
         save_pretrained(model, tokenizer, adapter_dir,
                         lambda staging: portable_adapter(staging, model, task, base_model))
         model = merged_copy(model)
-    save_pretrained(model, tokenizer, output_dir / "model")
+    complete = None
+    if isinstance(model, PooledForSequenceClassification):  # its code beside it; sentence-transformers/SetFit files
+        model.register_for_auto_class("AutoModelForSequenceClassification")
+        complete = lambda staging: write_sentence_files(staging, model, tokenizer.model_max_length)
+    save_pretrained(model, tokenizer, output_dir / "model", complete)
     return output_dir / "model", adapter_dir
 
 

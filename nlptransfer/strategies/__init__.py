@@ -8,14 +8,16 @@ from __future__ import annotations
 from ..errors import ConfigError
 from .base import Fitting, Strategy
 from .bitfit import BitFit
+from .contrastive import Contrastive
 from .frozen import Frozen
 from .full import Full
 from .gradual import Gradual
 from .ia3 import IA3
 from .lora import Lora
+from .zeroshot import ZeroShot
 
 REGISTRY: dict[str, Strategy] = {strategy.name: strategy for strategy in (
-    Full(), Frozen(), Lora(), Gradual(), BitFit(), IA3(),
+    Full(), Frozen(), Lora(), Gradual(), BitFit(), IA3(), Contrastive(), ZeroShot(),
 )}
 
 

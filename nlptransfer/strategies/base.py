@@ -64,6 +64,8 @@ class Strategy:
     card_text: ClassVar[str]
     """The model card's sentence after "Transfer strategy: `name`,"."""
     card_tag: ClassVar[str]
+    card_verb: ClassVar[str] = "fine-tuned for"
+    """How the card's first line says what was done to the checkpoint ("... fine-tuned for text classification")."""
     card_note: ClassVar[str | None] = None
     """An extra line of the model card's training section, if any."""
     default_lr: ClassVar[float]
@@ -73,10 +75,22 @@ class Strategy:
     """Accepts `train.layer_lr_decay` and `train.head_lr` (discriminative learning rates)."""
     adapter: ClassVar[bool] = False
     """Saves a peft adapter (`adapter/`) beside the merged `model/`."""
+    default_pooling: ClassVar[str] = "model"
+    """`head.pooling` when unset: `model` (the architecture's own head) or `auto` (a sentence embedding)."""
+    default_normalize: ClassVar[bool | None] = None
+    """`head.normalize` when unset (None: as the checkpoint's sentence-transformers modules say)."""
+    needs_examples: ClassVar[bool] = True
+    """Trains on labeled examples: a run with none (`data.examples_per_class=0`) is refused."""
+    sentence_embeddings: ClassVar[bool] = False
+    """Trains or reads a pooled sentence embedding: needs a task with a pooled head (classification)."""
 
     def checks(self, cfg) -> list[tuple[bool, str]]:
         """Checks of this strategy's own options: (condition that must hold, message if not)."""
         return []
+
+    def training_data(self, data, cfg):
+        """The run's data as this strategy trains on it (e.g. with templated examples added); checked here."""
+        return data
 
     def prepare(self, model: nn.Module, cfg, task) -> nn.Module:
         """Make the parameters this strategy trains trainable, and no others; may wrap the model (peft)."""
@@ -102,6 +116,10 @@ class Strategy:
         data = TrainData(batches, fitting.validate_on(fitting.loader("validation")), fitting.loss_fn)
         fitted = fit(fitting.model, data, cfg.train, settings, accelerator, fitting.callbacks + callbacks)
         return accelerator.unwrap_model(fitting.model), fitted
+
+    def fixed_budget(self, cfg) -> str | None:
+        """What trains without a validation split to pick the best epoch (None: nothing trains)."""
+        return f"{cfg.train.epochs} epochs" + (f" (at most {cfg.train.max_steps} steps)" if cfg.train.max_steps else "")
 
     def fingerprint(self, cfg) -> dict:
         """This strategy's part of the checkpoint fingerprint: its own option sections."""

@@ -24,7 +24,7 @@ class Frozen(Strategy):
     def train(self, fitting: Fitting) -> tuple[nn.Module, FitResult]:
         """Run the encoder once over train and validation (through the disk cache), then fit the head alone."""
         cfg, task = fitting.cfg, fitting.task
-        extraction = task.features
+        extraction = features.for_model(fitting.model, task.features)
         cached_extract = features.cached_extraction(extraction.extract, extraction.kind,
                                                     fitting.model_source or cfg.model,
                                                     cfg.data.max_length, cfg.train.mixed_precision,

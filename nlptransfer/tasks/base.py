@@ -46,6 +46,8 @@ class Task:
     """The test metric of the last log line, e.g. `accuracy`."""
     unit: ClassVar[str] = "samples"
     """What the training throughput counts."""
+    pooled_head: ClassVar[bool] = False
+    """Its head can read a pooled sentence embedding (`head.pooling`; contrastive and zero-shot strategies)."""
     features: ClassVar[FeatureExtraction]
     """What a frozen encoder's cached features are for this head."""
     architecture_suffix: ClassVar[str]

@@ -65,6 +65,7 @@ class Classification(Task):
     metrics = ("accuracy", "macro_f1")
     headline = "accuracy"
     features = features.FIRST_TOKEN
+    pooled_head = True
     multilabel = False
     learning_curves = True
     architecture_suffix = "ForSequenceClassification"
@@ -142,10 +143,15 @@ class Classification(Task):
         return losses.build_loss(cfg.loss, targets(data.train, data).tolist(), data.label_names, data.multilabel)
 
     def validator(self, data: ClassificationData, encoded: dict, cfg, accelerator):
+        """`validate_on(loader)`: fit's validation function on a loader of validation inputs; None without a
+        validation split (the loop then trains its fixed budget and keeps the last epoch)."""
         gold, documents = targets(data.validation, data), encoded["validation"].documents
         fixed = fixed_threshold(cfg)
 
         def validate_on(loader):
+            if not len(data.validation):
+                return None
+
             def validate(model) -> dict:
                 logits = batches.pool_windows(loop.predict(model, loader, accelerator), documents, cfg.data.pooling)
                 return split_metrics(logits, gold, data, 0.5 if fixed is None else fixed)
@@ -154,7 +160,8 @@ class Classification(Task):
         return validate_on
 
     def test(self, model, data: ClassificationData, encoded: dict, tokenizer, cfg, accelerator) -> TestOutcome:
-        """The test split's pooled logits and metrics; multi-label thresholds fixed, or tuned on validation first."""
+        """The test split's pooled logits and metrics; multi-label thresholds fixed, or tuned on validation first
+        (0.5 without a validation split)."""
         def logits_of(split: str, desc: str) -> np.ndarray:
             loader = accelerator.prepare(self.eval_loader(encoded[split], tokenizer, cfg))
             return batches.pool_windows(loop.predict(model, loader, accelerator, desc=desc), encoded[split].documents,
@@ -162,7 +169,10 @@ class Classification(Task):
 
         test_logits = logits_of("test", "testing")
         thresholds = fixed_threshold(cfg)
-        if data.multilabel and thresholds is None:
+        if data.multilabel and thresholds is None and not len(data.validation):
+            logger.info("thresholds could not be tuned: no validation split; every label's threshold is 0.5 "
+                        "(set threshold=0.5 to say so, or give data.validation_file to tune them)")
+        elif data.multilabel and thresholds is None:
             validation_probabilities = sigmoid(logits_of("validation", "tuning thresholds"))
             thresholds = metrics.tune_thresholds(validation_probabilities, targets(data.validation, data))
             logger.info("thresholds tuned on the validation split: %s",
@@ -174,6 +184,8 @@ class Classification(Task):
         return metrics.format_report(scores, data.label_names)
 
     def baselines(self, data: ClassificationData) -> tuple[dict, str]:
+        if len({str(label) for label in data.train.labels}) < 2:
+            return {}, "baselines: none (the training split has fewer than two labels to learn from)"
         found = metrics.baselines(joined_texts(data.train), targets(data.train, data), joined_texts(data.test),
                                   targets(data.test, data))
         return found, (f"baselines on the same data: majority class {found['majority_accuracy']:.4f}, "

@@ -1,0 +1,148 @@
+"""`contrastive`: few-shot training as SetFit does it, at a cost linear in the examples.
+
+Phase 1 trains the encoder with a supervised contrastive loss on the pooled sentence embeddings
+of the labeled examples (every text once per epoch); phase 2 fits the linear head in closed form,
+a logistic regression on the embeddings computed once; `contrastive.end_to_end=true` then
+fine-tunes encoder and head together. LoRA on the encoder (`contrastive.lora_r`) trains low-rank
+updates instead of every weight; they are merged before the head is fitted.
+`contrastive.synthetic_per_class` adds templated examples built from the label descriptions
+(`labels.descriptions`, `labels.template`): a cold start with few labeled examples or none.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from torch import nn
+
+from ..engine import batches, embedding
+from ..engine.loop import FitResult, OptimizerSettings, TrainData, fit
+from ..engine.state import LoopState
+from ..errors import DataError
+from . import descriptions
+from .base import Fitting, Strategy
+
+logger = logging.getLogger("nlptransfer")
+
+
+@dataclass
+class ContrastiveConfig:
+    epochs: int = 10
+    """Passes of the contrastive phase over the labeled examples (each text once per pass)."""
+    batch_size: int = 16
+    """Texts per contrastive batch: each is contrasted with the batch's others."""
+    temperature: float = 0.05
+    """Temperature of the supervised contrastive loss (cosine similarity / temperature)."""
+    head_c: float = 1.0
+    """Inverse L2 strength of the logistic-regression head (scikit-learn's C; SetFit's default 1.0)."""
+    end_to_end: bool = False
+    """After the head is fitted, fine-tune encoder and head together (train.epochs, train.lr)."""
+    lora_r: int = 0
+    """Train LoRA updates of this rank on the encoder's attention instead of every weight; 0: every weight."""
+    synthetic_per_class: int = 0
+    """Add this many templated examples per label (labels.template with each description) to the training data."""
+
+
+class Contrastive(Strategy):
+    name = "contrastive"
+    summary = "few-shot: contrastive sentence-embedding training, then a logistic-regression head"
+    card_text = ("few-shot contrastive training: the encoder learned, on the labeled examples, to embed texts of "
+                 "one label close together (supervised contrastive loss), then a logistic-regression head was "
+                 "fitted on the embeddings")
+    card_tag = "few-shot"
+    default_lr = 2e-5
+    sections = {"contrastive": ContrastiveConfig}
+    default_pooling = "auto"
+    sentence_embeddings = True
+
+    def checks(self, cfg) -> list[tuple[bool, str]]:
+        c = cfg.contrastive
+        return [(c.epochs >= 1, "contrastive.epochs must be at least 1"),
+                (c.batch_size >= 2, "contrastive.batch_size must be at least 2: a text is contrasted with others"),
+                (c.temperature > 0, "contrastive.temperature must be positive, e.g. 0.05"),
+                (c.head_c > 0, "contrastive.head_c must be positive, e.g. 1.0"),
+                (c.lora_r >= 0, "contrastive.lora_r must be 0 (every weight trains) or a rank of at least 1"),
+                (c.synthetic_per_class >= 0, "contrastive.synthetic_per_class must be 0 or more"),
+                (not cfg.resume, "strategy=contrastive runs are not resumed: drop resume= and run it again")]
+
+    def training_data(self, data, cfg):
+        if len(set(flat_labels(data.train.labels))) < 2 and not cfg.contrastive.synthetic_per_class:
+            raise DataError("strategy=contrastive needs training examples of at least two labels: it learns what "
+                            "tells them apart")
+        if not cfg.contrastive.synthetic_per_class:
+            return data
+        return descriptions.with_templated_examples(data, cfg, cfg.contrastive.synthetic_per_class)
+
+    def train(self, fitting: Fitting) -> tuple[nn.Module, FitResult]:
+        cfg, model, accelerator = fitting.cfg, fitting.model, fitting.accelerator
+        c = cfg.contrastive
+        started = time.perf_counter()
+        state = self.train_encoder(fitting)
+        train = fitting.encoded["train"]
+        x = embedding.embed(model, accelerator.prepare(fitting.task.eval_loader(train, fitting.tokenizer, cfg)),
+                            accelerator)
+        y = np.asarray([row["labels"] for row in train])
+        num_labels = model.config.num_labels
+        weight, bias = embedding.logistic_head(x, y, num_labels, y.ndim == 2, c.head_c)
+        embedding.set_head(model.score, weight, bias)
+        logger.info("head: logistic regression (C=%g) fitted on %d embeddings", c.head_c, len(x))
+        state.train_seconds = time.perf_counter() - started
+        if c.end_to_end:
+            model, tuned = Strategy.train(self, fitting)
+            tuned.train_seconds += state.train_seconds
+            return model, tuned
+        return model, state
+
+    def train_encoder(self, fitting: Fitting) -> LoopState:
+        """Phase 1: the encoder (or its LoRA updates) trained with the contrastive loss for a fixed budget."""
+        cfg, model, c = fitting.cfg, fitting.model, fitting.cfg.contrastive
+        phase = dataclasses.replace(cfg.train, epochs=c.epochs, batch_size=c.batch_size, max_steps=None,
+                                    patience=None, group_by_length=False, warmup_ratio=0.1)
+        loader = batches.train_loader(fitting.encoded["train"], fitting.tokenizer, c.batch_size, cfg.seed,
+                                      group_by_length=False)
+        logger.info("contrastive phase: %d epochs over %d examples, batches of %d, lr %g%s", c.epochs,
+                    len(fitting.encoded["train"]), c.batch_size, fitting.lr,
+                    f", LoRA rank {c.lora_r} on the encoder" if c.lora_r else "")
+        prefix = model.base_model_prefix
+        encoder = model.base_model
+        if c.lora_r:
+            setattr(model, prefix, lora_encoder(encoder, c.lora_r))
+        wrapped = embedding.ContrastiveEncoder(model, c.temperature)
+        state = fit(wrapped, TrainData(loader, None), phase, OptimizerSettings(fitting.lr), fitting.accelerator)
+        if c.lora_r:
+            setattr(model, prefix, getattr(model, prefix).merge_and_unload())
+        model.eval()
+        return state
+
+    def fixed_budget(self, cfg) -> str | None:
+        c = cfg.contrastive
+        return (f"{c.epochs} contrastive epochs" + (f", then {Strategy.fixed_budget(self, cfg)} end to end"
+                                                    if c.end_to_end else ""))
+
+    def card_rows(self, cfg) -> list[tuple[str, object]]:
+        c = cfg.contrastive
+        rows = [("contrastive epochs / batch / temperature", f"{c.epochs} / {c.batch_size} / {c.temperature}"),
+                ("head", f"logistic regression, C={c.head_c}" + (", then end-to-end fine-tuning"
+                                                                 if c.end_to_end else ""))]
+        if c.lora_r:
+            rows.append(("LoRA rank on the encoder", c.lora_r))
+        if c.synthetic_per_class:
+            rows.append(("templated examples per label", c.synthetic_per_class))
+        return rows
+
+
+def lora_encoder(encoder: nn.Module, rank: int) -> nn.Module:
+    """The encoder with LoRA updates on its attention projections (peft's defaults for the architecture)."""
+    from peft import LoraConfig
+
+    from .lora import add_peft
+
+    return add_peft(encoder, LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.1), "LoRA", "contrastive.lora_r")
+
+
+def flat_labels(labels: list) -> list:
+    return [label for row in labels for label in (row if isinstance(row, list) else [row])]

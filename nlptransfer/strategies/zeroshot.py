@@ -1,0 +1,91 @@
+"""`zeroshot`: classification with no labeled example, by similarity to the labels' descriptions.
+
+Each label's prompt (`labels.template` around its description, `labels.descriptions`) is embedded
+by the encoder; a text gets the label whose prompt embedding is most similar (cosine). The head is
+the linear layer whose rows are those normalized embeddings (times `zeroshot.scale`), so the model
+saves, loads and predicts like any pooled classifier. Multi-label: a label is predicted when its
+similarity exceeds `zeroshot.threshold`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..engine.loop import FitResult
+from ..engine.state import LoopState
+from ..errors import ConfigError
+from . import descriptions
+from .base import Fitting, Strategy
+
+logger = logging.getLogger("nlptransfer")
+
+
+@dataclass
+class ZeroShotConfig:
+    scale: float = 20.0
+    """Logits are cosine similarities times this (the scores' sharpness; the predicted label does not change)."""
+    threshold: float = 0.3
+    """Multi-label: predict each label whose cosine similarity with the text exceeds this."""
+
+
+class ZeroShot(Strategy):
+    name = "zeroshot"
+    summary = "zero-shot: no training; the label whose description embeds closest to the text"
+    card_text = ("zero-shot classification: no weight was trained; a text gets the label whose description "
+                 "(in the prompt below) its sentence embedding is most similar to")
+    card_tag = "zero-shot"
+    card_verb = "used without training (zero-shot) for"
+    default_lr = 1e-5  # unused: nothing trains
+    sections = {"zeroshot": ZeroShotConfig}
+    default_pooling = "auto"
+    default_normalize = True
+    needs_examples = False
+    sentence_embeddings = True
+
+    def checks(self, cfg) -> list[tuple[bool, str]]:
+        return [(cfg.zeroshot.scale > 0, "zeroshot.scale must be positive, e.g. 20"),
+                (-1 <= cfg.zeroshot.threshold <= 1, "zeroshot.threshold is a cosine similarity: in [-1, 1]"),
+                (not cfg.data.text_pair_column,
+                 "strategy=zeroshot compares one text with the label descriptions; data.text_pair_column needs a "
+                 "trained strategy (e.g. strategy=contrastive)")]
+
+    def prepare(self, model: nn.Module, cfg, task) -> nn.Module:
+        if not model.normalize:
+            raise ConfigError("strategy=zeroshot compares cosine similarities: drop head.normalize=false")
+        for parameter in model.parameters():
+            parameter.requires_grad_(False)
+        return model
+
+    def fixed_budget(self, cfg) -> str | None:
+        return None  # nothing trains
+
+    @torch.no_grad()
+    def train(self, fitting: Fitting) -> tuple[nn.Module, FitResult]:
+        """No training: the head's rows become the label prompts' embeddings."""
+        started = time.perf_counter()
+        model, tokenizer, cfg = fitting.model, fitting.tokenizer, fitting.cfg
+        names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+        prompts = descriptions.label_prompts(names, cfg)
+        model.eval()
+        inputs = tokenizer(prompts, padding=True, truncation=True, max_length=cfg.data.max_length,
+                           return_tensors="pt").to(model.device)
+        rows = model.embed(**inputs).float()
+        model.score.weight.copy_(cfg.zeroshot.scale * rows)
+        multilabel = model.config.problem_type == "multi_label_classification"
+        model.score.bias.fill_(-cfg.zeroshot.scale * cfg.zeroshot.threshold if multilabel else 0.0)
+        closest = (rows @ rows.T).fill_diagonal_(-1).max().item()
+        logger.info("zero-shot: %d label prompts embedded; the two most similar have cosine %.3f%s", len(names),
+                    closest, " (close prompts are hard to tell apart: describe them more distinctly)"
+                    if closest > 0.9 else "")
+        state = LoopState(best_epoch=0)
+        state.train_seconds = time.perf_counter() - started
+        return model, state
+
+    def card_rows(self, cfg) -> list[tuple[str, object]]:
+        return [("label prompt template", cfg.labels.template), ("similarity scale", cfg.zeroshot.scale)]
+

@@ -1,0 +1,65 @@
+"""strategy=zeroshot and templated examples: label prompts, similarity predictions, refusals."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from helpers import run_logs
+
+from nlptransfer.api import run
+from nlptransfer.config import RunConfig
+from nlptransfer.errors import ConfigError, DataError
+from nlptransfer.strategies import descriptions
+
+SPORT = ["match goal win", "player season team", "game won lost"]
+MONEY = ["market price stock", "bank money company", "price market bank"]
+
+
+def frame(repeat: int = 4) -> pd.DataFrame:
+    texts = [f"{text} {i}" for i in range(repeat) for text in SPORT + MONEY]
+    labels = [label for _ in range(repeat) for label in ["sport"] * 3 + ["money"] * 3]
+    return pd.DataFrame({"text": texts, "label": labels})
+
+
+def test_each_text_gets_the_label_whose_description_it_matches(tiny_model_dir, tmp_path):
+    """A constructed case: each test text repeats one description's words, so its embedding is that prompt's."""
+    train = frame()
+    test = pd.DataFrame({"text": ["match goal win", "market price stock", "player season team",
+                                  "bank money company"], "label": ["sport", "money", "sport", "money"]})
+    results = run(model=tiny_model_dir, strategy="zeroshot", data={"train": train, "test": test},
+                  output_dir=str(tmp_path / "run"), data_options={"max_length": 16},
+                  labels={"template": "{}", "descriptions": {"sport": "match goal win player season team",
+                                                              "money": "market price stock bank money company"}})
+    assert [row["predicted"] for row in results.predictions] == ["sport", "money", "sport", "money"]
+    assert results.parameters["trainable"] == 0
+    metrics = json.loads((results.output_dir / "metrics.json").read_text())
+    assert metrics["test"]["accuracy"] == 1.0
+    assert "without training (zero-shot)" in (results.output_dir / "README.md").read_text()
+    assert results.predict(["match goal win"])[0]["label"] == "sport"
+
+
+def test_label_prompts_follow_the_template_and_the_descriptions():
+    cfg = RunConfig(labels={"descriptions": {"pos": "something good"}, "template": "It is {}!"})
+    assert descriptions.label_prompts(["neg", "pos"], cfg) == ["It is neg!", "It is something good!"]
+
+
+@pytest.mark.parametrize("labels, names, error, expected", [
+    ({"descriptions": {"sprot": "x"}}, ["sport", "money"], ConfigError, "names sprot, which the data does not have"),
+    ({}, ["0", "1"], DataError, "the labels 0, 1 are not words"),
+    ({"template": "no placeholder"}, ["a", "b"], ConfigError, "must mark the description's place"),
+])
+def test_bad_descriptions_are_one_line_errors(labels, names, error, expected):
+    with pytest.raises(error, match=expected):
+        descriptions.label_prompts(names, RunConfig(labels=labels))
+
+
+def test_templated_examples_join_the_training_split(tiny_model_dir, tmp_path, caplog):
+    with run_logs(caplog):
+        results = run(model=tiny_model_dir, strategy="contrastive", data=frame(), output_dir=str(tmp_path / "run"),
+                      data_options={"max_length": 16, "examples_per_class": 1},
+                      contrastive={"epochs": 1, "batch_size": 4, "synthetic_per_class": 3})
+    assert "added 6 templated examples (3 per label) to 2 labeled training examples" in caplog.text
+    metrics = json.loads((results.output_dir / "metrics.json").read_text())
+    assert metrics["data"]["examples"]["train"] == 8
