@@ -104,6 +104,20 @@ CASES = [
      "'+train.foo=1': the leading '+' is Hydra syntax; nlptransfer options are set without it: train.foo=1"),
     ("Hydra's ++ prefix", lambda t, m: ["++train.epochs=1"], "set without it: train.epochs=1"),
     ("Hydra's ~ prefix", lambda t, m: ["~train.epochs"], "the leading '~' is Hydra syntax"),
+    ("more examples per class than the rarest class has", lambda t, m: ["data.examples_per_class=50"],
+     "data.examples_per_class=50 but class"),
+    ("a description of a label the data lacks", lambda t, m: ["strategy=zeroshot", "labels.descriptions={good: x}"],
+     "labels.descriptions names good, which the data does not have (its labels: neg, neu, pos)"),
+    ("zero-shot with labels that are not words", lambda t, m: ["strategy=zeroshot", train_file(t, HEADER + "".join(
+        f"text number {i},{i % 2}\n" for i in range(30)))], "the labels 0, 1 are not words"),
+    ("contrastive with a single class", lambda t, m: ["strategy=contrastive", train_file(t, HEADER + ONE_CLASS)],
+     "single class"),
+    ("zero-shot on text pairs", lambda t, m: ["strategy=zeroshot", "data.text_pair_column=label"],
+     "strategy=zeroshot compares one text with the label descriptions"),
+    ("no labeled example for a strategy that trains", lambda t, m: ["data.examples_per_class=0"],
+     "no labeled training example (data.examples_per_class=0): strategy=full trains on some"),
+    ("a pooled head for token classification", lambda t, m: ["recipe=ner", "head.pooling=mean"],
+     "head.pooling=mean pools a text into one embedding"),
 ]
 
 

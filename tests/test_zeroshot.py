@@ -63,3 +63,13 @@ def test_templated_examples_join_the_training_split(tiny_model_dir, tmp_path, ca
     assert "added 6 templated examples (3 per label) to 2 labeled training examples" in caplog.text
     metrics = json.loads((results.output_dir / "metrics.json").read_text())
     assert metrics["data"]["examples"]["train"] == 8
+
+
+def test_a_cold_start_trains_on_templated_examples_alone(tiny_model_dir, tmp_path):
+    results = run(model=tiny_model_dir, strategy="contrastive", data=frame(), output_dir=str(tmp_path / "run"),
+                  data_options={"max_length": 16, "examples_per_class": 0},
+                  contrastive={"epochs": 1, "batch_size": 4, "synthetic_per_class": 2})
+    metrics = json.loads((results.output_dir / "metrics.json").read_text())
+    assert metrics["data"]["label_names"] == ["money", "sport"]
+    assert metrics["data"]["examples"]["train"] == 4  # the templated examples only
+    assert len(results.predictions) == metrics["data"]["examples"]["test"] > 0

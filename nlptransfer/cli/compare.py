@@ -350,8 +350,8 @@ def plot(table: list[dict], metric: str, x_key: str, x_label: str, path: Path, l
     for row in table:
         axes.scatter(row[x_key], row[metric], s=40)
         axes.annotate(row["strategy"], (row[x_key], row[metric]), textcoords="offset points", xytext=(5, 5))
-    if log_x:
-        axes.set_xscale("log")
+    if log_x:  # symmetric-log keeps a strategy that trains nothing (zeroshot: 0 parameters) on the plot
+        axes.set_xscale("symlog", linthresh=1) if any(row[x_key] <= 0 for row in table) else axes.set_xscale("log")
     axes.margins(x=0.15, y=0.1)  # room for the names
     axes.set_xlabel(x_label)
     axes.set_ylabel(f"test {metric}")

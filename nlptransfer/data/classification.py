@@ -286,7 +286,7 @@ def make_splits(frames: dict[str, pd.DataFrame], cfg: DataConfig, seed: int) -> 
         frames["train"] = train.iloc[sample_per_class(train[cfg.label_column].tolist(), cfg.examples_per_class, seed)]
     frames = {split: frames[split].reset_index(drop=True) for split in SPLITS}
     labels = {split: label_set(frame[cfg.label_column]) for split, frame in frames.items()}
-    sampled_by = ("max_train_samples",) + (("examples_per_class",) if cfg.examples_per_class != 0 else ())
+    sampled_by = ("max_train_samples", "examples_per_class") if cfg.examples_per_class != 0 else ()  # 0: none
     for option in sampled_by:
         check_sample_keeps_labels(label_set(train[cfg.label_column]), labels, getattr(cfg, option), "example of",
                                   option)
@@ -329,8 +329,10 @@ def load_classification(cfg: DataConfig, seed: int, multilabel: bool = False,
     no_validation = intends_no_validation(cfg, "validation" in raw)
     splits = {}
     for split, frame in frames.items():
-        if frame.empty and not (split == "validation" and no_validation):
-            raise DataError(f"the {split} split is empty; give more data or change data.{split}_fraction")
+        intended = (split == "validation" and no_validation) or (split == "train" and cfg.examples_per_class == 0)
+        if frame.empty and not intended:
+            fix = f"change data.{split}_fraction" if split != "train" else "lower data.test_fraction"
+            raise DataError(f"the {split} split is empty; give more data or {fix}")
         labels = encode_labels(frame[cfg.label_column], label_names, split,
                                class_names=cfg.label_column in class_names)
         pairs = frame[cfg.text_pair_column].astype(str).tolist() if cfg.text_pair_column else None

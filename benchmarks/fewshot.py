@@ -1,0 +1,512 @@
+"""Few-shot methods side by side (issue 17): SetFit against nlptransfer's strategies and a TF-IDF baseline.
+
+    python benchmarks/fewshot.py                      # tweets and bbc_news, 8/16/64 per class, 5 seeds
+    python benchmarks/fewshot.py --scaling            # setfit vs contrastive at 64/class and 999 tweets
+    python benchmarks/fewshot.py --report-only        # FEWSHOT.md again from fewshot.jsonl
+    python benchmarks/fewshot.py --sizes 8 --seeds 1 --datasets tweets --methods setfit,tfidf-logreg \\
+        --test-size 200 --out-dir /tmp/fewshot        # a quick check
+
+Each dataset is split once (duplicates dropped, stratified, seed 0) into a fixed test split and a pool;
+for size k and seed s every method trains on the same k examples per class of the pool
+(`sample_per_class`) and is tested on the same texts, with the same max length. `zeroshot` runs once per
+dataset and `cold-start` once per seed, both at size 0 (no labeled example). Each finished run is appended
+to fewshot.jsonl at once: a killed benchmark keeps its rows and a rerun skips them (`--fresh` starts over).
+The `--scaling` runs each take a fresh process (`--child`), which reports its peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import logging
+import os
+import platform
+import resource
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+CHILD_MARK = "FEWSHOT-CHILD "
+
+
+@dataclass(frozen=True)
+class Corpus:
+    recipe: str
+    """The nlptransfer recipe whose defaults the nlptransfer methods start from."""
+    test_size: int
+    """Texts in the fixed test split."""
+    max_length: int
+    """Tokens every method reads of a text."""
+    template: str
+    """The zero-shot and cold-start prompt around a label name."""
+
+
+DATASETS = {
+    "tweets": Corpus("sentiment", 2000, 64, "This tweet is {}."),
+    "bbc_news": Corpus("topic", 445, 128, "This article is about {}."),
+}
+LABELED = ("setfit", "contrastive", "frozen-mean", "frozen-cls", "full", "tfidf-logreg")
+"""Methods trained per size and seed on the sampled examples."""
+METHODS = LABELED + ("zeroshot", "cold-start")
+NLPTRANSFER_OPTIONS = {
+    "contrastive": {"strategy": "contrastive"},
+    "frozen-mean": {"strategy": "frozen", "head": {"pooling": "mean"}},
+    "frozen-cls": {"strategy": "frozen", "head": {"pooling": "model"}},
+    "full": {"strategy": "full"},
+    "zeroshot": {"strategy": "zeroshot"},
+    "cold-start": {"strategy": "contrastive", "contrastive": {"synthetic_per_class": 8}},
+}
+SCALING_METHODS = ("setfit", "contrastive")
+
+
+# ---- data ---------------------------------------------------------------------------------------------------
+
+def splits(name: str, test_size: int | None = None):
+    """(pool, test) of a packaged corpus: exact duplicate texts dropped, then one stratified split (seed 0)."""
+    from sklearn.model_selection import train_test_split
+
+    from nlptransfer.data.readers import read_packaged
+
+    frame = read_packaged(name)["train"].drop_duplicates(subset="text").reset_index(drop=True)
+    pool, test = train_test_split(frame, test_size=test_size or DATASETS[name].test_size, random_state=0,
+                                  stratify=frame["label"])
+    return pool.reset_index(drop=True), test.reset_index(drop=True)
+
+
+def training_sample(pool, per_class: int, seed: int):
+    from nlptransfer.data.splits import sample_per_class
+
+    return pool.iloc[sample_per_class(pool["label"].tolist(), per_class, seed)].reset_index(drop=True)
+
+
+# ---- methods: each returns (test accuracy, train seconds); the caller times the whole call ----------------------
+
+def run_setfit(train, test, dataset: Corpus, seed: int) -> tuple[float, float]:
+    """The setfit library with its defaults (batch 16, 1 epoch), the packaged MiniLM."""
+    import datasets
+    from setfit import SetFitModel, Trainer, TrainingArguments
+
+    from nlptransfer import catalog
+
+    label_names = sorted(set(train["label"]) | set(test["label"]))
+    model = SetFitModel.from_pretrained(str(catalog.resolve_model("minilm")), labels=label_names)
+    model.model_body.max_seq_length = dataset.max_length
+    rows = datasets.Dataset.from_dict({"text": train["text"].tolist(),
+                                       "label": [label_names.index(label) for label in train["label"]]})
+    with tempfile.TemporaryDirectory(prefix="fewshot-setfit-") as folder:
+        args = TrainingArguments(output_dir=folder, batch_size=16, num_epochs=1, seed=seed, report_to="none")
+        trainer = Trainer(model=model, args=args, train_dataset=rows, metric=accuracy_metric)
+        started = time.perf_counter()
+        trainer.train()
+        train_seconds = time.perf_counter() - started
+    predicted = model.predict(test["text"].tolist())
+    return accuracy(predicted, test["label"].tolist()), train_seconds
+
+
+def accuracy_metric(predicted, gold) -> dict:
+    """setfit's `metric` as a callable: the string "accuracy" would load `evaluate`'s module from the hub."""
+    return {"accuracy": accuracy(list(predicted), list(gold))}
+
+
+def accuracy(predicted: list, gold: list) -> float:
+    return sum(p == g for p, g in zip(predicted, gold)) / len(gold)
+
+
+def run_nlptransfer(method: str, train, test, dataset: Corpus, seed: int) -> tuple[float, float]:
+    """`nlptransfer.run` with the dataset's recipe, no validation split, in a throwaway run folder."""
+    import nlptransfer
+
+    options = dict(NLPTRANSFER_OPTIONS[method])
+    data_options = {"validation_fraction": 0, "max_length": dataset.max_length, "max_train_samples": None}
+    if method in ("zeroshot", "cold-start"):
+        options["labels"] = {"template": dataset.template}
+    if method == "cold-start":
+        data_options["examples_per_class"] = 0  # templated examples only, no real one
+    with tempfile.TemporaryDirectory(prefix=f"fewshot-{method}-") as folder:
+        results = nlptransfer.run(recipe=dataset.recipe, data={"train": train, "test": test},
+                                  data_options=data_options, output_dir=folder, overwrite=True, seed=seed, **options)
+    return results.accuracy, results.timing["train_seconds"]
+
+
+def run_tfidf(train, test) -> tuple[float, float]:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    started = time.perf_counter()
+    classifier = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True),
+                               LogisticRegression(max_iter=1000))
+    classifier.fit(train["text"].tolist(), train["label"].tolist())
+    train_seconds = time.perf_counter() - started
+    return accuracy(classifier.predict(test["text"].tolist()).tolist(), test["label"].tolist()), train_seconds
+
+
+def run_method(method: str, train, test, dataset: Corpus, seed: int) -> dict:
+    """One timed run, its console output swallowed (shown only if it fails)."""
+    captured = io.StringIO()
+    started = time.perf_counter()
+    try:
+        with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
+            if method == "setfit":
+                score, train_seconds = run_setfit(train, test, dataset, seed)
+            elif method == "tfidf-logreg":
+                score, train_seconds = run_tfidf(train, test)
+            else:
+                score, train_seconds = run_nlptransfer(method, train, test, dataset, seed)
+    except Exception:
+        sys.stderr.write(captured.getvalue()[-3000:])
+        raise
+    return {"accuracy": score, "train_seconds": train_seconds, "total_seconds": time.perf_counter() - started}
+
+
+def prepare_nlptransfer() -> None:
+    """nlptransfer's runs print warnings only, no progress bars (the CLI's --quiet), and start cold: no feature
+    cache, which would let a frozen run skip the encoder for texts an earlier run (or benchmark) embedded."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ["NLPTRANSFER_CACHE"] = "off"
+    from nlptransfer.outputs import console
+
+    console.set_console(logging.WARNING)
+    console.show_progress_bars(False)
+
+
+# ---- the benchmark ----------------------------------------------------------------------------------------------
+
+def planned_runs(args: argparse.Namespace) -> list[tuple[str, str, int, int]]:
+    """(dataset, method, size, seed) in the order they run: labeled methods by size and seed, then size 0."""
+    runs = []
+    for name in args.datasets:
+        runs += [(name, method, size, seed) for size in args.sizes for seed in range(args.seeds)
+                 for method in args.methods if method in LABELED]
+        runs += [(name, "zeroshot", 0, 0)] if "zeroshot" in args.methods else []
+        runs += [(name, "cold-start", 0, seed) for seed in range(args.seeds) if "cold-start" in args.methods]
+    return runs
+
+
+def settings(args: argparse.Namespace, name: str) -> dict:
+    """What a row's numbers depend on besides (method, size, seed): a rerun with others does not skip it."""
+    return {"test_examples": args.test_size or DATASETS[name].test_size, "max_length": max_length(args, name)}
+
+
+def max_length(args: argparse.Namespace, name: str) -> int:
+    return args.max_length_bbc if name == "bbc_news" else DATASETS[name].max_length
+
+
+def row_key(row: dict) -> tuple:
+    return (row["part"], row["dataset"], row["method"], row["size"], row["seed"], row["test_examples"],
+            row["max_length"])
+
+
+def benchmark(args: argparse.Namespace, rows_file: Path) -> list[str]:
+    """Run every planned run not in `rows_file` yet, appending each row as it finishes; the failures."""
+    done = {row_key(row) for row in read_rows(rows_file)}
+    failures, data = [], {}
+    for name, method, size, seed in planned_runs(args):
+        row = {"part": "fewshot", "dataset": name, "method": method, "size": size, "seed": seed} | settings(args, name)
+        if row_key(row) in done:
+            continue
+        if name not in data:
+            data[name] = splits(name, args.test_size)
+        pool, test = data[name]
+        train = training_sample(pool, size or 8, seed)  # size 0: the 8-per-class sample, not trained on
+        dataset = replace(DATASETS[name], max_length=row["max_length"])
+        label = f"{name} k={size} seed={seed} {method}"
+        try:
+            measured = run_method(method, train, test, dataset, seed)
+        except Exception as error:  # one failed method does not stop the others
+            failures.append(f"{label}: {type(error).__name__}: {error}")
+            print(f"{label}: FAILED {type(error).__name__}: {str(error)[:300]}", flush=True)
+            continue
+        row |= {"train_examples": 0 if method in ("zeroshot", "cold-start") else len(train)} | measured
+        append_row(rows_file, row | context(args))
+        print(f"{label}: acc {measured['accuracy']:.3f}, train {measured['train_seconds']:.1f} s, "
+              f"total {measured['total_seconds']:.1f} s", flush=True)
+    return failures
+
+
+def scaling(args: argparse.Namespace, rows_file: Path) -> list[str]:
+    """setfit and contrastive on more tweets, each in a fresh process: accuracy, time and peak RSS."""
+    done = {row_key(row) for row in read_rows(rows_file)}
+    failures = []
+    for size in args.scaling_sizes:
+        for method in SCALING_METHODS:
+            row = {"part": "scaling", "dataset": "tweets", "method": method, "size": size, "seed": 0} | settings(
+                args, "tweets")
+            if row_key(row) in done:
+                continue
+            label = f"scaling tweets k={size} ({3 * size} examples) {method}"
+            measured, error = run_child(args, method, size)
+            if error:
+                failures.append(f"{label}: {error}")
+                print(f"{label}: FAILED {error}", flush=True)
+                continue
+            append_row(rows_file, row | measured | context(args))
+            print(f"{label}: acc {measured.get('accuracy', float('nan')):.3f}, total "
+                  f"{measured.get('total_seconds', float('nan')):.1f} s, process {measured['process_seconds']:.1f} s, "
+                  f"peak RSS {measured['peak_rss_kb'] / 1024:.0f} MB", flush=True)
+    return failures
+
+
+def run_child(args: argparse.Namespace, method: str, size: int) -> tuple[dict, str | None]:
+    """One scaling run in a fresh `--child` process; a child past `--scaling-timeout` is recorded as timed out."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--child", "--datasets", "tweets", "--methods", method,
+               "--sizes", str(size), "--seeds", "1"] + (["--test-size", str(args.test_size)] if args.test_size else [])
+    with tempfile.TemporaryFile("w+") as output:
+        started = time.perf_counter()
+        child = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, text=True)
+        status, usage, timed_out = wait_with_usage(child.pid, args.scaling_timeout)
+        process_seconds = time.perf_counter() - started
+        output.seek(0)
+        lines = output.read().splitlines()
+    # the child's own ru_maxrss replaces this one (os.wait4's) when it reports; a killed child cannot
+    measured = {"process_seconds": process_seconds, "peak_rss_kb": usage.ru_maxrss, "timed_out": timed_out}
+    if timed_out:
+        return measured, None
+    reported = [json.loads(line[len(CHILD_MARK):]) for line in lines if line.startswith(CHILD_MARK)]
+    if os.waitstatus_to_exitcode(status) != 0 or not reported:
+        return measured, f"exit {os.waitstatus_to_exitcode(status)}: {' | '.join(lines[-3:])}"
+    return measured | reported[-1], None
+
+
+def wait_with_usage(pid: int, timeout: float | None) -> tuple[int, resource.struct_rusage, bool]:
+    """Wait for `pid` (killed after `timeout` seconds): its exit status, resource usage and whether it timed out."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        finished, status, usage = os.wait4(pid, 0 if deadline is None else os.WNOHANG)
+        if finished:
+            return status, usage, False
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            _, status, usage = os.wait4(pid, 0)
+            return status, usage, True
+        time.sleep(0.5)
+
+
+def child(args: argparse.Namespace) -> int:
+    """The `--child` process of a scaling run: one run, then a marked JSON line with its own peak RSS."""
+    name, method, size = args.datasets[0], args.methods[0], args.sizes[0]
+    pool, test = splits(name, args.test_size)
+    dataset = replace(DATASETS[name], max_length=max_length(args, name))
+    measured = run_method(method, training_sample(pool, size, 0), test, dataset, 0)
+    measured["train_examples"] = size * pool["label"].nunique()
+    measured["peak_rss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KB on Linux
+    print(CHILD_MARK + json.dumps(measured), flush=True)
+    return 0
+
+
+# ---- rows and machine -------------------------------------------------------------------------------------------
+
+def read_rows(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def append_row(path: Path, row: dict) -> None:
+    with path.open("a", encoding="utf-8") as file:
+        file.write(json.dumps(row) + "\n")
+        file.flush()
+        os.fsync(file.fileno())
+
+
+def drop_rows(path: Path, part: str) -> None:
+    """--fresh: forget the rows of `part` (the other part's rows stay)."""
+    kept = [row for row in read_rows(path) if row["part"] != part]
+    path.write_text("".join(json.dumps(row) + "\n" for row in kept), encoding="utf-8")
+
+
+def context(args: argparse.Namespace) -> dict:
+    return {"command": args.command, "machine": machine(), "load_average": round(os.getloadavg()[0], 2),
+            "finished": datetime.now().astimezone().isoformat(timespec="seconds")}
+
+
+def machine() -> dict:
+    import setfit
+    import torch
+    import transformers
+
+    cpu = platform.processor()
+    with contextlib.suppress(OSError, StopIteration):
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    return {"nproc": len(os.sched_getaffinity(0)), "cpu": cpu, "torch": torch.__version__,
+            "transformers": transformers.__version__, "setfit": setfit.__version__}
+
+
+# ---- report -----------------------------------------------------------------------------------------------------
+
+MEASURED = """Every method trains on the same k labeled examples per class (seed s) and is tested on the same texts.
+*train s*: the method's training (setfit: `Trainer.train`, both phases; nlptransfer: `timing.train_seconds`;
+frozen: fitting the head on the encoder's features, the encoder's pass being in total s only; zeroshot: embedding
+the label prompts); *total s*: `time.perf_counter` around the whole method: loading the model,
+training, predicting the test split (nlptransfer's also writes its run folder: model, predictions, plots)."""
+
+
+def write_report(rows: list[dict], path: Path) -> None:
+    path.write_text(render(rows), encoding="utf-8")
+
+
+def render(rows: list[dict]) -> str:
+    """FEWSHOT.md: commands, machine, one table per dataset (and settings), the goal check, the scaling table."""
+    lines = ["# Few-shot methods side by side (issue 17)", ""]
+    if not rows:
+        return "\n".join(lines + ["No finished runs yet: `python benchmarks/fewshot.py`.", ""])
+    lines += ["Commands (in the order their first row finished):", ""]
+    lines += [f"    {command}" for command in dict.fromkeys(row["command"] for row in rows)]
+    loads = [row["load_average"] for row in rows]
+    lines += ["", "Machine: " + "; ".join(dict.fromkeys(machine_line(row["machine"]) for row in rows))
+              + f". 1-minute load average as runs finished: {min(loads):.2f} to {max(loads):.2f}.", "", MEASURED, ""]
+    fewshot = [row for row in rows if row["part"] == "fewshot"]
+    for group in dict.fromkeys((row["dataset"], row["test_examples"], row["max_length"]) for row in fewshot):
+        lines += dataset_section(group, [row for row in fewshot
+                                         if (row["dataset"], row["test_examples"], row["max_length"]) == group])
+    scaled = [row for row in rows if row["part"] == "scaling"]
+    if scaled:
+        lines += scaling_section(scaled)
+    return "\n".join(lines) + "\n"
+
+
+def machine_line(facts: dict) -> str:
+    return (f"nproc {facts['nproc']}, {facts['cpu']}, torch {facts['torch']}, transformers {facts['transformers']}, "
+            f"setfit {facts['setfit']}")
+
+
+def dataset_section(group: tuple, rows: list[dict]) -> list[str]:
+    name, test_examples, length = group
+    sizes = sorted({row["size"] for row in rows})
+    size_names = {size: "no labels" if size == 0 else f"k={size}" for size in sizes}
+    header = ["method"] + [f"{size_names[size]} {what}" for size in sizes for what in ("accuracy", "train s / total s")]
+    lines = [f"## {name} (test {test_examples} texts, max length {length} tokens; k = labeled examples per class)", "",
+             "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for method in [m for m in METHODS if any(row["method"] == m for row in rows)]:
+        cells = [method]
+        for size in sizes:
+            chosen = [row for row in rows if row["method"] == method and row["size"] == size]
+            cells += cell_pair(chosen)
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""] + goal_lines(rows, [size for size in sizes if size > 0]) + [""]
+
+
+def cell_pair(rows: list[dict]) -> list[str]:
+    """'mean ± std (n seeds)' of accuracy and 'train / total' mean seconds; blank without rows."""
+    if not rows:
+        return ["", ""]
+    scores = [row["accuracy"] for row in rows]
+    spread = f"{statistics.stdev(scores):.3f}" if len(scores) > 1 else "n/a"
+    return [f"{statistics.mean(scores):.3f} ± {spread} ({len(scores)})",
+            f"{mean_of(rows, 'train_seconds'):.1f} / {mean_of(rows, 'total_seconds'):.1f}"]
+
+
+def mean_of(rows: list[dict], key: str) -> float:
+    return statistics.mean(row[key] for row in rows)
+
+
+def goal_lines(rows: list[dict], sizes: list[int]) -> list[str]:
+    """Per size: contrastive against setfit; then whether the issue's goal holds at every size."""
+    lines = ["contrastive vs setfit (goal: accuracy at least setfit's and at most half its total time):", ""]
+    verdicts = []
+    for size in sizes:
+        ours = [row for row in rows if row["method"] == "contrastive" and row["size"] == size]
+        theirs = [row for row in rows if row["method"] == "setfit" and row["size"] == size]
+        if not ours or not theirs:
+            lines.append(f"- k={size}: not measured (contrastive {len(ours)} runs, setfit {len(theirs)} runs)")
+            verdicts.append(None)
+            continue
+        difference = mean_of(ours, "accuracy") - mean_of(theirs, "accuracy")
+        ratio = mean_of(ours, "total_seconds") / mean_of(theirs, "total_seconds")
+        holds = difference >= 0 and ratio <= 0.5
+        verdicts.append(holds)
+        lines.append(f"- k={size}: accuracy {difference:+.3f} ({mean_of(ours, 'accuracy'):.3f} vs "
+                     f"{mean_of(theirs, 'accuracy'):.3f}; {len(ours)} vs {len(theirs)} seeds), total time ratio "
+                     f"{ratio:.2f} ({mean_of(ours, 'total_seconds'):.1f} s vs {mean_of(theirs, 'total_seconds'):.1f} s)"
+                     f": {'holds' if holds else 'does not hold'}")
+    if not verdicts or None in verdicts:
+        verdict = "**undecided** (a size lacks contrastive or setfit runs)"
+    else:
+        verdict = "**met**" if all(verdicts) else "**not met**"
+    return lines + ["", f"Goal at every size: {verdict}."]
+
+
+def scaling_section(rows: list[dict]) -> list[str]:
+    lines = ["## Scaling (tweets, seed 0, each run in a fresh process)", "",
+             "Peak RSS: the child process's `ru_maxrss`; process s: its wall time, from start to exit "
+             "(imports included).", "",
+             "| method | training examples | accuracy | train s | total s | process s | peak RSS MB |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for row in sorted(rows, key=lambda row: (row["size"], SCALING_METHODS.index(row["method"]))):
+        if row.get("timed_out"):
+            cells = ["timed out", "", "", f"> {row['process_seconds']:.0f}"]
+        else:
+            cells = [f"{row['accuracy']:.3f}", f"{row['train_seconds']:.1f}", f"{row['total_seconds']:.1f}",
+                     f"{row['process_seconds']:.1f}"]
+        lines.append(f"| {row['method']} | {3 * row['size']} ({row['size']}/class) | " + " | ".join(cells)
+                     + f" | {row['peak_rss_kb'] / 1024:.0f} |")
+    for size in sorted({row["size"] for row in rows}):
+        pair = {row["method"]: row for row in rows if row["size"] == size}
+        if set(SCALING_METHODS) <= set(pair) and not any(row.get("timed_out") for row in pair.values()):
+            ours, theirs = pair["contrastive"], pair["setfit"]
+            lines.append(f"\n{3 * size} examples: contrastive / setfit process time "
+                         f"{ours['process_seconds'] / theirs['process_seconds']:.2f}, peak RSS "
+                         f"{ours['peak_rss_kb'] / theirs['peak_rss_kb']:.2f}, accuracy "
+                         f"{ours['accuracy'] - theirs['accuracy']:+.3f}.")
+    return lines + [""]
+
+
+# ---- command line -----------------------------------------------------------------------------------------------
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    names = lambda text: [name.strip() for name in text.split(",") if name.strip()]
+    numbers = lambda text: [int(value) for value in names(text)]
+    parser.add_argument("--datasets", type=names, default=list(DATASETS), help="default tweets,bbc_news")
+    parser.add_argument("--methods", type=names, default=list(METHODS), help=f"default {','.join(METHODS)}")
+    parser.add_argument("--sizes", type=numbers, default=[8, 16, 64], help="labeled examples per class (8,16,64)")
+    parser.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 (5)")
+    parser.add_argument("--test-size", type=int, help="test texts (default: tweets 2000, bbc_news 445)")
+    parser.add_argument("--max-length-bbc", type=int, default=128, help="bbc_news max length in tokens (128)")
+    parser.add_argument("--scaling", action="store_true", help="the scaling part instead: setfit vs contrastive, "
+                        "each in a fresh process, with its peak RSS")
+    parser.add_argument("--scaling-sizes", type=numbers, default=[64, 333], help="tweets per class (64,333)")
+    parser.add_argument("--scaling-timeout", type=float, default=12 * 3600,
+                        help="seconds a scaling run may take (12 h)")
+    parser.add_argument("--out-dir", type=Path, default=HERE, help="where fewshot.jsonl and FEWSHOT.md go")
+    parser.add_argument("--fresh", action="store_true", help="forget this part's earlier rows and start over")
+    parser.add_argument("--report-only", action="store_true", help="only write FEWSHOT.md from fewshot.jsonl")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    for option, given, known in (("--datasets", args.datasets, DATASETS), ("--methods", args.methods, METHODS)):
+        if set(given) - set(known):
+            parser.error(f"{option}: unknown {', '.join(sorted(set(given) - set(known)))}; known: {', '.join(known)}")
+    args.command = shlex.join(["python", "benchmarks/fewshot.py", *(sys.argv[1:] if argv is None else argv)])
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    rows_file, report_file = args.out_dir / "fewshot.jsonl", args.out_dir / "FEWSHOT.md"
+    failures = []
+    if args.child:
+        prepare_nlptransfer()
+        return child(args)
+    if not args.report_only:
+        args.out_dir.mkdir(parents=True, exist_ok=True)
+        if args.fresh:
+            drop_rows(rows_file, "scaling" if args.scaling else "fewshot")
+        prepare_nlptransfer()
+        failures = scaling(args, rows_file) if args.scaling else benchmark(args, rows_file)
+    write_report(read_rows(rows_file), report_file)
+    print(f"wrote {report_file}" + (f"; {len(failures)} runs failed:\n  " + "\n  ".join(failures) if failures else ""))
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

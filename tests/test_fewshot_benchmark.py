@@ -1,0 +1,54 @@
+"""benchmarks/fewshot.py (issue 17) plans its runs and writes FEWSHOT.md from rows; no model runs here."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).parent.parent / "benchmarks" / "fewshot.py"
+spec = importlib.util.spec_from_file_location("fewshot_benchmark", SCRIPT)
+fewshot = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = fewshot  # dataclasses resolve annotations through sys.modules
+spec.loader.exec_module(fewshot)
+
+MACHINE = {"nproc": 2, "cpu": "AMD EPYC", "torch": "2", "transformers": "5", "setfit": "1.2.0"}
+
+
+def row(method: str, size: int, seed: int, accuracy: float, total: float, **extra) -> dict:
+    return {"part": "fewshot", "dataset": "tweets", "method": method, "size": size, "seed": seed,
+            "test_examples": 2000, "max_length": 64, "accuracy": accuracy, "train_seconds": total / 2,
+            "total_seconds": total, "command": "python benchmarks/fewshot.py", "machine": MACHINE,
+            "load_average": 0.5} | extra
+
+
+def test_runs_are_planned_once_per_size_and_seed_and_size_0_for_the_label_free_methods():
+    args = fewshot.parse_args(["--datasets", "tweets", "--sizes", "8,16", "--seeds", "2",
+                               "--methods", "setfit,zeroshot,cold-start"])
+    assert fewshot.planned_runs(args) == [
+        ("tweets", "setfit", 8, 0), ("tweets", "setfit", 8, 1), ("tweets", "setfit", 16, 0),
+        ("tweets", "setfit", 16, 1), ("tweets", "zeroshot", 0, 0), ("tweets", "cold-start", 0, 0),
+        ("tweets", "cold-start", 0, 1)]
+
+
+def test_report_has_a_table_per_dataset_and_checks_the_goal_at_every_size():
+    rows = [row("setfit", 8, 0, 0.60, 30.0), row("setfit", 8, 1, 0.62, 30.0), row("contrastive", 8, 0, 0.63, 12.0),
+            row("contrastive", 8, 1, 0.65, 12.0), row("setfit", 16, 0, 0.70, 40.0),
+            row("contrastive", 16, 0, 0.69, 15.0), row("zeroshot", 0, 0, 0.40, 8.0)]
+    report = fewshot.render(rows)
+    assert "    python benchmarks/fewshot.py" in report and "nproc 2, AMD EPYC" in report
+    assert "| setfit |  |  | 0.610 ± 0.014 (2) | 15.0 / 30.0 | 0.700 ± n/a (1) | 20.0 / 40.0 |" in report
+    assert "| zeroshot | 0.400 ± n/a (1) | 4.0 / 8.0 |" in report
+    assert "- k=8: accuracy +0.030 (0.640 vs 0.610; 2 vs 2 seeds), total time ratio 0.40" in report
+    assert "- k=16: accuracy -0.010" in report and "Goal at every size: **not met**." in report
+
+
+def test_scaling_rows_make_a_second_table():
+    scaled = [row("setfit", 64, 0, 0.6, 100.0, part="scaling", process_seconds=110.0, peak_rss_kb=2048 * 1024),
+              row("contrastive", 64, 0, 0.62, 40.0, part="scaling", process_seconds=55.0, peak_rss_kb=1024 * 1024),
+              row("setfit", 333, 0, 0.0, 0.0, part="scaling", process_seconds=14400.0, peak_rss_kb=1024,
+                  timed_out=True)]
+    report = fewshot.render(scaled)
+    assert "| contrastive | 192 (64/class) | 0.620 | 20.0 | 40.0 | 55.0 | 1024 |" in report
+    assert "| setfit | 999 (333/class) | timed out |  |  | > 14400 | 1 |" in report
+    assert "192 examples: contrastive / setfit process time 0.50, peak RSS 0.50, accuracy +0.020." in report
