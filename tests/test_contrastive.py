@@ -158,6 +158,8 @@ def test_a_few_shot_run_trains_on_the_sample_and_saves_a_pooled_model(few_shot_r
     card = (results.output_dir / "README.md").read_text()
     assert "Few-shot model: trained on 12 labeled examples (4 per label" in card
     assert "trust_remote_code=True" in card and "SetFitModel" in card
+    assert "There was no validation split" in card and "| best epoch by | none (the last epoch) |" in card
+    assert "best validation epoch" not in card
 
 
 def test_the_saved_few_shot_model_predicts_the_same_everywhere(few_shot_run):

@@ -161,15 +161,18 @@ def training_section(cfg: RunConfig, metrics: dict) -> str:
     if strategy.card_note:
         lines.append(f"- {strategy.card_note}")
     lines += few_shot_lines(cfg, metrics)
+    validated = bool(metrics.get("data", {}).get("examples", {}).get("validation", 1))
     if timing.get("train_seconds") is not None:
+        best = f"; best validation epoch: {timing.get('best_epoch', '?')}" if validated else ""
         lines.append(f"- Training time: {timing['train_seconds']:.0f} s, {timing.get('optimizer_steps', '?')} "
-                     f"optimizer steps; best validation epoch: {timing.get('best_epoch', '?')}.")
+                     f"optimizer steps{best}.")
     rows = [("epochs", train.epochs), ("max steps", train.max_steps), ("batch size", train.batch_size),
             ("gradient accumulation", train.grad_accum_steps), ("learning rate", train.lr or strategy.default_lr),
             ("weight decay", train.weight_decay), ("warmup ratio", train.warmup_ratio),
             ("max grad norm", train.max_grad_norm), ("max length (tokens)", cfg.data.max_length),
-            ("mixed precision", train.mixed_precision), ("best epoch by", f"validation {train.metric_for_best}"),
-            ("early-stopping patience", train.patience), ("seed", cfg.seed)]
+            ("mixed precision", train.mixed_precision),
+            ("best epoch by", f"validation {train.metric_for_best}" if validated else "none (the last epoch)"),
+            ("early-stopping patience", train.patience if validated else None), ("seed", cfg.seed)]
     rows += strategy.card_rows(cfg)
     rows += [(name, value) for name, value in (("layer lr decay", train.layer_lr_decay), ("head lr", train.head_lr))
              if value is not None]
@@ -204,7 +207,9 @@ POOLED_USAGE = ("The head reads a pooled sentence embedding, a class transformer
 
 
 def data_section(cfg: RunConfig, sizes: dict[str, int] | None) -> str:
-    lines = ["## Data", "", f"Trained on {describe_data(cfg)}. The validation split picked the best epoch; "
+    picked = ("The validation split picked the best epoch; " if not sizes or sizes.get("validation")
+              else "There was no validation split; ")
+    lines = ["## Data", "", f"Trained on {describe_data(cfg)}. {picked}"
              "the test split was held out until the end and gives the results below."]
     if sizes:
         unit = tasks.get(cfg.task).card_unit
