@@ -1,4 +1,4 @@
-"""The `nlptransfer` console script: `nlptransfer run|predict|push|compare|curve [options]`.
+"""The `nlptransfer` console script: `nlptransfer run|predict|push|compare|curve|sweep [options]`.
 
 Each subcommand is the module of the same name (`python -m nlptransfer.run ...` works too);
 `nlptransfer recipe=sentiment ...` without a subcommand runs, as before.
@@ -9,14 +9,15 @@ from __future__ import annotations
 import importlib
 import sys
 
-COMMANDS = ("run", "predict", "push", "compare", "curve")
+COMMANDS = ("run", "predict", "push", "compare", "curve", "sweep")
 
 USAGE = f"""usage: nlptransfer {{{','.join(COMMANDS)}}} [options]   (add --help after a command for its options)
   nlptransfer run recipe=sentiment strategy=lora
   nlptransfer predict model=runs/<run> text="what a great day"
   nlptransfer push runs/<run> repo_id=user/name
   nlptransfer compare recipe=sentiment strategies=full,lora
-  nlptransfer curve recipe=topic sizes=50,200,all"""
+  nlptransfer curve recipe=topic sizes=50,200,all
+  nlptransfer sweep recipe=sentiment trials=20 'train.lr=loguniform(1e-5,1e-3)'"""
 
 
 def main(argv: list[str] | None = None) -> int:
