@@ -32,6 +32,7 @@ from .config import RunConfig, apply_overrides, load_yaml, only_own_sections, to
 from .engine.loop import Callback
 from .errors import ConfigError, TrainingError
 from .outputs.files import write_text
+from .outputs.run_folder import pid_alive
 from .pipeline import Inputs, Results, flat
 
 if TYPE_CHECKING:
@@ -351,18 +352,6 @@ def is_stale(trial: optuna.trial.FrozenTrial) -> bool:
         logger.warning("sweep: trial %d runs on %s: counted as running", trial.number, owner)
         return False
     return int(pid) == os.getpid() or not pid_alive(int(pid))
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OSError:
-        return False
-    return True
 
 
 def fail_stale_trials(study: optuna.Study) -> None:

@@ -366,7 +366,7 @@ class RunFolder:
         if record["host"] != socket.gethostname():
             raise self._in_use(record, verified=False)
         # A free flock with a live pid: a reused pid, or a holder that lost its flock; refuse, to be safe.
-        if record["pid"] != os.getpid() and _pid_alive(record["pid"]):
+        if record["pid"] != os.getpid() and pid_alive(record["pid"]):
             raise self._in_use(record, verified=False)
         return flocked, record, content
 
@@ -429,7 +429,7 @@ def _parse(data: bytes) -> dict | None:
     return record if isinstance(record.get("host"), str) else None
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     """Whether process `pid` runs on this host; one we may not signal runs too."""
     if os.name == "nt":
         return True  # os.kill(pid, 0) would terminate it on Windows: count it alive
