@@ -77,9 +77,10 @@ def load_recipe(name: str) -> ModuleType:
     return module
 
 
-def load_model(location: str | Path, base_model: str | None = None) -> Predictor:
-    """A `Predictor` (`.predict(texts)`) for a run folder, a model folder, an adapter folder or a hub id."""
-    return load_predictor(location, base_model=base_model)
+def load_model(location: str | Path, base_model: str | None = None, runtime: str = "torch") -> Predictor:
+    """A `Predictor` (`.predict(texts)`) for a run folder, a model folder, an adapter folder or a hub id;
+    `runtime=int8|onnx|onnx-int8` for faster approximate serving on CPU (`nlptransfer.runtimes`)."""
+    return load_predictor(location, base_model=base_model, runtime=runtime)
 
 
 def run(cfg: RunConfig | None = None, *, recipe: str | None = None, data: Any = None,

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, Pipeline, PreTrainedModel, pipeline
 
-from . import catalog, models, tasks
+from . import catalog, models, runtimes, tasks
 from .config import RunConfig, load_yaml
 from .engine import speed
 from .errors import ConfigError, DataError, ModelError
@@ -76,42 +76,83 @@ def check_batch_size(batch_size) -> None:
         raise ConfigError(f"batch_size must be a whole number of at least 1, got {batch_size!r}; e.g. batch_size=32")
 
 
-def load_model(location: str | Path, base_model: str | None = None) -> Predictor:
+def load_model(location: str | Path, base_model: str | None = None, runtime: str = "torch") -> Predictor:
     """A `Predictor` for a run folder, a model folder, an adapter folder (LoRA, IA3) or a hub id.
 
-    `base_model` replaces the base checkpoint an adapter names (e.g. a local copy of it).
+    `base_model` replaces the base checkpoint an adapter names (e.g. a local copy of it). `runtime` (see
+    `nlptransfer.runtimes`): `torch`, the exact fp32 model (default); `int8`, its linear layers quantized as it
+    loads; `onnx` and `onnx-int8`, the files `export_model` wrote beside the model, in onnxruntime.
     """
+    serving = runtimes.get(runtime)
     folder = local_folder(str(location))
     kind, model_dir = find_model(folder, str(location))
-    if kind == "adapter":
-        model, task = load_adapter(model_dir, base_model)
-    elif base_model:
-        adapter = folder / "adapter"
-        raise ConfigError(f"base_model= is for an adapter, but {model_dir} is a whole model; drop base_model="
-                          + (f" or pass the adapter folder {adapter}" if (adapter / "adapter_config.json").is_file()
-                             else ""))
+    if serving.file:
+        model, task = open_exported(model_dir, kind, serving, base_model)
     else:
-        model, task = load_saved(model_dir)
+        model, task = load_torch(folder, kind, model_dir, base_model)
+        speed.first_token_top(model)  # exact: the head reads the first token only
+        model = serving.prepare(model)
     has_tokenizer = (model_dir / "tokenizer_config.json").is_file()
     tokenizer = models.load_tokenizer(str(model_dir) if has_tokenizer else model.name_or_path)
     max_length, stride = input_limits(model, tokenizer.model_max_length, run_config(folder))
     tokenizer.model_max_length = max_length
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    speed.first_token_top(model)  # exact: the head reads the first token only
+    device = "cuda" if torch.cuda.is_available() and serving.gpu else "cpu"
     with pipeline_accepts(model):
         pipe = pipeline(tasks.get(task).pipeline_tag, model=model.eval(), tokenizer=tokenizer, device=device)
     settings = getattr(model.config, "nlptransfer", None) or {}
     return Predictor(pipe=pipe, task=task, source=str(model_dir), stride=stride, settings=settings)
 
 
+def load_torch(folder: Path, kind: str, model_dir: Path, base_model: str | None) -> tuple[PreTrainedModel, str]:
+    """The fp32 torch model of a model folder, or of an adapter merged into its base model, and its task."""
+    if kind == "adapter":
+        return load_adapter(model_dir, base_model)
+    if base_model:
+        adapter = folder / "adapter"
+        raise ConfigError(f"base_model= is for an adapter, but {model_dir} is a whole model; drop base_model="
+                          + (f" or pass the adapter folder {adapter}" if (adapter / "adapter_config.json").is_file()
+                             else ""))
+    return load_saved(model_dir)
+
+
+def open_exported(model_dir: Path, kind: str, serving: runtimes.Runtime,
+                  base_model: str | None) -> tuple[torch.nn.Module, str]:
+    """The file `export_model` wrote for `serving` (ONNX), and the model's task from its config."""
+    if kind == "adapter" or base_model:
+        raise ConfigError(f"runtime={serving.name} runs an exported whole model, not an adapter ({model_dir}); "
+                          "predict the run folder (its merged model/) or pass runtime=torch")
+    model = serving.open(model_dir)
+    return model, task_of(model.config.architectures, model_dir)
+
+
+def export_model(location: str | Path, formats: list[str] | str = ("onnx", "onnx-int8")) -> list[Path]:
+    """Write the serving files of `formats` (`onnx`, `onnx-int8`) into the model folder's `onnx/`, for
+    `load_model(..., runtime=...)`; returns the files written. Exports the exact model the `torch` runtime runs."""
+    formats = runtimes.check_formats(formats.split(",") if isinstance(formats, str) else list(formats))
+    folder = Path(location).expanduser()
+    if not folder.is_dir():
+        raise ModelError(f"model folder '{location}' does not exist; pass a run folder or a saved model folder "
+                         "(export writes beside the weights, so a hub id must be downloaded first)")
+    kind, model_dir = find_model(folder, str(location))
+    if kind == "adapter":
+        raise ConfigError(f"{model_dir} is an adapter; export the whole model: the run folder's merged model/, "
+                          "or save the adapter merged (merge_and_unload) first")
+    model, _ = load_saved(model_dir)
+    speed.first_token_top(model)
+    has_tokenizer = (model_dir / "tokenizer_config.json").is_file()
+    tokenizer = models.load_tokenizer(str(model_dir) if has_tokenizer else model.name_or_path)
+    return runtimes.export(model, tokenizer, model_dir, formats)
+
+
 @contextlib.contextmanager
 def pipeline_accepts(model: PreTrainedModel):
-    """Quiet transformers' "model not supported" error for a pooled classifier: the pipeline runs it all the same."""
+    """Quiet transformers' "model not supported" error for a pooled classifier or an ONNX session: the pipeline
+    runs them all the same."""
     from transformers.utils import logging as hf_logging
 
     base = hf_logging.get_logger("transformers.pipelines.base")
     level = base.level
-    if isinstance(model, PooledForSequenceClassification):
+    if isinstance(model, PooledForSequenceClassification | runtimes.OnnxModel):
         base.setLevel(logging.CRITICAL)
     try:
         yield

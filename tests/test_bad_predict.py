@@ -87,6 +87,14 @@ PREDICT_CASES = [
      "model folder 'runs/does_not_exist' does not exist"),
     ("base model for a whole model", lambda t, f, lo: [f"model={f}", "text=hi", f"base_model={f}"],
      "base_model= is for an adapter"),
+    ("unknown runtime", lambda t, f, lo: [f"model={f}", "text=hi", "runtime=fast"],
+     "unknown runtime 'fast'; pass one of torch, int8, onnx, onnx-int8"),
+    ("onnx runtime on a model never exported", lambda t, f, lo: [f"model={f}", "text=hi", "runtime=onnx"],
+     "model.onnx, which this model folder lacks; export it first: python -m nlptransfer.export"),
+    ("onnx-int8 runtime on a model never exported", lambda t, f, lo: [f"model={f}", "text=hi", "runtime=onnx-int8"],
+     "formats=onnx-int8 (or predict with runtime=torch)"),
+    ("onnx runtime on an adapter", lambda t, f, lo: [f"model={lo / 'adapter'}", "text=hi", "runtime=onnx"],
+     "runs an exported whole model, not an adapter"),
 ]
 
 

@@ -1,4 +1,4 @@
-"""The `nlptransfer` console script: `nlptransfer run|predict|push|compare|curve|sweep [options]`.
+"""The `nlptransfer` console script: `nlptransfer run|predict|export|push|compare|curve|sweep [options]`.
 
 Each subcommand is the module of the same name (`python -m nlptransfer.run ...` works too);
 `nlptransfer recipe=sentiment ...` without a subcommand runs, as before.
@@ -9,11 +9,12 @@ from __future__ import annotations
 import importlib
 import sys
 
-COMMANDS = ("run", "predict", "push", "compare", "curve", "sweep")
+COMMANDS = ("run", "predict", "export", "push", "compare", "curve", "sweep")
 
 USAGE = f"""usage: nlptransfer {{{','.join(COMMANDS)}}} [options]   (add --help after a command for its options)
   nlptransfer run recipe=sentiment strategy=lora
   nlptransfer predict model=runs/<run> text="what a great day"
+  nlptransfer export model=runs/<run> formats=onnx-int8   (then predict ... runtime=onnx-int8)
   nlptransfer push runs/<run> repo_id=user/name
   nlptransfer compare recipe=sentiment strategies=full,lora
   nlptransfer curve recipe=topic sizes=50,200,all

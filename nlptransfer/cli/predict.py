@@ -14,13 +14,13 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import describe
+from .. import runtimes
 from ..errors import ConfigError, DataError
 from ..outputs.console import quiet_libraries
 from ..outputs.files import write_jsonl
 from ..outputs.model_files import first_line
 from ..predictor import check_batch_size, load_model
-from .run import parse_args, parse_options, run_command
+from .run import parse_args, parse_options, run_command, usage_exit
 
 
 @dataclass
@@ -45,6 +45,8 @@ class PredictOptions:
     """Texts per forward pass."""
     base_model: str | None = None
     """LoRA adapter: load it onto this checkpoint instead of the one its adapter_config.json names."""
+    runtime: str = "torch"
+    """torch (exact fp32), int8 (int8 linear layers), onnx, onnx-int8 (python -m nlptransfer.export first)."""
 
 
 VERBATIM = ("model", "text", "input", "output", "text_column", "base_model", "text_pair", "text_pair_column")
@@ -54,7 +56,8 @@ TABLE_OUTPUTS = (".csv", ".tsv", ".parquet", ".xlsx", ".xls")
 """Output names that promise another format than the JSON lines predict writes."""
 
 USAGE = """usage: python -m nlptransfer.predict model=RUN_OR_MODEL_DIR_OR_HUB_ID (text="..." | input=FILE [output=FILE])
-                                      [all_scores=true] [batch_size=32] [--debug] [--quiet] [--help]
+                                      [all_scores=true] [batch_size=32] [runtime=torch|int8|onnx|onnx-int8]
+                                      [--debug] [--quiet] [--help]
 examples:
   python -m nlptransfer.predict model=runs/sentiment-full-20250101-120000 text="what a great day"
   python -m nlptransfer.predict model=user/my-ner input=tweets.txt output=entities.jsonl"""
@@ -201,6 +204,7 @@ def check_options(options: PredictOptions) -> None:
     if options.text_pair is not None and not options.text_pair.strip():
         raise ConfigError('text_pair= is empty; pass the second text, e.g. text_pair="..."')
     check_batch_size(options.batch_size)
+    runtimes.get(options.runtime)
     if options.output:
         check_output(options.output, options.input)
 
@@ -236,14 +240,8 @@ def with_columns(columns: dict, row: dict, renamed: set[str]) -> dict:
 def predict_command(argv: list[str]) -> int:
     """The command line: parse the options, load the model, write or print the predictions."""
     flags, overrides, config_file = parse_args(argv)
-    if flags["help"]:
-        print(f"{USAGE}\noptions (key=default):\n{describe(PredictOptions())}")
-        return 0
-    if not overrides and not config_file:
-        print(USAGE, file=sys.stderr)
-        return 2
-    if config_file:
-        raise ConfigError("predict takes no --config file; pass its options as key=value")
+    if (code := usage_exit(flags, overrides, config_file, USAGE, PredictOptions(), "predict")) is not None:
+        return code
     options = parse_options(PredictOptions(), overrides, verbatim=VERBATIM)
     check_options(options)
     quiet_libraries()
@@ -255,7 +253,7 @@ def predict_command(argv: list[str]) -> int:
     if empty and not flags["quiet"]:
         print(f"warning: {len(empty)} of {len(rows_in.texts)} input texts are empty (the first in row {empty[0]}); "
               "their predictions read no text", file=sys.stderr)
-    predictor = load_model(options.model, base_model=options.base_model)
+    predictor = load_model(options.model, base_model=options.base_model, runtime=options.runtime)
     predictions = predictor.predict(rows_in.texts, all_scores=options.all_scores, batch_size=options.batch_size,
                                     text_pairs=rows_in.pairs)
     renamed: set[str] = set()

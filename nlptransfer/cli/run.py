@@ -79,6 +79,21 @@ def parse_options(options: T, overrides: list[str], verbatim: tuple[str, ...] = 
     return dataclasses.replace(parsed, **raw)
 
 
+def usage_exit(flags: dict, overrides: list[str], config_file: str | None, usage: str, defaults,
+               command: str) -> int | None:
+    """For a key=value command: 0 after printing --help (the usage and every option of `defaults`), 2 after
+    printing the usage when nothing is given, None to go on; a --config file is refused."""
+    if flags["help"]:
+        print(f"{usage}\noptions (key=default):\n{describe(defaults)}")
+        return 0
+    if not overrides and not config_file:
+        print(usage, file=sys.stderr)
+        return 2
+    if config_file:
+        raise ConfigError(f"{command} takes no --config file; pass its options as key=value")
+    return None
+
+
 def configure_console(quiet: bool = False, verbose: bool = False) -> None:
     """What a run prints: by default nlptransfer's INFO lines and progress bars (on a terminal; plain progress
     lines otherwise), without library chatter;
