@@ -68,10 +68,11 @@ def child_main(args: argparse.Namespace) -> None:
     Path(args.result_file).write_text(json.dumps(measured, indent=1))
 
 
-def run_child(method: str, argv: list[str], workdir: Path) -> dict:
-    """One method in a fresh process; adds its peak RSS (from wait4) and its wall time."""
+def run_child(method: str, argv: list[str], workdir: Path, script: Path = HERE / "bench.py") -> dict:
+    """One method in a fresh process (`script --child METHOD`, writing its JSON to `--result-file`); adds its
+    peak RSS (from wait4) and its wall time."""
     result_file, log_file = workdir / f"{method}.json", workdir / f"{method}.log"
-    command = [sys.executable, str(Path(__file__).resolve()), *argv, "--child", method,
+    command = [sys.executable, str(script), *argv, "--child", method,
                "--workdir", str(workdir), "--result-file", str(result_file)]
     env = os.environ | {"NLPTRANSFER_CACHE": str(workdir / "feature-cache"), "TOKENIZERS_PARALLELISM": "false",
                         "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
