@@ -25,6 +25,7 @@ from omegaconf.errors import OmegaConfBaseException
 from . import strategies, tasks
 from .errors import ConfigError
 from .options import (
+    BACKENDS,
     HEAD_POOLING,
     LOG_WITH,
     LOG_WITH_EXTRAS,
@@ -279,6 +280,8 @@ def validate(cfg: RunConfig) -> RunConfig:
          "data.max_train_samples, max_validation_samples and max_test_samples must be at least 1 (or null)"),
         (cfg.data.examples_per_class is None or cfg.data.examples_per_class >= 0,
          "data.examples_per_class must be 0 or more (or null); e.g. data.examples_per_class=8"),
+        (cfg.data.backend in BACKENDS, f"data.backend must be one of {', '.join(BACKENDS)}"),
+        (cfg.data.num_proc is None or cfg.data.num_proc >= 1, "data.num_proc must be at least 1 (or null)"),
         (cfg.train.metric_for_best in task.metrics,
          f"train.metric_for_best={cfg.train.metric_for_best} is not a metric of task={task.name}: metric_for_best "
          f"must be one of {', '.join(task.metrics)}"),

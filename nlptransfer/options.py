@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 LONG_TEXT = ("truncate", "head_tail", "sliding")
+BACKENDS = ("auto", "memory", "arrow")
 POOLING = ("mean", "max")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 LOG_WITH = ("tensorboard", "wandb", "mlflow", "none")
@@ -73,6 +74,14 @@ class DataConfig:
     """Tokens shared by consecutive windows of a text longer than max_length (NER, and long_text=sliding)."""
     pooling: str = "mean"
     """long_text=sliding: how a document's window logits become one prediction, `mean` or `max`."""
+    backend: str = "auto"
+    """How data files are held: `memory` (pandas), `arrow` (memory-mapped Arrow tables and an on-disk token cache:
+    files larger than memory) or `auto` (arrow for single-label csv/tsv/jsonl/parquet files of 32 MB or more)."""
+    num_proc: int | None = None
+    """data.backend=arrow: processes that tokenize (default: one per CPU core, at most 8)."""
+    token_cache: str | None = None
+    """data.backend=arrow: a folder that is this data's token cache (one entry per split); default: entries keyed
+    by tokenizer, length and data under $NLPTRANSFER_CACHE/tokens (~/.cache/nlptransfer/tokens)."""
 
 
 @dataclass

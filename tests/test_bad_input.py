@@ -8,6 +8,7 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+from conftest import ASSETS
 from helpers import write
 
 from nlptransfer.cli.run import main
@@ -118,6 +119,51 @@ CASES = [
      "no labeled training example (data.examples_per_class=0): strategy=full trains on some"),
     ("a pooled head for token classification", lambda t, m: ["recipe=ner", "head.pooling=mean"],
      "head.pooling=mean pools a text into one embedding"),
+]
+
+FILE_CASES = ("missing file", "missing text column", "missing label column", "empty file", "header only",
+              "empty after filtering", "one class", "unseen eval labels", "non-UTF-8 text")
+"""Cases of reading files that the Arrow backend meets too: the same message either way."""
+
+
+def on_arrow(overrides):
+    return lambda t, m: [*overrides(t, m), "data.backend=arrow"]
+
+
+def other_tokenizer_cache(t: Path, m: str) -> list[str]:
+    """A data.token_cache folder filled by a run whose tokenizer lowercases nothing (another definition)."""
+    from transformers import AutoTokenizer
+
+    other = t / "other-tokenizer"
+    tokenizer = AutoTokenizer.from_pretrained(m)
+    tokenizer.backend_tokenizer.normalizer = None
+    tokenizer.save_pretrained(other)
+    for name in ("config.json", "model.safetensors"):
+        (other / name).write_bytes((Path(m) / name).read_bytes())
+    cache = t / "tokens"
+    assert main(["recipe=sentiment", f"model={other}", f"data.train_file={ASSETS / 'reviews.csv'}", "data.name=null",
+                 "data.backend=arrow", f"data.token_cache={cache}", "train.max_steps=1", f"output_dir={t / 'first'}",
+                 "--quiet"]) == 0
+    return ["data.backend=arrow", f"data.token_cache={cache}"]
+
+
+CASES += [(f"{name} (arrow backend)", on_arrow(overrides), expected)
+          for name, overrides, expected in CASES if name in FILE_CASES]
+CASES += [
+    ("malformed CSV row (arrow backend)", on_arrow(lambda t, m: [train_file(t, HEADER + ROWS + "a,b,c,d\n")]),
+     "cannot parse"),
+    ("unknown data backend", lambda t, m: ["data.backend=disk"], "data.backend must be one of auto, memory, arrow"),
+    ("arrow backend for a packaged corpus", lambda t, m: ["data.backend=arrow", "data.train_file=null",
+                                                          "data.name=tweets"], "data.backend=arrow reads local files"),
+    ("arrow backend for a json array", lambda t, m: ["data.backend=arrow", train_file(t, "[]", "d.json")],
+     "data.backend=arrow reads .csv, .tsv, .jsonl, .parquet files, not 'd.json'"),
+    ("arrow backend for multi-label data", lambda t, m: ["task=multilabel", "data.backend=arrow"],
+     "data.backend=arrow holds single-label tables"),
+    ("arrow backend for NER", lambda t, m: ["recipe=ner", "data.backend=arrow"],
+     "data.backend=arrow holds single-label classification tables"),
+    ("zero tokenizing processes", lambda t, m: ["data.num_proc=0"], "data.num_proc must be at least 1"),
+    ("a token cache from another tokenizer", other_tokenizer_cache,
+     "holds train tokens of another tokenizer (BertTokenizer"),
 ]
 
 

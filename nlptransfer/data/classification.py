@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,6 +19,9 @@ from sklearn.model_selection import train_test_split
 from .. import catalog
 from ..errors import DataError
 from ..options import DataConfig
+from ..outputs import files
+from . import arrow
+from .arrow import use_arrow
 from .readers import SPLIT_ALIASES, dataset_frames, read_hub, read_packaged, read_table  # noqa: F401
 from .splits import (
     SPLITS,
@@ -34,13 +38,25 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class TextSplit:
-    texts: list[str]
-    labels: list[int] | list[list[int]]
+    texts: Sequence[str]
+    """A list, or for data held as Arrow tables (`data/arrow.py`) a `TableColumn` view of the mapped table."""
+    labels: list[int] | list[list[int]] | np.ndarray
     """A label id per text; for multi-label data a list of label ids per text."""
-    text_pairs: list[str] | None = None
+    text_pairs: Sequence[str] | None = None
 
     def __len__(self) -> int:
         return len(self.texts)
+
+    def take(self, indices) -> TextSplit:
+        """The examples at `indices`, in that order."""
+        def pick(values):
+            if values is None:
+                return None
+            if isinstance(values, np.ndarray) or hasattr(values, "take"):
+                return values.take(np.asarray(indices, dtype=np.int64))
+            return [values[i] for i in indices]
+
+        return TextSplit(pick(self.texts), pick(self.labels), pick(self.text_pairs))
 
 
 @dataclass
@@ -191,6 +207,8 @@ def check_joined_labels(text_rows: list[tuple[str, ...]], rows: list[tuple[str, 
 
 def strata(labels: pd.Series) -> pd.Series:
     """What a split is stratified on: the label, or for multi-label rows their rarest label."""
+    if isinstance(labels.dtype, pd.CategoricalDtype):  # table rows (data/arrow.py): the codes, not 10M objects
+        return pd.Series(labels.cat.codes, index=labels.index)
     if not len(labels) or not isinstance(labels.iloc[0], tuple):
         # labels of mixed types (2 and "x" from JSON) cannot be sorted; they are labels by their text
         return labels.map(str) if labels.map(type).nunique() > 1 else labels
@@ -211,18 +229,25 @@ def label_names_for(train_labels: pd.Series, cfg: DataConfig, class_names: list[
 
 def label_set(labels: pd.Series) -> set:
     """The labels present: the values, or for multi-label rows every label of every row."""
+    if isinstance(labels.dtype, pd.CategoricalDtype):
+        return set(labels.unique())
     values = labels.tolist()
     if values and isinstance(values[0], tuple):
         return {label for row in values for label in row}
     return set(values)
 
 
-def encode_labels(labels: pd.Series, label_names: list[str], split: str, class_names: bool) -> list[int]:
+def encode_labels(labels: pd.Series, label_names: list[str], split: str, class_names: bool) -> list[int] | np.ndarray:
     """Map raw labels to ids; integer labels of a ClassLabel column are already ids."""
     if class_names:
         return [int(v) for v in labels]
     index = {name: i for i, name in enumerate(label_names)}
-    if len(labels) and isinstance(labels.iloc[0], tuple):
+    if isinstance(labels.dtype, pd.CategoricalDtype):  # table rows: each category once, then its codes
+        unknown = sorted({str(v) for v in labels.unique()} - set(index))
+        if not unknown:
+            return np.asarray([index[str(v)] if str(v) in index else -1 for v in labels.cat.categories],
+                              dtype=np.int64)[labels.cat.codes.to_numpy()]
+    elif len(labels) and isinstance(labels.iloc[0], tuple):
         unknown = sorted({str(v) for row in labels for v in row} - set(index))
         if not unknown:
             return [[index[str(v)] for v in row] for row in labels]
@@ -256,7 +281,8 @@ def report_missing_classes(splits: dict[str, TextSplit], label_names: list[str])
     for split, texts in splits.items():
         if not len(texts):  # no validation split, on purpose
             continue
-        present = {label for row in texts.labels for label in (row if isinstance(row, list) else [row])}
+        present = (set(np.unique(texts.labels).tolist()) if isinstance(texts.labels, np.ndarray) else
+                   {label for row in texts.labels for label in (row if isinstance(row, list) else [row])})
         missing = [name for i, name in enumerate(label_names) if i not in present]
         if missing:
             logger.warning("the %s split has no example of %s (too rare in the data); its scores for them "
@@ -311,37 +337,83 @@ def load_classification(cfg: DataConfig, seed: int, multilabel: bool = False,
     """Read, clean, split and label-encode the configured data (or the in-memory `source`: frames by
     split, ClassLabel names, description); refuse data that cannot be learned.
 
-    With `multilabel`, each example's label cell is a list of labels (see `label_lists`).
+    With `multilabel`, each example's label cell is a list of labels (see `label_lists`). Files that
+    `data.backend` holds as Arrow tables go through `load_tables`: the same steps on row ids.
     """
+    if source is None and use_arrow(cfg, multilabel):
+        return load_tables(cfg, seed)
     raw, class_names, source = source or read_source(cfg)
     if "train" not in raw:
         raise DataError(f"the data has no 'train' split (found: {', '.join(raw)})")
     frames = {split: _columns(frame, cfg, split, multilabel) for split, frame in raw.items() if split in SPLITS}
     if multilabel:
         frames = {split: label_lists(frame, cfg, split) for split, frame in frames.items()}
-    if len(frames["train"]) < 3:
-        raise DataError(f"the training data has {len(frames['train'])} usable rows; need more")
+    check_usable_rows(frames["train"])
     raw_train = frames["train"]
     frames, dropped = drop_shared_texts(make_splits(frames, cfg, seed), cfg)
+
+    def text_split(split: str, frame: pd.DataFrame, labels) -> TextSplit:
+        pairs = frame[cfg.text_pair_column].astype(str).tolist() if cfg.text_pair_column else None
+        return TextSplit(frame[cfg.text_column].astype(str).tolist(), labels, pairs)
+
+    label_names, splits = labeled(frames, raw_train, cfg, "validation" in raw, class_names.get(cfg.label_column),
+                                  text_split, multilabel)
+    return ClassificationData(label_names=label_names, source=source, multilabel=multilabel, dropped_repeats=dropped,
+                              **splits)
+
+
+def load_tables(cfg: DataConfig, seed: int) -> ClassificationData:
+    """`load_classification` of files held as memory-mapped Arrow tables (`data/arrow.py`): the same cleaning, splits,
+    label order and checks on a narrow frame of label, row id and dedup hash per row; the texts stay in the tables."""
+    paths = arrow.data_files(cfg)
+    tables = {split: arrow.read_table(path, cfg, split) for split, path in paths.items()}
+    categories = arrow.label_categories(tables)
+    frames = {split: arrow.narrow_frame(table, cfg.label_column, split, categories) for split, table in tables.items()}
+    check_usable_rows(frames["train"])
+    made = make_splits(frames, cfg, seed)
+    keep, dropped = drop_repeats({split: frame["__dedup"].to_numpy() for split, frame in made.items()}, cfg, "text")
+    made = {split: frame.loc[np.asarray(keep[split], dtype=bool)].reset_index(drop=True)
+            for split, frame in made.items()}
+    source_of = {split: split if split in frames else "train" for split in SPLITS}  # the file a split's rows index
+
+    def text_split(split: str, frame: pd.DataFrame, labels) -> TextSplit:
+        table, rows = tables[source_of[split]], frame["__row"].to_numpy()
+        return TextSplit(table.view("text", rows), np.asarray(labels, dtype=np.int64),
+                         table.view("text_pair", rows) if cfg.text_pair_column else None)
+
+    label_names, splits = labeled(made, frames["train"], cfg, "validation" in frames, None, text_split)
+    sizes = ", ".join(f"{path} ({files.megabytes(path.stat().st_size)} MB)" for path in paths.values())
+    return ClassificationData(label_names=label_names, source=f"local files as Arrow tables: {sizes}",
+                              dropped_repeats=dropped, **splits)
+
+
+def check_usable_rows(train: pd.DataFrame) -> None:
+    if len(train) < 3:
+        raise DataError(f"the training data has {len(train)} usable rows; need more")
+
+
+def labeled(frames: dict[str, pd.DataFrame], raw_train: pd.DataFrame, cfg: DataConfig, validation_given: bool,
+            class_names: list[str] | None, text_split, multilabel: bool = False
+            ) -> tuple[list[str], dict[str, TextSplit]]:
+    """The label names and the splits (`text_split(split, frame, label ids)`), once every split is checked: not
+    empty unless meant to be, no unknown label, two classes to learn."""
     # with no labeled example (zero-shot, templated examples), the labels are those the data has
     named_by = raw_train if cfg.examples_per_class == 0 else frames["train"]
-    label_names = label_names_for(named_by[cfg.label_column], cfg, class_names.get(cfg.label_column))
-    no_validation = intends_no_validation(cfg, "validation" in raw)
+    label_names = label_names_for(named_by[cfg.label_column], cfg, class_names)
+    no_validation = intends_no_validation(cfg, validation_given)
     splits = {}
     for split, frame in frames.items():
         intended = (split == "validation" and no_validation) or (split == "train" and cfg.examples_per_class == 0)
         if frame.empty and not intended:
             fix = f"change data.{split}_fraction" if split != "train" else "lower data.test_fraction"
             raise DataError(f"the {split} split is empty; give more data or {fix}")
-        labels = encode_labels(frame[cfg.label_column], label_names, split,
-                               class_names=cfg.label_column in class_names)
-        pairs = frame[cfg.text_pair_column].astype(str).tolist() if cfg.text_pair_column else None
-        splits[split] = TextSplit(frame[cfg.text_column].astype(str).tolist(), labels, pairs)
-    if not multilabel and len(set(splits["train"].labels)) < 2 and cfg.examples_per_class != 0:
+        labels = encode_labels(frame[cfg.label_column], label_names, split, class_names=class_names is not None)
+        splits[split] = text_split(split, frame, labels)
+    train_labels = splits["train"].labels
+    if not multilabel and len(np.unique(np.asarray(train_labels))) < 2 and cfg.examples_per_class != 0:
         raise DataError(
-            f"the training data has a single class ('{label_names[splits['train'].labels[0]]}'); "
+            f"the training data has a single class ('{label_names[int(train_labels[0])]}'); "
             "a classifier needs at least two"
         )
     report_missing_classes(splits, label_names)
-    return ClassificationData(label_names=label_names, source=source, multilabel=multilabel, dropped_repeats=dropped,
-                              **splits)
+    return label_names, splits

@@ -91,6 +91,12 @@ def dedup_key(*texts) -> tuple[str, ...]:
 def repeats(keys: dict[str, list]) -> dict[str, list[str | None]]:
     """Per held-out example, the split it repeats, if any: test against training; validation against training,
     then test (the test split is kept whole: it is what the run reports)."""
+    if isinstance(keys["train"], np.ndarray):  # hashes of table rows (data/arrow.py): compared sorted, not as sets
+        in_train = {split: np.isin(keys[split], keys["train"]) for split in ("test", "validation")}
+        in_test = np.isin(keys["validation"], keys["test"])
+        return {"test": ["training" if hit else None for hit in in_train["test"]],
+                "validation": ["training" if hit else "test" if test_hit else None
+                               for hit, test_hit in zip(in_train["validation"], in_test)]}
     train, test = set(keys["train"]), set(keys["test"])
     return {"test": ["training" if key in train else None for key in keys["test"]],
             "validation": ["training" if key in train else "test" if key in test else None

@@ -6,6 +6,7 @@ hold texts of similar length (shuffled in chunks), so little compute goes into p
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections.abc import Callable
 
@@ -38,6 +39,17 @@ class EncodedSplit(Dataset):
     @property
     def lengths(self) -> list[int]:
         return [len(f["input_ids"]) for f in self.features]
+
+    def digest(self) -> str:
+        """A SHA-256 of every field (token ids, masks, labels) of every example, in order (the feature cache's key)."""
+        digest = hashlib.sha256()
+        digest.update(str(len(self)).encode())
+        for row in self.features:
+            for key in sorted(row):
+                value = np.asarray(row[key])
+                digest.update(f"{key}:{value.dtype.kind}:{value.shape}".encode())
+                digest.update(value.astype(np.int64 if value.dtype.kind in "iub" else np.float64).tobytes())
+        return digest.hexdigest()
 
 
 def encode_split(split: TextSplit, tokenizer: PreTrainedTokenizerBase, max_length: int,
@@ -126,20 +138,26 @@ class LengthGroupedBatches(Sampler[list[int]]):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def _resume(self, batches: list[list[int]]):
+    def _resume(self, batches: list[np.ndarray]):
         skip, self.skip = self.skip, 0
-        return iter(batches[skip:])
+        return (batch.tolist() for batch in batches[skip:])
+
+    def _order(self, rng: random.Random) -> np.ndarray:
+        """All indices in random order: Python's shuffle, so a seed gives the same batches as it always did."""
+        order = list(range(len(self.lengths)))
+        rng.shuffle(order)
+        return np.asarray(order, dtype=np.int64)
 
     def __len__(self) -> int:
         return (len(self.lengths) + self.batch_size - 1) // self.batch_size
 
     def __iter__(self):
         rng = random.Random(self.seed + self.epoch)
-        order = list(range(len(self.lengths)))
-        rng.shuffle(order)
+        order, lengths = self._order(rng), np.asarray(self.lengths)
         batches = []
         for start in range(0, len(order), self.chunk):
-            chunk = sorted(order[start:start + self.chunk], key=self.lengths.__getitem__, reverse=True)
+            chunk = order[start:start + self.chunk]
+            chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]  # longest first, ties in shuffled order
             batches += [chunk[i:i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
         rng.shuffle(batches)
         # The one short batch goes last: split across processes (Accelerate's split_batches), a
@@ -152,9 +170,7 @@ class ShuffledBatches(LengthGroupedBatches):
     """Plain random batches (group_by_length=false), reshuffled each epoch."""
 
     def __iter__(self):
-        rng = random.Random(self.seed + self.epoch)
-        order = list(range(len(self.lengths)))
-        rng.shuffle(order)
+        order = self._order(random.Random(self.seed + self.epoch))
         return self._resume([order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)])
 
 
@@ -173,8 +189,8 @@ class FixedBatches(Sampler[list[int]]):
 
 def sorted_batches(lengths: list[int], batch_size: int) -> FixedBatches:
     """Evaluation batches, longest first: the least padding and an early out-of-memory if any."""
-    order = sorted(range(len(lengths)), key=lengths.__getitem__, reverse=True)
-    return FixedBatches([order[i:i + batch_size] for i in range(0, len(order), batch_size)], batch_size)
+    order = np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")  # ties keep their order
+    return FixedBatches([order[i:i + batch_size].tolist() for i in range(0, len(order), batch_size)], batch_size)
 
 
 def train_loader(

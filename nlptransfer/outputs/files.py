@@ -8,6 +8,7 @@ any file a program creates: 0644 under umask 022, so teammates can read a run's 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -36,6 +37,24 @@ def write_bytes(path: Path, data: bytes) -> None:
         with os.fdopen(handle, "wb") as file:
             file.write(data)
             file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def writing(path: Path):
+    """A temporary path beside `path` for a writer that streams (Arrow, numpy); renamed onto `path` when the block
+    ends without an error, removed when it fails: a crash leaves the old file or the new one, never half of one."""
+    path = Path(path)
+    make_dir(path.parent)
+    handle, temporary = _create_temporary(path)
+    os.close(handle)
+    try:
+        yield temporary
+        with open(temporary, "rb+") as file:
             os.fsync(file.fileno())
         os.replace(temporary, path)
     except BaseException:

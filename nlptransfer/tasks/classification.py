@@ -8,6 +8,7 @@ micro/macro-F1 at per-label thresholds tuned on the validation split).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 
@@ -16,8 +17,9 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from .. import metrics, models
+from ..data.arrow import TableColumn, use_arrow
 from ..data.classification import ClassificationData, TextSplit, load_classification
-from ..engine import batches, features, loop, losses
+from ..engine import batches, features, loop, losses, token_cache
 from ..errors import ConfigError
 from ..options import LONG_TEXT, POOLING
 from .base import Task, TestOutcome, sigmoid
@@ -47,7 +49,21 @@ def targets(split: TextSplit, data: ClassificationData) -> np.ndarray:
 
 def joined_texts(split: TextSplit) -> list[str]:
     """The texts, each followed by its pair text if any (for the bag-of-words baseline)."""
-    return split.texts if split.text_pairs is None else [f"{a} {b}" for a, b in zip(split.texts, split.text_pairs)]
+    if split.text_pairs is None:
+        return list(split.texts)
+    return [f"{a} {b}" for a, b in zip(split.texts, split.text_pairs)]
+
+
+BASELINE_ROWS = {"train": 100_000, "test": 100_000}
+"""The most examples the bag-of-words baseline fits and scores: beyond, a seeded sample (TF-IDF on millions of texts
+would take longer than a run's training and gigabytes of memory)."""
+
+
+def sample(split: TextSplit, limit: int) -> TextSplit:
+    """At most `limit` examples of a split: a seeded sample in the split's order."""
+    if len(split) <= limit:
+        return split
+    return split.take(np.sort(np.random.default_rng(0).choice(len(split), limit, replace=False)))
 
 
 def split_metrics(logits: np.ndarray, gold: np.ndarray, data: ClassificationData, thresholds=0.5) -> dict:
@@ -109,6 +125,11 @@ class Classification(Task):
         return items
 
     def load_data(self, cfg, source: tuple | None = None) -> ClassificationData:
+        if source is None and use_arrow(cfg.data, self.multilabel):
+            from accelerate import PartialState
+
+            with PartialState().local_main_process_first():  # one process per machine streams the files into tables
+                return load_classification(cfg.data, cfg.seed, multilabel=self.multilabel)
         return load_classification(cfg.data, cfg.seed, multilabel=self.multilabel, source=source)
 
     def describe_data(self, data: ClassificationData) -> str:
@@ -119,9 +140,14 @@ class Classification(Task):
         """Tokenize every split once, reading long texts as `cfg.long_text` says; report how many exceed the limit."""
         num_labels = len(data.label_names) if data.multilabel else None
         max_length = models.max_length(tokenizer, cfg.data.max_length)
-        encoded = {split: batches.encode_split(getattr(data, split), tokenizer, max_length, cfg.long_text,
-                                               min(cfg.data.stride, max_length // 2), num_labels)
-                   for split in ("train", "validation", "test")}
+        def encode(split: str) -> batches.EncodedSplit:
+            texts, stride = getattr(data, split), min(cfg.data.stride, max_length // 2)
+            if isinstance(texts.texts, TableColumn):  # data.backend=arrow: tokens in the disk cache, in processes
+                return token_cache.encode_table(texts, tokenizer, max_length, cfg.long_text, stride, num_labels,
+                                                name=split, folder=cfg.data.token_cache, num_proc=cfg.data.num_proc)
+            return batches.encode_split(texts, tokenizer, max_length, cfg.long_text, stride, num_labels)
+
+        encoded = {split: encode(split) for split in ("train", "validation", "test")}
         over = {split: split_encoded.over_limit for split, split_encoded in encoded.items()}
         if any(over.values()):
             how = {"truncate": "only their first tokens are read (long_text=truncate)",
@@ -184,11 +210,22 @@ class Classification(Task):
         return metrics.format_report(scores, data.label_names)
 
     def baselines(self, data: ClassificationData) -> tuple[dict, str]:
+        """Majority class and TF-IDF + logistic regression; on a seeded sample of a large split (see BASELINE_ROWS)."""
+        if len(data.train) > BASELINE_ROWS["train"] or len(data.test) > BASELINE_ROWS["test"]:
+            sizes = {split: len(getattr(data, split)) for split in BASELINE_ROWS}
+            data = dataclasses.replace(data, **{split: sample(getattr(data, split), limit)
+                                                for split, limit in BASELINE_ROWS.items()})
+            used = ", ".join(f"{len(getattr(data, split)):,} of {sizes[split]:,} {split} examples"
+                             if sizes[split] > len(getattr(data, split)) else f"all {sizes[split]:,} {split} examples"
+                             for split in BASELINE_ROWS)
+            what = f"baselines on a seeded sample ({used})"
+        else:
+            what = "baselines on the same data"
         if len({str(label) for label in data.train.labels}) < 2:
             return {}, "baselines: none (the training split has fewer than two labels to learn from)"
         found = metrics.baselines(joined_texts(data.train), targets(data.train, data), joined_texts(data.test),
                                   targets(data.test, data))
-        return found, (f"baselines on the same data: majority class {found['majority_accuracy']:.4f}, "
+        return found, (f"{what}: majority class {found['majority_accuracy']:.4f}, "
                        f"TF-IDF + logistic regression {found['tfidf_logreg_accuracy']:.4f}")
 
     def prediction_rows(self, data: ClassificationData, outcome: TestOutcome) -> list[dict]:
@@ -254,6 +291,11 @@ class MultiLabel(Classification):
     extra_model_options = {"problem_type": "multi_label_classification"}
     card_metrics = [("accuracy", "subset_accuracy", "Subset accuracy"), ("f1", "micro_f1", "Micro F1"),
                     ("f1", "macro_f1", "Macro F1")]
+
+    def checks(self, cfg) -> list[tuple[bool, str]]:
+        return super().checks(cfg) + [
+            (cfg.data.backend != "arrow", "data.backend=arrow holds single-label tables; multi-label data is read "
+                                          "with data.backend=memory (or auto)")]
 
     def card_intro(self, label_names: list[str]) -> tuple[str, str, list[str]]:
         return "multi-label text classification", "It predicts any number of", label_names

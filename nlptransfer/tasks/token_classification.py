@@ -55,6 +55,9 @@ class TokenClassification(Task):
              "loss.class_weights and loss.focal_gamma apply to classification and multilabel tasks"),
             (0 <= cfg.data.stride <= cfg.data.max_length // 2,
              f"data.stride must be from 0 to half of data.max_length ({cfg.data.max_length // 2})"),
+            (cfg.data.backend != "arrow",
+             "data.backend=arrow holds single-label classification tables; NER data is read with data.backend=memory "
+             "(or auto)"),
         ]
 
     def load_data(self, cfg, source: tuple | None = None) -> TokenData:
