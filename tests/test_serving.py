@@ -157,3 +157,17 @@ def test_stale_export_is_refused(exported_run, tmp_path):
 def test_unknown_runtime_in_the_python_api(full_run):
     with pytest.raises(ConfigError, match="unknown runtime 'fast'; pass one of torch, int8, onnx, onnx-int8"):
         load_model(full_run, runtime="fast")
+
+
+def test_onnx_of_a_pooled_head(tiny_model_dir, reviews_csv, tmp_path):
+    """A `head.pooling=mean` model (PooledForSequenceClassification) exports and predicts as in torch."""
+    from nlptransfer.config import RunConfig
+    from nlptransfer.pipeline import run
+
+    results = run(RunConfig(model=tiny_model_dir, strategy="full", output_dir=str(tmp_path / "run"),
+                            head={"pooling": "mean"}, data={"train_file": str(reviews_csv), "max_length": 32},
+                            train={"epochs": 1, "batch_size": 8, "max_steps": 1}))
+    export_model(results.output_dir, "onnx")
+    exact = load_model(results.output_dir).predict(TEXTS, all_scores=True)
+    served = load_model(results.output_dir, runtime="onnx").predict(TEXTS, all_scores=True)
+    assert scores(served) == pytest.approx(scores(exact), abs=1e-5)
