@@ -204,7 +204,11 @@ def test_an_explicit_token_cache_refuses_other_settings_or_data(tmp_path, cache,
         token_cache.encode_table(data.test, tokenizer, 16, name="train", folder=folder)
 
 
-def test_tokenizing_in_worker_processes_gives_the_same_tokens(tmp_path, cache, tokenizer, monkeypatch):
+@pytest.mark.parametrize("start", ["fork", "spawn"])  # spawn: where the platform does not fork (macOS, Windows)
+def test_tokenizing_in_worker_processes_gives_the_same_tokens(tmp_path, cache, tokenizer, monkeypatch, start):
+    import multiprocessing
+
+    monkeypatch.setattr(token_cache, "worker_context", lambda: multiprocessing.get_context(start))
     monkeypatch.setattr(token_cache, "SHARD_ROWS", 100)
     monkeypatch.setattr(token_cache, "IN_PROCESS_BELOW", 1)
     path = tmp_path / "d.csv"
@@ -251,6 +255,18 @@ def test_samplers_keep_their_batches_for_a_seed_and_take_arrays():
         sampler = batches.LengthGroupedBatches(given, 32, seed=4, chunk_batches=5)
         sampler.set_epoch(2)
         assert list(sampler) == reference(4, 2)
+    large = batches.LengthGroupedBatches(np.asarray(lengths), 32, seed=4, chunk_batches=5)
+    large_order = batches.NUMPY_ORDER_ABOVE
+    try:  # millions of examples: numpy's permutation, as seeded and as length-grouped
+        batches.NUMPY_ORDER_ABOVE = 100
+        first, again = list(large), list(large)
+        large.set_epoch(1)
+        other = list(large)
+    finally:
+        batches.NUMPY_ORDER_ABOVE = large_order
+    assert first == again != other and first != reference(4, 0)
+    assert sorted(i for batch in first for i in batch) == list(range(len(lengths)))
+    assert np.mean([np.ptp([lengths[i] for i in batch]) for batch in first]) < 20  # lengths 3..60, grouped
     evaluation = list(batches.sorted_batches(np.asarray(lengths), 32))
     assert evaluation == list(batches.sorted_batches(lengths, 32))
     assert [lengths[i] for batch in evaluation for i in batch] == sorted(lengths, reverse=True)
@@ -307,3 +323,12 @@ def test_a_full_disk_is_one_line_and_leaves_no_partial_entry(tmp_path, cache, to
     with pytest.raises(DataError, match="no space left on the disk of .* for the token cache; free some"):
         token_cache.encode_table(data.train, tokenizer, 16)
     assert not list((cache / "tokens").glob("*/shard-*")) and not list((cache / "tokens").glob("*/done.json"))
+
+
+def test_hash_membership_by_binary_search():
+    from nlptransfer.data.splits import contained
+
+    reference = np.array([5, 2**63 + 7, 9, 2**64 - 1], dtype=np.uint64)
+    values = np.array([9, 4, 2**64 - 1, 0, 2**63 + 7], dtype=np.uint64)
+    assert contained(values, reference).tolist() == [True, False, True, False, True]
+    assert contained(values, reference[:0]).tolist() == [False] * 5

@@ -111,7 +111,9 @@ class TableColumn(Sequence):
     def __init__(self, column, rows: np.ndarray, key: str = "", source: tuple[str, str] | None = None):
         self.column, self.key, self.source = column, key, source
         """`source`: (the table's IPC file, the column's name), for processes that map the table themselves."""
-        self.rows = np.asarray(rows, dtype=np.int64)
+        self.rows = np.asarray(rows)
+        if self.rows.dtype.kind not in "iu":
+            self.rows = self.rows.astype(np.int64)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -138,7 +140,7 @@ class TableColumn(Sequence):
 
     def digest(self) -> str:
         """What identifies the view: its table and column, and its row ids."""
-        return hashlib.sha256(self.key.encode() + self.rows.tobytes()).hexdigest()
+        return hashlib.sha256(self.key.encode() + self.rows.astype(np.int64).tobytes()).hexdigest()
 
 
 def take_rows(column, rows: np.ndarray) -> list:
@@ -210,6 +212,7 @@ def read_table(path: Path, cfg: DataConfig, split: str) -> Table:
         except (OSError, pa.ArrowException) as e:  # truncated or foreign: rebuilt, never trusted
             logger.warning("ignoring the unreadable table cache entry %s (%s); reading the file again", entry, e)
     rows = convert(path, cfg, split, entry, key)
+    release_memory()  # the blocks read on the way
     logger.info("%s data: %d rows of %s streamed into the Arrow table %s", split, rows, path, entry)
     return Table(pa.ipc.open_file(pa.memory_map(str(entry))).read_all(), entry, key)
 
@@ -384,30 +387,51 @@ def label_values(strings: list[str]) -> list:
 
 
 def narrow_frame(table: Table, label_column: str, split: str, categories: list) -> pd.DataFrame:
-    """The usable rows of a table as (label, row id, dedup hash): what splitting and dedup need, no texts."""
+    """The usable rows of a table as (label, row id): what splitting needs, a few bytes a row and no texts."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     usable = table.table.column("usable").to_numpy()
-    rows = np.flatnonzero(usable)
+    rows = np.flatnonzero(usable).astype(np.int32 if len(usable) < 2**31 else np.int64)
     if len(rows) < len(usable):
         logger.warning("%s: dropped %d rows with an empty text or label", split, len(usable) - len(rows))
     codes = pc.index_in(table.table.column("label"), value_set=pa.array(categories[1], type=pa.string()))
     codes = codes.to_numpy(zero_copy_only=False)[rows]  # read as a whole: a take would copy the column per chunk
-    mapping = np.asarray(categories[2], dtype=np.int64)
-    return pd.DataFrame({
-        label_column: pd.Categorical.from_codes(mapping[codes.astype(np.int64)], categories=categories[0]),
-        "__row": rows,
-        "__dedup": table.table.column("dedup").to_numpy()[rows],
-    })
+    mapping = np.asarray(categories[2], dtype=np.int8 if len(categories[0]) < 128 else np.int32)
+    return pd.DataFrame({label_column: pd.Categorical.from_codes(mapping[codes.astype(np.int64)],
+                                                                  categories=categories[0]),
+                         "__row": rows})
+
+
+def release_memory() -> None:
+    """Give the memory freed after a large step back to the system: Arrow's pool, and glibc's heap, which keeps the
+    freed arrays of splitting millions of rows (a no-op where the C library is not glibc)."""
+    import ctypes
+    import ctypes.util
+
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def dedup_keys(table: Table, rows: np.ndarray) -> np.ndarray:
+    """The 64-bit dedup hashes of some rows of a table."""
+    return table.table.column("dedup").to_numpy()[rows]
 
 
 def label_categories(tables: dict[str, Table]) -> tuple[list, list[str], list[int]]:
     """(label values, every distinct label text, the value index of each text) over all the files' usable rows."""
     import pyarrow.compute as pc
 
-    texts = sorted({text for t in tables.values()
-                    for text in pc.unique(pc.filter(t.table.column("label"), t.table.column("usable"))).to_pylist()})
+    texts = set()
+    for t in tables.values():  # chunk by chunk: filtering the whole column would copy it
+        for labels, usable in zip(t.table.column("label").chunks, t.table.column("usable").chunks):
+            texts.update(pc.unique(pc.filter(labels, usable)).to_pylist())
+    texts = sorted(texts)
     values = label_values(texts)
     unique = sorted(set(values))  # the order numpy gives the values: the codes stratify as the values would
     return unique, texts, [unique.index(v) for v in values]

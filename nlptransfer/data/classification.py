@@ -364,17 +364,20 @@ def load_classification(cfg: DataConfig, seed: int, multilabel: bool = False,
 
 def load_tables(cfg: DataConfig, seed: int) -> ClassificationData:
     """`load_classification` of files held as memory-mapped Arrow tables (`data/arrow.py`): the same cleaning, splits,
-    label order and checks on a narrow frame of label, row id and dedup hash per row; the texts stay in the tables."""
+    label order and checks on a narrow frame of label and row id per row (dedup by 64-bit hashes); the texts stay in
+    the tables."""
     paths = arrow.data_files(cfg)
     tables = {split: arrow.read_table(path, cfg, split) for split, path in paths.items()}
     categories = arrow.label_categories(tables)
     frames = {split: arrow.narrow_frame(table, cfg.label_column, split, categories) for split, table in tables.items()}
     check_usable_rows(frames["train"])
     made = make_splits(frames, cfg, seed)
-    keep, dropped = drop_repeats({split: frame["__dedup"].to_numpy() for split, frame in made.items()}, cfg, "text")
+    source_of = {split: split if split in frames else "train" for split in SPLITS}  # the file a split's rows index
+    keys = {split: arrow.dedup_keys(tables[source_of[split]], frame["__row"].to_numpy())
+            for split, frame in made.items()}
+    keep, dropped = drop_repeats(keys, cfg, "text")
     made = {split: frame.loc[np.asarray(keep[split], dtype=bool)].reset_index(drop=True)
             for split, frame in made.items()}
-    source_of = {split: split if split in frames else "train" for split in SPLITS}  # the file a split's rows index
 
     def text_split(split: str, frame: pd.DataFrame, labels) -> TextSplit:
         table, rows = tables[source_of[split]], frame["__row"].to_numpy()
@@ -382,6 +385,8 @@ def load_tables(cfg: DataConfig, seed: int) -> ClassificationData:
                          table.view("text_pair", rows) if cfg.text_pair_column else None)
 
     label_names, splits = labeled(made, frames["train"], cfg, "validation" in frames, None, text_split)
+    del frames, made, keys, keep
+    arrow.release_memory()  # what splitting millions of rows freed
     sizes = ", ".join(f"{path} ({files.megabytes(path.stat().st_size)} MB)" for path in paths.values())
     return ClassificationData(label_names=label_names, source=f"local files as Arrow tables: {sizes}",
                               dropped_repeats=dropped, **splits)

@@ -20,19 +20,21 @@ another tokenizer or from other data.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import multiprocessing
 import os
 import shutil
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from functools import cached_property
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 
-from ..data.arrow import cache_root, scratch_folder
+from ..data.arrow import cache_root, release_memory, scratch_folder
 from ..data.classification import TextSplit
 from ..errors import DataError
 from ..outputs import files
@@ -54,9 +56,11 @@ class TableSplit(EncodedSplit):
         self.table, self.over_limit, self.key_digest = table, over_limit, key_digest
         self.columns = [name for name in table.column_names if name != "document"]
         stored = table.column("document").to_numpy()
-        self.order = np.argsort(stored, kind="stable")
+        small = np.int32 if len(stored) < 2**31 else np.int64
+        self.order = np.argsort(stored, kind="stable").astype(small)
         """Row i of the split is stored row order[i] (shards hold rows in file order; a text's windows keep theirs)."""
-        self.documents = stored[self.order]
+        self.windows = len(stored) != int(stored.max(initial=-1)) + 1
+        self._documents = stored[self.order].astype(small) if self.windows else None
 
     def __len__(self) -> int:
         return self.table.num_rows
@@ -95,7 +99,12 @@ class TableSplit(EncodedSplit):
     def lengths(self) -> np.ndarray:
         import pyarrow.compute as pc
 
-        return pc.list_value_length(self.table.column("input_ids")).to_numpy().astype(np.int64)[self.order]
+        return pc.list_value_length(self.table.column("input_ids")).to_numpy()[self.order]
+
+    @property
+    def documents(self) -> np.ndarray:
+        """The text of each row; one row per text (no windows): the rows themselves."""
+        return self._documents if self.windows else np.arange(len(self), dtype=self.order.dtype)
 
     def digest(self) -> str:
         return self.key_digest
@@ -221,8 +230,9 @@ def build(entry: Path, key: dict, split: TextSplit, tokenizer, settings: tuple, 
         if processes <= 1:
             results = [encode_shard(task, tokenizer, settings) for task in todo]
         else:
-            with ProcessPoolExecutor(processes, mp_context=get_context("spawn"), initializer=_start_worker,
-                                     initargs=(tokenizer, settings)) as pool:
+            with workers_environment(), ProcessPoolExecutor(processes, mp_context=worker_context(),
+                                                            initializer=_start_worker,
+                                                            initargs=(tokenizer, settings)) as pool:
                 results = list(pool.map(_worker_shard, todo))
     except OSError as e:
         if files.is_disk_full(e):
@@ -232,6 +242,8 @@ def build(entry: Path, key: dict, split: TextSplit, tokenizer, settings: tuple, 
     counts = kept | dict(results)
     done = {"shards": names, "over_limit": int(sum(counts[name] for name in names)), "rows": len(split)}
     files.write_json(entry / "done.json", done)
+    del todo, results
+    release_memory()
     return done
 
 
@@ -273,11 +285,33 @@ def column(values: list, name: str):
     return pa.array(values)
 
 
+def worker_context():
+    """fork where the platform forks safely (Linux): a worker starts at once, shares the loaded libraries, and a
+    user's script without an `if __name__ == "__main__":` guard is not run again in each worker (as spawn would).
+    The workers use no torch, CUDA or thread pool of the parent: only the tokenizer and Arrow files."""
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if sys.platform == "linux" and "fork" in methods else "spawn")
+
+
+@contextlib.contextmanager
+def workers_environment():
+    """TOKENIZERS_PARALLELISM=false while workers start: each is one core of the parallelism (and tokenizers then
+    does not warn that it was forked after using threads)."""
+    before = os.environ.get("TOKENIZERS_PARALLELISM")
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("TOKENIZERS_PARALLELISM", None)
+        else:
+            os.environ["TOKENIZERS_PARALLELISM"] = before
+
+
 _WORKER: dict = {}
 
 
 def _start_worker(tokenizer, settings: tuple) -> None:
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # one core per worker: the workers are the parallelism
     _WORKER.update(tokenizer=tokenizer, settings=settings)
 
 
