@@ -332,3 +332,19 @@ def test_hash_membership_by_binary_search():
     values = np.array([9, 4, 2**64 - 1, 0, 2**63 + 7], dtype=np.uint64)
     assert contained(values, reference).tolist() == [True, False, True, False, True]
     assert contained(values, reference[:0]).tolist() == [False] * 5
+
+
+def test_values_that_are_not_texts_and_in_memory_data_are_one_line_errors(tmp_path, cache):
+    path = tmp_path / "d.parquet"
+    pd.DataFrame({"text": [["a", "list"]] * 10, "label": ["x", "y"] * 5}).to_parquet(path)
+    with pytest.raises(DataError, match="column 'text' in .*d.parquet holds list<element: string> values, not texts"):
+        load_classification(DataConfig(train_file=str(path), backend="arrow"), 0)
+    huge = tmp_path / "huge.csv"  # a text longer than the reader's block
+    huge.write_text("text,label\n" + "".join(f"short {i},{'ab'[i % 2]}\n" for i in range(40)) + "x" * 3 * 2**20
+                    + ",b\n")
+    data = load_classification(DataConfig(train_file=str(huge), backend="arrow", test_fraction=0.2), 0)
+    lengths = [len(text) for split in (data.train, data.validation, data.test) for text in split.texts]
+    assert max(lengths) == 3 * 2**20 and len(lengths) == 41
+    frame = table(20)
+    with pytest.raises(DataError, match="data.backend=arrow reads data files"):
+        load_classification(DataConfig(backend="arrow"), 0, source=({"train": frame}, {}, "in-memory DataFrame"))

@@ -116,17 +116,18 @@ def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return load_file(str(run_dir / "model" / "model.safetensors"))
 
 
-@pytest.mark.parametrize("kill_mode, kill_at", [
-    ("step", 4),          # mid-epoch, between checkpoints (steps 1-5 are epoch 1)
-    ("step", 9),          # in epoch 2, after an epoch-end checkpoint
-    ("during_save", 3),   # the weights of the 3rd checkpoint are written, its manifest is not
-    ("after_save", 4),    # just after the 4th checkpoint is renamed into place, before rotation
+@pytest.mark.parametrize("kill_mode, kill_at, backend", [
+    ("step", 4, "memory"),          # mid-epoch, between checkpoints (steps 1-5 are epoch 1)
+    ("step", 9, "memory"),          # in epoch 2, after an epoch-end checkpoint
+    ("during_save", 3, "memory"),   # the weights of the 3rd checkpoint are written, its manifest is not
+    ("after_save", 4, "memory"),    # just after the 4th checkpoint is renamed into place, before rotation
+    ("step", 7, "arrow"),           # the data as Arrow tables and cached tokens: the same batches, resumed alike
 ])
 def test_killed_run_resumes_to_identical_results(tmp_path, tiny_model_dir, reviews_csv, uninterrupted,
-                                                  kill_mode, kill_at):
+                                                  kill_mode, kill_at, backend):
     reference_dir, reference_ids = uninterrupted
     run_dir = tmp_path / "run"
-    argv = run_args(tiny_model_dir, reviews_csv, run_dir)
+    argv = run_args(tiny_model_dir, reviews_csv, run_dir) + [f"data.backend={backend}"]
     killed, killed_ids = drive(tmp_path, argv, kill_mode, kill_at, name="killed")
     assert killed.returncode == -signal.SIGKILL
     assert not (run_dir / "metrics.json").exists()

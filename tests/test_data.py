@@ -8,6 +8,7 @@ import os
 from collections import Counter
 from contextlib import contextmanager
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -446,3 +447,19 @@ def test_max_train_samples_smaller_than_the_classes_names_the_option(reviews_csv
         load_classification(DataConfig(train_file=str(reviews_csv), max_train_samples=1), seed=0)
     data = load_classification(DataConfig(train_file=str(reviews_csv), max_train_samples=3), seed=0)
     assert sorted(data.train.labels) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("n, size, labels", [(1000, 0.1, ["a", "b", "c"]), (997, 0.3, [1, 2, 10, 10, 10]),
+                                             (50, 7, ["x", "y"]), (4000, 0.2, list("abcdefg")), (30, 0.5, [0, 1])])
+def test_stratified_indices_are_scikit_learns_train_test_split(n, size, labels):
+    from sklearn.model_selection import train_test_split
+
+    from nlptransfer.data.classification import stratified_indices
+
+    groups = np.random.default_rng(n).choice(np.asarray(labels, dtype=object), n)
+    for seed in (0, 42):
+        expected = train_test_split(np.arange(n), test_size=size, random_state=seed, stratify=groups)
+        found = stratified_indices(groups, size, seed)
+        assert [part.tolist() for part in found] == [part.tolist() for part in expected]
+    with pytest.raises(ValueError):
+        stratified_indices(np.array(["a"] * 10 + ["b"]), 0.2, 0)

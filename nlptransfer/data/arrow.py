@@ -47,7 +47,8 @@ FORMAT_VERSION = 1
 AUTO_BYTES = 32 * 2**20
 """data.backend=auto holds files of at least this many bytes (together) as Arrow tables."""
 SUFFIXES = (".csv", ".tsv", ".jsonl", ".parquet")
-BLOCK_BYTES = 16 * 2**20
+BLOCK_BYTES = 2**20
+"""Bytes a reader parses at a time: Arrow's CSV reader holds several blocks, 16 MB ones took 700 MB of 10M rows."""
 OFF = ("off", "0", "false", "no", "")
 
 
@@ -228,14 +229,23 @@ def convert(path: Path, cfg: DataConfig, split: str, entry: Path, key: str) -> i
     fields = [pa.field(name, pa.string()) for name in names] + [pa.field("usable", pa.bool_()),
                                                                  pa.field("dedup", pa.uint64())]
     schema = pa.schema(fields, metadata={"nlptransfer": key})
-    count = 0
+    block = BLOCK_BYTES
     try:
-        with files.writing(entry) as temporary, pa.OSFile(str(temporary), "wb") as sink, \
-                pa.ipc.new_file(sink, schema) as writer:
-            for batch in record_batches(path, cfg, split, list(names.values())):
-                columns = {name: string_column(batch, column, split, path) for name, column in names.items()}
-                writer.write_batch(pa.record_batch(list(columns.values()) + row_checks(columns), schema=schema))
-                count += batch.num_rows
+        while True:
+            count = 0
+            try:
+                with files.writing(entry) as temporary, pa.OSFile(str(temporary), "wb") as sink, \
+                        pa.ipc.new_file(sink, schema) as writer:
+                    for batch in record_batches(path, cfg, split, list(names.values()), block):
+                        columns = {name: string_column(batch, column, split, path) for name, column in names.items()}
+                        writer.write_batch(pa.record_batch(list(columns.values()) + row_checks(columns),
+                                                           schema=schema))
+                        count += batch.num_rows
+                break
+            except RowOverBlock:  # a row longer than the block: read the file again in blocks that hold it
+                if block >= 2**30:
+                    raise DataError(f"{path} has a row of over 1 GB; shorten it") from None
+                block *= 64
     except OSError as e:
         if files.is_disk_full(e):
             raise DataError(f"no space left on the disk of {entry.parent} for the Arrow table of {path}; free some, "
@@ -246,8 +256,12 @@ def convert(path: Path, cfg: DataConfig, split: str, entry: Path, key: str) -> i
     return count
 
 
-def record_batches(path: Path, cfg: DataConfig, split: str, columns: list[str]):
-    """The file's `columns` in record batches of a few MB, whatever its format; one line for a bad file."""
+class RowOverBlock(Exception):
+    """A csv row longer than the reader's block (Arrow's 'straddling object')."""
+
+
+def record_batches(path: Path, cfg: DataConfig, split: str, columns: list[str], block: int = BLOCK_BYTES):
+    """The file's `columns` in record batches of `block` bytes, whatever its format; one line for a bad file."""
     import pyarrow as pa
 
     suffix = path.suffix.lower()
@@ -265,11 +279,12 @@ def record_batches(path: Path, cfg: DataConfig, split: str, columns: list[str]):
             if cfg.encoding.replace("-", "").lower() != "utf8":
                 raise DataError(f"data.backend=arrow reads jsonl files as UTF-8 (data.encoding={cfg.encoding}); "
                                 "convert the file to UTF-8 or use data.backend=memory")
-            reader = pj.open_json(path, read_options=pj.ReadOptions(block_size=BLOCK_BYTES))
+            reader = pj.open_json(path, read_options=pj.ReadOptions(block_size=block))
         else:
             import pyarrow.csv as pcsv
 
-            read = pcsv.ReadOptions(encoding=cfg.encoding, block_size=BLOCK_BYTES)
+            utf8 = cfg.encoding.replace("-", "").replace("_", "").lower() == "utf8"  # else a Python transcoder
+            read = pcsv.ReadOptions(encoding="utf8" if utf8 else cfg.encoding, block_size=block)
             parse = pcsv.ParseOptions(delimiter="\t" if suffix == ".tsv" else ",", newlines_in_values=True)
             header = pcsv.open_csv(path, read_options=read, parse_options=parse).schema.names
             check_columns(header, columns, cfg, split, path)
@@ -291,6 +306,8 @@ def record_batches(path: Path, cfg: DataConfig, split: str, columns: list[str]):
         message = str(e).splitlines()[0]
         if "invalid UTF8" in message:
             raise DataError(not_utf8(path)) from None
+        if "straddl" in message or "block size" in message:
+            raise RowOverBlock from None
         if "Empty CSV file" in message or "Empty file" in message:
             raise DataError(f"{path} is empty; give a file with a header and rows") from None
         fix = separator_hint(path, first_line(path)) or "fix the file's format"
