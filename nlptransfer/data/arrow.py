@@ -36,7 +36,7 @@ import pandas as pd
 from ..errors import DataError
 from ..options import DataConfig
 from ..outputs import files
-from .readers import check_file, separator_hint, unreadable
+from .readers import check_file, first_line, separator_hint, unreadable
 from .splits import dedup_key
 
 logger = logging.getLogger(__name__)
@@ -310,7 +310,7 @@ def record_batches(path: Path, cfg: DataConfig, split: str, columns: list[str], 
             raise RowOverBlock from None
         if "Empty CSV file" in message or "Empty file" in message:
             raise DataError(f"{path} is empty; give a file with a header and rows") from None
-        fix = separator_hint(path, first_line(path)) or "fix the file's format"
+        fix = separator_hint(path, first_line(path, "utf-8")) or "fix the file's format"
         raise DataError(f"cannot parse {path}: {message}; {fix}") from None
     except OSError as e:
         raise DataError(unreadable(path, e)) from None
@@ -330,14 +330,6 @@ def not_utf8(path: Path) -> str:
                         "convert it to UTF-8 or set data.encoding (e.g. data.encoding=latin-1)")
             offset += len(block)
     return f"{path} is not valid utf-8 text; convert it to UTF-8 or set data.encoding (e.g. data.encoding=latin-1)"
-
-
-def first_line(path: Path) -> str:
-    try:
-        with path.open(encoding="utf-8", errors="replace") as file:
-            return file.readline()
-    except OSError:
-        return ""
 
 
 def check_columns(found: list[str], wanted: list[str], cfg: DataConfig, split: str, path: Path) -> None:

@@ -26,14 +26,13 @@ import torch
 import transformers
 
 from .. import catalog
+from ..data.arrow import CACHE_ENV, OFF  # one cache variable for features, tables and tokens
 from ..outputs import files
 from . import distributed
 from .batches import EncodedSplit
 
 logger = logging.getLogger(__name__)
 
-CACHE_ENV = "NLPTRANSFER_CACHE"
-"""Environment variable: the cache folder, or `off` to disable the cache."""
 DEFAULT_FOLDER = Path("~/.cache/nlptransfer/features")
 FORMAT_VERSION = 1
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack")
@@ -42,7 +41,7 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack")
 def cache_folder(folder: str | Path | None = None) -> Path | None:
     """The cache folder: `folder`, else $NLPTRANSFER_CACHE, else ~/.cache/nlptransfer/features; None if off."""
     chosen = folder if folder is not None else os.environ.get(CACHE_ENV) or DEFAULT_FOLDER
-    if str(chosen).strip().lower() in ("off", "0", "false", "no", ""):
+    if str(chosen).strip().lower() in OFF:
         return None
     return Path(chosen).expanduser()
 
