@@ -15,8 +15,9 @@ modules save only as pickles (`torch.save`), which predict never loads (a pickle
 `save_pretrained` cannot write them. torch marks its quantized tensors deprecated (pytorch issue 184982); the
 ONNX variant is the durable int8 path. torchao's int8 (its successor) needs `torch.compile` for speed on CPU.
 
-`export` writes the ONNX files into `onnx/` beside the model's weights, then `onnx/export.json` (last) with the
-sha256 of the weights they came from: a folder whose weights changed since is refused, never served stale.
+`export` writes the ONNX files into `onnx/` beside the model's weights (removing those of an earlier export), then
+`onnx/export.json` (last) with the sha256 of the weights they came from and of each file it wrote: a folder whose
+weights changed since, or a file that export did not write, is refused, never served stale.
 Optimum is not used: optimum-onnx 0.1.0 requires transformers<4.58 and nlptransfer runs on 5.x; torch.onnx's
 exporter (dynamo, with onnxscript) and onnxruntime's quantizer do the same job here.
 """
@@ -166,9 +167,22 @@ def weights_digest(model_dir: Path) -> str:
     digest = hashlib.sha256()
     for weights in sorted(model_dir.glob("*.safetensors")):
         digest.update(weights.name.encode())
-        with weights.open("rb") as file:
-            digest.update(hashlib.file_digest(file, "sha256").digest())
+        digest.update(bytes.fromhex(file_digest(weights)))
     return digest.hexdigest()
+
+
+def file_digest(path: Path) -> str:
+    with path.open("rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
+
+
+def export_record(model_dir: Path) -> dict:
+    """`onnx/export.json`: the weights' sha256 and each exported file's own ({} when missing or unreadable)."""
+    try:
+        record = json.loads((model_dir / EXPORT_FOLDER / EXPORT_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) and isinstance(record.get("files"), dict) else {}
 
 
 def export_command(model_dir: Path, runtime: Runtime) -> str:
@@ -176,16 +190,15 @@ def export_command(model_dir: Path, runtime: Runtime) -> str:
 
 
 def check_export(model_dir: Path, runtime: Runtime) -> None:
-    """Refuse a folder without the runtime's file, or whose weights changed after the export."""
-    path, record = model_dir / runtime.file, model_dir / EXPORT_FOLDER / EXPORT_RECORD
-    if not path.is_file() or not record.is_file():
+    """Refuse a folder without the runtime's file, a file that the last export did not write (one left by an
+    earlier export), and a folder whose weights changed after the export: every exported file is checked."""
+    path = model_dir / runtime.file
+    if not path.is_file():
         raise ModelError(f"runtime={runtime.name} needs {path}, which this model folder lacks; export it first: "
                          f"{export_command(model_dir, runtime)} (or predict with runtime=torch)")
-    try:
-        exported_from = json.loads(record.read_text(encoding="utf-8")).get("weights_sha256")
-    except (ValueError, AttributeError):
-        exported_from = None
-    if exported_from != weights_digest(model_dir):
+    record = export_record(model_dir)
+    if record.get("files", {}).get(runtime.file) != file_digest(path) \
+            or record.get("weights_sha256") != weights_digest(model_dir):
         raise ModelError(f"{path} was exported from other weights than {model_dir} holds now; export it again: "
                          f"{export_command(model_dir, runtime)}")
 
@@ -211,6 +224,9 @@ def export(model: nn.Module, tokenizer, model_dir: Path, formats: list[str]) -> 
     for module in ("onnx", "onnxscript", "onnxruntime"):
         require(module, "export")
     folder = model_dir / EXPORT_FOLDER
+    (folder / EXPORT_RECORD).unlink(missing_ok=True)  # first: an export that fails halfway leaves no file servable
+    for name in EXPORTED:  # a file of an earlier export that this one does not write again would be stale
+        (model_dir / REGISTRY[name].file).unlink(missing_ok=True)
     fp32 = model_dir / REGISTRY["onnx"].file
     write_bytes(fp32, onnx_graph(model.eval(), tokenizer))
     written = [fp32]
@@ -220,7 +236,8 @@ def export(model: nn.Module, tokenizer, model_dir: Path, formats: list[str]) -> 
     import onnxruntime
 
     write_json(folder / EXPORT_RECORD, {"weights_sha256": weights_digest(model_dir),
-                                        "files": [str(path.relative_to(model_dir)) for path in written],
+                                        "files": {path.relative_to(model_dir).as_posix(): file_digest(path)
+                                                  for path in written},
                                         "torch": torch.__version__, "onnxruntime": onnxruntime.__version__})
     return written
 

@@ -8,7 +8,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
+from nlptransfer import runtimes
 from nlptransfer.cli import export, predict
 from nlptransfer.errors import ConfigError, ModelError
 from nlptransfer.predictor import export_model, load_model
@@ -90,7 +92,7 @@ def test_cli_export_then_predict_onnx(full_run, tmp_path, capsys):
     assert export.main([str(run), "formats=onnx"]) == 0
     assert "wrote" in capsys.readouterr().err and not (run / "model" / "onnx" / "model_int8.onnx").exists()
     record = json.loads((run / "model" / "onnx" / "export.json").read_text())
-    assert record["files"] == ["onnx/model.onnx"] and len(record["weights_sha256"]) == 64
+    assert list(record["files"]) == ["onnx/model.onnx"] and len(record["weights_sha256"]) == 64
     lines = {}
     for runtime in ("torch", "onnx"):
         assert predict.main([f"model={run}", "text=a great movie", f"runtime={runtime}", "all_scores=true"]) == 0
@@ -152,6 +154,21 @@ def test_stale_export_is_refused(exported_run, tmp_path):
     shutil.copytree(exported_run, run)
     with pytest.raises(ModelError, match="exported from other weights.*export it again"):
         load_model(stale(run), runtime="onnx")
+
+
+def test_a_file_of_an_earlier_export_is_never_served(exported_run, tmp_path, monkeypatch):
+    """Weights change, then only the fp32 graph is exported again: the int8 graph of the old weights is gone,
+    and an int8 graph put back (or edited) is refused, as the record covers every exported file."""
+    run = tmp_path / "run"
+    shutil.copytree(exported_run, run)
+    int8 = run / "model" / "onnx" / "model_int8.onnx"
+    old_int8 = int8.read_bytes()
+    monkeypatch.setattr(runtimes, "onnx_graph", lambda model, tokenizer: b"a graph")  # the record is what is tested
+    runtimes.export(torch.nn.Linear(1, 1), None, stale(run) / "model", ["onnx"])
+    assert not int8.exists()
+    int8.write_bytes(old_int8)
+    with pytest.raises(ModelError, match="model_int8.onnx was exported from other weights.*formats=onnx-int8"):
+        load_model(run, runtime="onnx-int8")
 
 
 def test_unknown_runtime_in_the_python_api(full_run):
