@@ -9,7 +9,8 @@
     results.test_metrics["accuracy"], results.predictions_frame.head(), results.predict(["a new text"])
 
 `data` is the in-memory data: a pandas DataFrame, a `datasets.Dataset` or `DatasetDict`, a dict of
-splits, a dict of columns, or a (texts, labels) pair of lists. `data_options` are the data section's
+splits, a dict of columns, a (texts, labels) pair of lists, or a list of records (`[{"text": ..., "label": ...},
+...]`; `{"tokens": [...], "tags": [...]}` for token classification). `data_options` are the data section's
 options (column names, `max_length`, ...); every other section is a keyword of its own (`train={...}`).
 `model` is a short name, hub id or folder, or a `PreTrainedModel` object (with its `tokenizer`);
 `callbacks` are loop callbacks of your own (`nlptransfer.Callback`).

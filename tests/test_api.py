@@ -117,6 +117,13 @@ def test_texts_and_labels_lists(tiny_model_dir, reviews, tmp_path):
     assert len(results.predictions_frame) == data["examples"]["test"]
 
 
+def test_a_list_of_records(tiny_model_dir, reviews, tmp_path):
+    records = reviews[["text", "label"]].to_dict("records")
+    results = run(data=records, model=tiny_model_dir, output_dir=str(tmp_path / "run"), **QUICK)
+    data = metrics_of(results)["data"]
+    assert data["source"] == "in-memory records (60 examples)" and sum(data["examples"].values()) == 60
+
+
 def test_dict_of_splits_in_any_form(tiny_model_dir, reviews, tmp_path):
     parts = split_parts(reviews)
     test_columns = {"text": parts["test"]["text"].tolist(), "label": parts["test"]["label"].tolist()}
@@ -373,6 +380,9 @@ def test_library_chatter_is_hidden_in_python_runs_until_asked_for(tiny_model_dir
     ({"training": "reviews"}, {}, DataError, "split named 'training'"),
     ((["a good movie", "a bad movie"], ["pos"]), {}, DataError, "2 texts but 1 labels"),
     ({"text": ["a", "b", "c"], "label": ["x", "y"]}, {}, DataError, "columns differ in length"),
+    ([], {}, DataError, "data= is an empty list"),
+    (["a good movie", "a bad movie", "fine"], {}, DataError, "data= as a list takes records"),
+    ([{"text": "a", "label": "x"}, {"text": "b"}], {}, DataError, "record 2 has no 'label'"),
     ({"max_length": 32}, {}, DataError, "data_options="),
     (DataConfig(max_length=32), {}, DataError, "data_options="),
     ("reviews", {"strategi": "lora"}, ConfigError, "unknown option 'strategi'; did you mean strategy"),

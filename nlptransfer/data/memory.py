@@ -1,4 +1,5 @@
-"""In-memory data for the Python API: DataFrames, `datasets` objects, dicts of splits, (texts, labels) lists.
+"""In-memory data for the Python API: DataFrames, `datasets` objects, dicts of splits, (texts, labels) lists,
+lists of records (`[{"text": ..., "label": ...}, ...]`).
 
 Everything becomes what a reader returns (frames by split, ClassLabel names, a description), so the
 task splits, deduplicates and checks it exactly as it does a file.
@@ -35,6 +36,8 @@ def in_memory_source(data: Any, cfg: DataConfig) -> tuple[dict[str, pd.DataFrame
     if is_pair(data):
         texts, labels = (list(part) for part in data)
         return checked({"train": pair_frame(texts, labels, cfg)}), {}, f"in-memory lists ({len(texts)} examples)"
+    if isinstance(data, list | tuple):
+        return checked({"train": record_frame(data)}), {}, f"in-memory records ({len(data)} examples)"
     if isinstance(data, dict) and data and all(isinstance(key, str) for key in data):
         if is_splits(data):
             return split_frames(data, cfg)
@@ -42,7 +45,7 @@ def in_memory_source(data: Any, cfg: DataConfig) -> tuple[dict[str, pd.DataFrame
     if isinstance(data, DataConfig):
         raise DataError("data= takes the data itself; pass data options as data_options=DataConfig(...) or a dict")
     raise DataError(f"data= takes a pandas DataFrame, a datasets Dataset or DatasetDict, a dict of splits or of "
-                    f"columns, or (texts, labels) lists; got {type(data).__name__}")
+                    f"columns, (texts, labels) lists or a list of records; got {type(data).__name__}")
 
 
 LIST_LIKE = (list, tuple, pd.Series, np.ndarray)
@@ -87,6 +90,24 @@ def column_frame(columns: dict) -> pd.DataFrame:
         raise DataError("data= columns differ in length (" + ", ".join(f"{k}: {n}" for k, n in lengths.items())
                         + "); give one value per example in each")
     return pd.DataFrame({key: list(values) for key, values in columns.items()})
+
+
+def record_frame(records: list | tuple) -> pd.DataFrame:
+    """A list of records (`{"text": ..., "label": ...}`, or `{"tokens": [...], "tags": [...]}`) as a frame: every
+    record a dict with the same keys, as a dict of columns must give every column the same length."""
+    if not records:
+        raise DataError("data= is an empty list; give records like {'text': ..., 'label': ...}, one per example")
+    if (wrong := next((i for i, r in enumerate(records) if not isinstance(r, dict)), None)) is not None:
+        raise DataError(f"data= as a list takes records (dicts like {{'text': ..., 'label': ...}}) or (texts, "
+                        f"labels) lists; item {wrong + 1} is a {type(records[wrong]).__name__}")
+    keys = list(records[0])
+    for i, record in enumerate(records):
+        if set(record) != set(keys):
+            differ = sorted(set(keys) ^ set(record), key=str)[0]
+            where = "has no" if differ in keys else "has an extra key"
+            raise DataError(f"data= record {i + 1} {where} '{differ}' (record 1 has {', '.join(map(str, keys))}); "
+                            "give every record the same keys")
+    return pd.DataFrame({key: [record[key] for record in records] for key in keys})
 
 
 def pair_frame(texts: list, labels: list, cfg: DataConfig) -> pd.DataFrame:
