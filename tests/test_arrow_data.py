@@ -348,3 +348,55 @@ def test_values_that_are_not_texts_and_in_memory_data_are_one_line_errors(tmp_pa
     frame = table(20)
     with pytest.raises(DataError, match="data.backend=arrow reads data files"):
         load_classification(DataConfig(backend="arrow"), 0, source=({"train": frame}, {}, "in-memory DataFrame"))
+
+
+def _run_with_workers(folder, pids_file) -> None:
+    """A run's process: holds its folder's lock while two tokenizing workers work (here: sleep)."""
+    import os
+    import time
+
+    from nlptransfer.outputs.run_folder import RunFolder
+
+    run = RunFolder(folder).open(overwrite=False, resume=False)
+    with token_cache.worker_pool(2, None, None) as pool:
+        pool.map(time.sleep, [60, 60])
+        pids_file.write_text(" ".join(map(str, pool._processes)) + f" {os.getpid()}")  # noqa: SLF001
+        time.sleep(60)
+    run.release()
+
+
+def gone(pid: int) -> bool:
+    from pathlib import Path
+
+    status = Path(f"/proc/{pid}/status")
+    return not status.exists() or "\nState:\tZ" in status.read_text()  # a zombie has ended too
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("signal_name", ["SIGKILL", "SIGTERM"])
+def test_tokenizing_workers_die_with_a_killed_run_and_never_hold_its_folder(tmp_path, signal_name):
+    import multiprocessing
+    import os
+    import signal
+    import time
+
+    from nlptransfer.outputs.run_folder import RunFolder
+
+    pids_file = tmp_path / "pids"
+    run = multiprocessing.get_context("fork").Process(target=_run_with_workers, args=(tmp_path / "run", pids_file))
+    run.start()
+    deadline = time.monotonic() + 60
+    while not pids_file.exists() or len(pids_file.read_text().split()) < 3:
+        assert time.monotonic() < deadline and run.is_alive()
+        time.sleep(0.05)
+    workers = [int(pid) for pid in pids_file.read_text().split()[:2]]
+    os.kill(run.pid, getattr(signal, signal_name))
+    run.join(10)
+    deadline = time.monotonic() + 10
+    while not all(gone(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    alive = [pid for pid in workers if not gone(pid)]
+    for pid in alive:
+        os.kill(pid, signal.SIGKILL)
+    assert not alive, "workers outlived their run"
+    RunFolder(tmp_path / "run").lock()  # the killed run's lock is taken over: no worker holds it

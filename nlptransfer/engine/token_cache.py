@@ -230,9 +230,7 @@ def build(entry: Path, key: dict, split: TextSplit, tokenizer, settings: tuple, 
         if processes <= 1:
             results = [encode_shard(task, tokenizer, settings) for task in todo]
         else:
-            with workers_environment(), ProcessPoolExecutor(processes, mp_context=worker_context(),
-                                                            initializer=_start_worker,
-                                                            initargs=(tokenizer, settings)) as pool:
+            with workers_environment(), worker_pool(processes, tokenizer, settings) as pool:
                 results = list(pool.map(_worker_shard, todo))
     except OSError as e:
         if files.is_disk_full(e):
@@ -293,6 +291,44 @@ def worker_context():
     return multiprocessing.get_context("fork" if sys.platform == "linux" and "fork" in methods else "spawn")
 
 
+def worker_pool(processes: int, tokenizer, settings: tuple) -> ProcessPoolExecutor:
+    """`processes` tokenizing workers that die with this process, even when it is killed (SIGKILL, SIGTERM): a
+    worker left behind would hold its memory forever."""
+    return ProcessPoolExecutor(processes, mp_context=worker_context(), initializer=_start_worker,
+                               initargs=(tokenizer, settings, os.getpid()))
+
+
+def die_with_parent(parent: int) -> None:
+    """In a worker process: end when process `parent` ends. Linux: the kernel sends SIGKILL when the parent dies
+    (prctl PR_SET_PDEATHSIG); elsewhere a thread checks every half second that the parent is still the parent."""
+    if sys.platform == "linux":
+        try:
+            import ctypes
+            import signal
+
+            pdeathsig_set = ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+        except (OSError, AttributeError):
+            pdeathsig_set = False
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+        if pdeathsig_set:
+            return
+    import threading
+
+    threading.Thread(target=_watch_parent, args=(parent,), name="nlptransfer-parent-watch", daemon=True).start()
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _watch_parent(parent: int) -> None:
+    import time
+
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
+
+
 @contextlib.contextmanager
 def workers_environment():
     """TOKENIZERS_PARALLELISM=false while workers start: each is one core of the parallelism (and tokenizers then
@@ -311,7 +347,8 @@ def workers_environment():
 _WORKER: dict = {}
 
 
-def _start_worker(tokenizer, settings: tuple) -> None:
+def _start_worker(tokenizer, settings: tuple, parent: int) -> None:
+    die_with_parent(parent)
     _WORKER.update(tokenizer=tokenizer, settings=settings)
 
 

@@ -21,6 +21,7 @@ process of a distributed run opens the folder.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -31,7 +32,6 @@ import socket
 import time
 import weakref
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import IO
@@ -220,7 +220,7 @@ class RunFolder:
         """Write metrics.json: the last file of a run, whose presence marks it finished."""
         files.write_json(self.path / FINISHED_MARKER, metrics)
 
-    @contextmanager
+    @contextlib.contextmanager
     def writing_outputs(self, needed_bytes: Callable[[], int]) -> Iterator[None]:
         """Around the run's final writes (model/, adapter/, figures, metrics.json): a failure or an interrupt
         removes what is half-written (hidden temporary files and staging folders such as .model.tmp); a full
@@ -384,6 +384,19 @@ class RunFolder:
         else:
             logger.warning("taking over the lock of a run that is no longer running (pid %s on %s, started %s): %s",
                            record["pid"], record["host"], record.get("started", "?"), self.lock_path)
+
+
+def _drop_locks_in_child() -> None:
+    """In a forked child (a tokenizing worker, a data loader's worker): close its copies of the held lock files. A
+    copy of the descriptor keeps the flock held, so a child that outlived a killed run would hold its folder."""
+    for holder in list(_HOLDERS.values()):
+        if holder._held is not None:
+            with contextlib.suppress(OSError):
+                holder._held.close()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_drop_locks_in_child)
 
 
 def _open_lock(path: Path) -> IO[bytes]:
