@@ -278,10 +278,9 @@ def open_study(out: Path, base: RunConfig, space: SearchSpace, pruner: optuna.pr
     """The sweep's study in `<out>/study.db` (created, or loaded to go on): TPE seeded with the run's seed,
     median pruning; a study of another recipe, search space or option set is refused."""
     optuna = require_optuna()
-    storage = optuna.storages.RDBStorage(f"sqlite:///{(out / STUDY_FILE).absolute()}",
-                                         engine_kwargs={"connect_args": {"timeout": 60}})  # waits for other sweeps
+    storage, names = study_storage(out / STUDY_FILE)
     name = f"nlptransfer-{base.recipe}"
-    others = [study for study in optuna.study.get_all_study_names(storage) if study != name]
+    others = [study for study in names if study != name]
     if others:
         raise ConfigError(f"{out / STUDY_FILE} holds the study '{others[0]}', not '{name}': another recipe's sweep; "
                           "choose another output_dir")
@@ -291,6 +290,22 @@ def open_study(out: Path, base: RunConfig, space: SearchSpace, pruner: optuna.pr
     fail_stale_trials(study)
     study.sampler = optuna.samplers.TPESampler(seed=sampler_seed(study, base.seed))
     return study
+
+
+def study_storage(path: Path) -> tuple[optuna.storages.RDBStorage, list[str]]:
+    """Optuna's SQLite storage in `path` (created if missing) and the names of its studies; a file that is not a
+    study database (another program's file, a damaged one, one of an incompatible Optuna) is a one-line ConfigError."""
+    import sqlalchemy.exc
+
+    optuna = require_optuna()
+    try:
+        storage = optuna.storages.RDBStorage(f"sqlite:///{path.absolute()}",
+                                             engine_kwargs={"connect_args": {"timeout": 60}})  # waits for other sweeps
+        return storage, optuna.study.get_all_study_names(storage)
+    except (sqlalchemy.exc.SQLAlchemyError, RuntimeError, ValueError) as error:
+        reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0][:160]
+        raise ConfigError(f"{path} is not a study database a sweep wrote ({reason}); move it away, or start the "
+                          "sweep afresh in another output_dir") from None
 
 
 def sampler_seed(study: optuna.Study, seed: int) -> int:

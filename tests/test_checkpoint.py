@@ -350,3 +350,31 @@ def test_nonfinite_steps_are_skipped_and_counted():
 def test_too_many_nonfinite_steps_in_a_row_stop_the_run():
     with pytest.raises(TrainingError, match="NaN/inf for 3 steps in a row"):
         nan_fit({2, 3, 4}, limit=3)
+
+
+class Boom:
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+@pytest.mark.parametrize("content", ["malicious pickle", "not torch's", "other keys"])
+def test_a_checkpoint_file_nlptransfer_did_not_write_is_one_line_and_runs_nothing(tmp_path, monkeypatch, content):
+    """rng-0.pt (with the manifest rewritten to match) replaced: refused as not ours, no traceback, no code run."""
+    import pickle
+
+    monkeypatch.chdir(tmp_path)
+    model, optimizer, scheduler, checkpoints = small_training(tmp_path)
+    path = checkpoints.save(model, optimizer, scheduler, LoopState(optimizer_steps=1))
+    rng_file = path / "rng-0.pt"
+    if content == "malicious pickle":
+        rng_file.write_bytes(pickle.dumps(Boom()))
+    elif content == "not torch's":
+        rng_file.write_bytes(b"PK\x03\x04 a zip of something else")
+    else:
+        torch.save({"numpy": torch.zeros(1)}, rng_file)
+    manifest = json.loads((path / MARKER).read_text())
+    manifest["rng-0.pt"] = {"size": rng_file.stat().st_size, "sha256": checkpoint_module._sha256(rng_file)}
+    (path / MARKER).write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError, match="rng-0.pt is not a checkpoint file nlptransfer wrote.*nothing in it ran"):
+        checkpoints.load(path, model, optimizer, scheduler, force=False)
+    assert not (tmp_path / "pwned").exists()

@@ -272,6 +272,18 @@ def test_another_recipes_study_is_refused(tiny_model_dir, reviews_csv, tmp_path,
     assert sorted(p.name for p in out.iterdir()) == ["study.db"]
 
 
+@pytest.mark.parametrize("content", [b"not a database, a user's notes\n" * 40, b""])
+def test_a_study_file_that_is_not_a_study_database_is_one_line(content, tiny_model_dir, reviews_csv, tmp_path,
+                                                                capsys):
+    out = tmp_path / "sweep"
+    out.mkdir()
+    (out / "study.db").write_bytes(content or b"SQLite format 3\x00" + b"\xff" * 200)  # b"": a damaged header
+    argv = cli_options(tiny_model_dir, reviews_csv, out) + ["trials=4", "train.lr=loguniform(1e-5,1e-3)"]
+    assert main(argv + ["resume=auto"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "study.db is not a study database a sweep wrote" in err[0], err
+
+
 def test_help_documents_the_distributions(capsys):
     from nlptransfer.cli.main import main as nlptransfer_command
 

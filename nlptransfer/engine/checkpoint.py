@@ -241,13 +241,13 @@ class Checkpoints:
         check_compatible(saved["fingerprint"], self.fingerprint, path, force)
         unwrapped = self.accelerator.unwrap_model(model)
         load_weights(unwrapped, load_file(str(path / "weights.safetensors")))
-        optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
-        scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
+        restore(optimizer.load_state_dict, path / "optimizer.pt")
+        restore(scheduler.load_state_dict, path / "scheduler.pt")
         if self.accelerator.scaler is not None and (path / "scaler.pt").is_file():
-            self.accelerator.scaler.load_state_dict(torch.load(path / "scaler.pt", weights_only=True))
+            restore(self.accelerator.scaler.load_state_dict, path / "scaler.pt")
         rng_file = path / f"rng-{self.accelerator.process_index}.pt"
         if rng_file.is_file():
-            set_rng_states(torch.load(rng_file, weights_only=True))
+            restore(set_rng_states, rng_file)
         logger.info("resumed from %s (epoch %d, step %d)", path, saved["loop"]["epoch"],
                     saved["loop"]["optimizer_steps"])
         return LoopState(**saved["loop"])
@@ -259,6 +259,21 @@ class Checkpoints:
         path = self.folder / f"step-{state.best_step:07d}"
         verify(path)
         return load_file(str(path / "weights.safetensors"))
+
+
+def restore(apply, file: Path) -> None:
+    """`apply` the state saved in `file` (torch.save), loaded weights-only: a file holding anything but tensors and
+    plain values (a pickle that would run code, another program's file) is refused in one line, and nothing in it
+    runs."""
+    import pickle
+
+    try:
+        apply(torch.load(file, weights_only=True))
+    except (pickle.UnpicklingError, EOFError, RuntimeError, KeyError, TypeError, ValueError, AttributeError) as error:
+        reason = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"{file} is not a checkpoint file nlptransfer wrote ({reason}); it was refused and "
+                              "nothing in it ran: resume from another checkpoint, or start afresh with "
+                              "overwrite=true") from None
 
 
 def step_of(path: Path) -> int:
