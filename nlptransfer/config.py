@@ -10,20 +10,22 @@ names the close valid keys.
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import difflib
-import inspect
-import textwrap
+import os
+import re
+import string
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import GrammarParseError, InterpolationResolutionError, OmegaConfBaseException
 
-from . import strategies, tasks
+from . import option_values, strategies, tasks
 from .errors import ConfigError
+from .option_values import describe, field_docs  # noqa: F401 (field_docs: part of this module's API)
 from .options import (
     BACKENDS,
     HEAD_POOLING,
@@ -117,36 +119,31 @@ RunConfig.__module__ = __name__
 C = TypeVar("C", bound=RunConfig)
 
 
-def _merge(base: Any, updates: Any, prefix: str = "", yaml_file: Path | None = None) -> Any:
+def _merge(base: Any, updates: Any, prefix: str = "") -> Any:
     """Merge a dict/DictConfig onto a dataclass instance with OmegaConf's type checks."""
-    check_sections(base, updates, prefix, yaml_file)
+    check_sections(base, updates, prefix)
     structured = OmegaConf.structured(base)
     try:
-        merged = OmegaConf.merge(structured, updates)
+        return OmegaConf.to_object(OmegaConf.merge(structured, updates))  # resolves `${...}` interpolations
     except OmegaConfBaseException as e:
         raise _config_error(e, structured, prefix) from None
-    return OmegaConf.to_object(merged)
 
 
 def _config_error(e: OmegaConfBaseException, structured: Any, prefix: str = "") -> ConfigError:
     key = prefix + (getattr(e, "full_key", None) or "")
     message = str(e).splitlines()[0]
     if "not in" in message or "Missing key" in message:
-        valid = [prefix + k for k in dotted_keys(OmegaConf.to_object(structured))]
-        close = difflib.get_close_matches(key, valid, n=5, cutoff=0.6)
-        section = key.rsplit(".", 1)[0] + "." if "." in key else ""
-        siblings = [k for k in valid if k not in close and k.startswith(section) and "." not in k[len(section):]]
-        return ConfigError(
-            f"unknown option '{key}'; did you mean: {', '.join((close + siblings)[:8])} "
-            "(add --help to list every option)"
-        )
+        return unknown_option(OmegaConf.to_object(structured), key, prefix)
+    if isinstance(e, InterpolationResolutionError | GrammarParseError):
+        return ConfigError(f"cannot resolve the interpolation in '{key}': {message}; set the variable it reads, "
+                           "or write the value itself")
     if "is not a supported primitive type" in message:  # e.g. Config(data={"train_file": frame})
         return ConfigError(f"'{key}' takes a plain value (a name, a path, a number), not an object; "
                            f"{OBJECTS_HINT}")
     return ConfigError(f"bad value for '{key}': {message}")
 
 
-def check_sections(base: Any, updates: Any, prefix: str = "", yaml_file: Path | None = None) -> None:
+def check_sections(base: Any, updates: Any, prefix: str = "") -> None:
     """Refuse a plain value for a section (`train=5`, YAML `train: 5`), naming it; OmegaConf's own error names
     no key."""
     if isinstance(updates, DictConfig):
@@ -158,17 +155,17 @@ def check_sections(base: Any, updates: Any, prefix: str = "", yaml_file: Path | 
         if f.name not in updates or not dataclasses.is_dataclass(section):
             continue
         if isinstance(updates[f.name], dict):
-            check_sections(section, updates[f.name], f"{prefix}{f.name}.", yaml_file)
+            check_sections(section, updates[f.name], f"{prefix}{f.name}.")
         else:
-            raise ConfigError(section_value_error(prefix + f.name, section, yaml_file))
+            raise ConfigError(section_value_error(prefix + f.name, section))
 
 
-def section_value_error(key: str, section: Any, yaml_file: Path | None) -> str:
+def section_value_error(key: str, section: Any, in_file: bool = False) -> str:
     """'train' is a section: how to set its options, on the command line or in a YAML file."""
     option = next((f.name for f in dataclasses.fields(section) if getattr(section, f.name) is not None),
                   dataclasses.fields(section)[0].name)
-    value = OmegaConf.to_yaml({"v": getattr(section, option)})[3:].strip()
-    if yaml_file is not None:
+    value = option_values.format_value(getattr(section, option))
+    if in_file:
         return (f"'{key}' is a section of options, not a value: give it `key: value` lines indented under "
                 f"`{key.rsplit('.', 1)[-1]}:` (e.g. `  {option}: {value}`)")
     return f"'{key}' is a section of options, not a value: set its options one by one (e.g. {key}.{option}={value})"
@@ -190,26 +187,68 @@ def dotted_keys(cfg: Any, prefix: str = "") -> list[str]:
     return keys
 
 
-VERBATIM_KEYS = ("data.label_separator",)
-"""Options whose command-line value is used as typed, not parsed as YAML."""
-
-
 def apply_overrides(cfg: C, overrides: list[str]) -> C:
-    """Return a copy of `cfg` with dotted `key=value` overrides applied and checked."""
+    """Return a copy of `cfg` with dotted `key=value` overrides applied and checked, each value read by its
+    option's declared type (`option_values`: `no` stays the text no, `null` unsets an optional option)."""
+    updates: dict = {}
     for item in overrides:
         check_not_hydra(item)
         if "=" not in item:
             raise ConfigError(f"expected key=value, got '{item}'; e.g. train.epochs=2")
-    # YAML parsing makes `3e-5` a string; OmegaConf converts it for float fields. Separators are
-    # taken as typed: YAML would read `|` or `,` as syntax.
-    verbatim = [item for item in overrides if item.split("=", 1)[0] in VERBATIM_KEYS]
-    merged = _merge(cfg, OmegaConf.from_dotlist([item for item in overrides if item not in verbatim]))
-    for item in verbatim:
-        key, value = item.split("=", 1)
-        update = OmegaConf.create()
-        OmegaConf.update(update, key, value)
-        merged = _merge(merged, update)
-    return merged
+        key, text = item.split("=", 1)
+        key = key.strip()
+        section, name = option_owner(cfg, key)
+        value = option_values.from_text(text, option_values.field_types(type(section))[name], key)
+        target = updates
+        for part in key.split(".")[:-1]:
+            target = target.setdefault(part, {})
+        target[name] = value
+    return _merge(cfg, updates)
+
+
+def option_owner(cfg: Any, key: str) -> tuple[Any, str]:
+    """The section holding option `key` and the option's name; a one-line error for an unknown key or a section
+    given a value."""
+    section, parts = cfg, key.split(".")
+    for depth, part in enumerate(parts):
+        names = {f.name for f in dataclasses.fields(section)} if dataclasses.is_dataclass(section) else set()
+        if part not in names:
+            raise unknown_option(cfg, key)
+        if depth == len(parts) - 1:
+            if dataclasses.is_dataclass(getattr(section, part)):
+                raise ConfigError(section_value_error(key, getattr(section, part)))
+            return section, part
+        section = getattr(section, part)
+    raise unknown_option(cfg, key)
+
+
+def unknown_option(cfg: Any, key: str, prefix: str = "") -> ConfigError:
+    """'train.epoch' is not an option: name the close ones and the section's others."""
+    valid = [prefix + k for k in dotted_keys(cfg)]
+    close = difflib.get_close_matches(key, valid, n=5, cutoff=0.6)
+    section = key.rsplit(".", 1)[0] + "." if "." in key else ""
+    siblings = [k for k in valid if k not in close and k.startswith(section) and "." not in k[len(section):]]
+    return ConfigError(f"unknown option '{key}'; did you mean: {', '.join((close + siblings)[:8])} "
+                       "(add --help to list every option)")
+
+
+def typed_tree(cfg: Any, loaded: dict, prefix: str = "") -> dict:
+    """A YAML file's nested options (text, as `option_values.TextLoader` reads them) converted by each option's
+    type; an unknown key or a section given a value is a one-line error."""
+    types = option_values.field_types(type(cfg))
+    typed = {}
+    for name, value in loaded.items():
+        key = f"{prefix}{name}"
+        if name not in types:
+            raise unknown_option(cfg, key, prefix)
+        section = getattr(cfg, name)
+        if dataclasses.is_dataclass(section):
+            if not isinstance(value, dict):
+                raise ConfigError(section_value_error(key, section, in_file=True))
+            typed[name] = typed_tree(section, value, f"{key}.")
+        else:
+            typed[name] = option_values.convert(value, types[name], key)
+    return typed
 
 
 def check_not_hydra(item: str) -> None:
@@ -234,17 +273,22 @@ def load_yaml(cfg: C, path: str | Path) -> C:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}; pass an existing .yaml file")
     try:
-        loaded = OmegaConf.load(path)
-    except Exception as e:  # yaml's many parser errors; a top-level number or boolean
-        message = str(e).splitlines()[0]
-        if message.startswith("Invalid loaded object type: "):
-            kind = message.rsplit(" ", 1)[-1]
-            raise ConfigError(f"{path} holds a single value ({kind}) at its top level; {YAML_LAYOUT}") from None
-        raise ConfigError(f"cannot parse {path}: {message}") from None
-    if isinstance(loaded, ListConfig):
+        loaded = yaml.load(path.read_text(encoding="utf-8"), Loader=option_values.TextLoader)  # noqa: S506
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot parse {path}: {option_values.first_line(e)}") from None
+    if isinstance(loaded, str) and re.fullmatch(r"[A-Za-z_][\w.]*", loaded):  # `lora` alone: a section? an option?
+        try:
+            option_owner(cfg, loaded)
+        except ConfigError as e:
+            raise ConfigError(f"in {path}: {e}") from None
+    if loaded is None:  # empty, or comments only
+        loaded = {}
+    if isinstance(loaded, str):
+        raise ConfigError(f"{path} holds a single value ({loaded}) at its top level; {YAML_LAYOUT}")
+    if isinstance(loaded, list):
         raise ConfigError(f"{path} holds a list at its top level; {YAML_LAYOUT}")
     try:
-        return _merge(cfg, loaded, yaml_file=path)
+        return _merge(cfg, typed_tree(cfg, loaded))
     except ConfigError as e:
         raise ConfigError(f"in {path}: {e}") from None
 
@@ -269,6 +313,13 @@ def validate(cfg: RunConfig) -> RunConfig:
         (cfg.data.validation_fraction + cfg.data.test_fraction < 0.9,
          "data.validation_fraction + data.test_fraction must leave at least 10% for training"),
         (cfg.train.max_nonfinite_steps >= 1, "train.max_nonfinite_steps must be at least 1"),
+        (cfg.train.max_grad_norm is None or cfg.train.max_grad_norm > 0,
+         "train.max_grad_norm must be positive (the largest gradient norm kept), or null for no clipping"),
+        (cfg.train.patience is None or cfg.train.patience >= 1,
+         "train.patience must be at least 1 (epochs without a better validation metric), or null never to stop"),
+        (template_fields(cfg.labels.template) == [""],
+         f"labels.template must hold one '{{}}' where the description goes (write '{{{{' and '}}}}' for literal "
+         f"braces), e.g. 'This text is about {{}}.'; got '{cfg.labels.template}'"),
         (cfg.checkpoint.every_steps is None or cfg.checkpoint.every_steps >= 1,
          "checkpoint.every_steps must be at least 1 (or null)"),
         (cfg.checkpoint.keep >= 1, "checkpoint.keep must be at least 1"),
@@ -286,12 +337,49 @@ def validate(cfg: RunConfig) -> RunConfig:
          f"train.metric_for_best={cfg.train.metric_for_best} is not a metric of task={task.name}: metric_for_best "
          f"must be one of {', '.join(task.metrics)}"),
     ]
-    for ok, message in (plain_value_checks(cfg) + checks + strategy_checks(cfg, strategy) + task.checks(cfg)
-                        + head_checks(cfg, task, strategy)
+    for ok, message in (plain_value_checks(cfg) + secret_checks(cfg) + checks + strategy_checks(cfg, strategy)
+                        + task.checks(cfg) + head_checks(cfg, task, strategy)
                         + adaptation_checks(cfg) + tracking_checks(cfg)):
         if not ok:
             raise ConfigError(message)
     return cfg
+
+
+def template_fields(template: str) -> list[str] | None:
+    """The replacement fields of a `str.format` template (`[""]` for one `{}`), None if it is malformed."""
+    try:
+        return [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError:
+        return None
+
+
+SECRET_NAMES = re.compile(r"TOKEN|KEY|SECRET|PASSWORD", re.IGNORECASE)
+
+
+def secret_checks(cfg: RunConfig) -> list[tuple[bool, str]]:
+    """No option holds the value of a token-like environment variable (`${oc.env:HF_TOKEN}`, `$HF_TOKEN` in the
+    shell): options are written to config.yaml, train.log and the model card, and `push` uploads them."""
+    secrets = {name: value for name, value in os.environ.items()
+               if SECRET_NAMES.search(name) and len(value.strip()) >= 8}
+    leaks = [(key, name) for key, value in option_items(cfg) if isinstance(value, str)
+             for name, secret in secrets.items() if secret.strip() in value]
+    return [(False, f"'{key}' holds the value of the environment variable {name}: options are written to "
+                    "config.yaml, train.log and the model card (and pushed with them), so a secret never goes in "
+                    "one; the hub token is read from HF_TOKEN by push itself") for key, name in leaks[:1]]
+
+
+def option_items(cfg: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """Every leaf option as (dotted key, value), list and dict items included."""
+    items = []
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            items += option_items(value, f"{prefix}{f.name}.")
+        else:
+            values = value if isinstance(value, list) else [*value, *value.values()] if isinstance(value, dict) \
+                else [value]
+            items += [(prefix + f.name, item) for item in values]
+    return items
 
 
 def check_section_types(cfg: RunConfig) -> None:
@@ -378,40 +466,3 @@ def adaptation_checks(cfg: RunConfig) -> list[tuple[bool, str]]:
 
 def to_yaml(cfg: RunConfig) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))
-
-
-def field_docs(cls: type) -> dict[str, str]:
-    """The attribute docstrings (the string under each field) of a dataclass and its bases."""
-    docs: dict[str, str] = {}
-    for klass in reversed(cls.__mro__):
-        if not dataclasses.is_dataclass(klass):
-            continue
-        try:
-            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
-        except (OSError, TypeError):
-            continue
-        body = tree.body[0].body
-        for node, after in zip(body, body[1:]):
-            if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
-                    and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)):
-                docs[node.target.id] = str(after.value.value)
-    return docs
-
-
-def describe(cfg: RunConfig) -> str:
-    """Every option with its default and one-line doc, for `--help`."""
-    lines = []
-
-    def walk(obj: Any, prefix: str) -> None:
-        docs = field_docs(type(obj))
-        for f in dataclasses.fields(obj):
-            value = getattr(obj, f.name)
-            if dataclasses.is_dataclass(value):
-                walk(value, f"{prefix}{f.name}.")
-                continue
-            lines.append(f"  {prefix}{f.name}={OmegaConf.to_yaml({'v': value})[3:].strip()}")
-            if f.name in docs:
-                lines.append(f"      {docs[f.name]}")
-
-    walk(cfg, "")
-    return "\n".join(lines)

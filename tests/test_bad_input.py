@@ -94,7 +94,7 @@ CASES = [
     ("config file holding a list", lambda t, m: ["--config", str(write(t / "c.yaml", "- train.epochs=1\n"))],
      "holds a list at its top level; write `key: value` lines"),
     ("config file holding a scalar", lambda t, m: ["--config", str(write(t / "c.yaml", "3\n"))],
-     "holds a single value (int) at its top level; write `key: value` lines"),
+     "holds a single value (3) at its top level; write `key: value` lines"),
     ("config section given a value", lambda t, m: ["--config", str(write(t / "c.yaml", "train: 5\n"))],
      "'train' is a section of options, not a value: give it `key: value` lines indented under `train:`"),
     ("nested config section given a value", lambda t, m: ["--config", str(write(t / "c.yaml", "lora: [4]\n"))],

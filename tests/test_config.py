@@ -192,7 +192,7 @@ def test_the_largest_seed_is_accepted():
 
 @pytest.mark.parametrize("text, message", [
     ("- train.epochs=1\n- strategy=lora\n", "holds a list at its top level; write `key: value` lines"),
-    ("42\n", "holds a single value (int) at its top level; write `key: value` lines"),
+    ("42\n", "holds a single value (42) at its top level; write `key: value` lines"),
     ("lora\n", "'lora' is a section of options, not a value"),
     ("epochs\n", "unknown option 'epochs'; did you mean: train.epochs"),
     ("train: 5\n", "'train' is a section of options, not a value: give it `key: value` lines indented under "

@@ -27,7 +27,7 @@ LAYERS = [  # top first: a module may import modules of its own layer (no circle
     ("machinery", ["nlptransfer.engine", "nlptransfer.outputs"]),
     ("core", ["nlptransfer.data", "nlptransfer.models", "nlptransfer.catalog", "nlptransfer.metrics",
               "nlptransfer.pooling"]),
-    ("base", ["nlptransfer.options", "nlptransfer.errors", "nlptransfer.metric_modules",
+    ("base", ["nlptransfer.options", "nlptransfer.option_values", "nlptransfer.errors", "nlptransfer.metric_modules",
               "nlptransfer.modeling_nlptransfer",
               "nlptransfer.outputs.files"]),  # atomic writes (stdlib only): data/arrow.py writes its tables with them
 ]

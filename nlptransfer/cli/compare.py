@@ -373,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     return run_command(compare_command, argv)
 
 
-def parse_tool_command(argv: list[str], options: Any, verbatim: tuple[str, ...], usage: str):
+def parse_tool_command(argv: list[str], options: Any, usage: str):
     """compare's and curve's command line: (recipe name, its config, the tool's options), or the exit
     code when only the usage or `--help` was printed."""
     flags, overrides, config_file = parse_args(argv)
@@ -382,7 +382,7 @@ def parse_tool_command(argv: list[str], options: Any, verbatim: tuple[str, ...],
     if flags["help"] or not recipe_items:
         print(usage.format(options=describe(options)), file=sys.stdout if flags["help"] else sys.stderr)
         return 0 if flags["help"] else 2
-    options = parse_options(options, mine, verbatim=verbatim)
+    options = parse_options(options, mine)
     recipe = recipe_items[-1].split("=", 1)[1]
     cfg = recipe_config(recipe, for_recipe, config_file)
     console_logging(flags["quiet"])
@@ -390,7 +390,7 @@ def parse_tool_command(argv: list[str], options: Any, verbatim: tuple[str, ...],
 
 
 def compare_command(argv: list[str]) -> int:
-    parsed = parse_tool_command(argv, CompareOptions(), ("strategies", "output_dir"), USAGE)
+    parsed = parse_tool_command(argv, CompareOptions(), USAGE)
     if isinstance(parsed, int):
         return parsed
     recipe, cfg, options = parsed

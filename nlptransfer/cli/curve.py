@@ -390,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def curve_command(argv: list[str]) -> int:
-    parsed = parse_tool_command(argv, CurveOptions(), ("sizes", "scratch_sizes", "output_dir", "strategies"), USAGE)
+    parsed = parse_tool_command(argv, CurveOptions(), USAGE)
     if isinstance(parsed, int):
         return parsed
     recipe, cfg, options = parsed

@@ -39,7 +39,7 @@ def export_command(argv: list[str]) -> int:
     if len(folders) > 1 or folders and any(item.startswith("model=") for item in overrides):
         raise ConfigError("pass one model folder: python -m nlptransfer.export RUN_OR_MODEL_DIR (or model=...)")
     options = parse_options(ExportOptions(model=folders[0] if folders else None),
-                            [item for item in overrides if "=" in item], verbatim=("model", "formats"))
+                            [item for item in overrides if "=" in item])
     if not options.model:
         raise ConfigError("pass the model folder: python -m nlptransfer.export RUN_OR_MODEL_DIR [formats=...]")
     quiet_libraries()

@@ -49,8 +49,6 @@ class PredictOptions:
     """torch (exact fp32), int8 (int8 linear layers), onnx, onnx-int8 (python -m nlptransfer.export first)."""
 
 
-VERBATIM = ("model", "text", "input", "output", "text_column", "base_model", "text_pair", "text_pair_column")
-"""Options whose value is used as typed: free text and paths."""
 INPUTS = (".txt", ".csv", ".tsv", ".json", ".jsonl", ".parquet")
 TABLE_OUTPUTS = (".csv", ".tsv", ".parquet", ".xlsx", ".xls")
 """Output names that promise another format than the JSON lines predict writes."""
@@ -242,7 +240,7 @@ def predict_command(argv: list[str]) -> int:
     flags, overrides, config_file = parse_args(argv)
     if (code := usage_exit(flags, overrides, config_file, USAGE, PredictOptions(), "predict")) is not None:
         return code
-    options = parse_options(PredictOptions(), overrides, verbatim=VERBATIM)
+    options = parse_options(PredictOptions(), overrides)
     check_options(options)
     quiet_libraries()
     if options.input is None:

@@ -41,8 +41,7 @@ def push_command(argv: list[str]) -> int:
     if config_file or len(run_dirs) != 1:
         raise ConfigError("pass one run folder and key=value options: python -m nlptransfer.push RUN_DIR "
                           "repo_id=user/name")
-    options = parse_options(PushOptions(), [a for a in arguments if "=" in a],
-                            verbatim=("repo_id", "revision", "export_dir", "license"))
+    options = parse_options(PushOptions(), [a for a in arguments if "=" in a])
     run_dir = Path(run_dirs[0])
     if options.repo_id:
         url = push_run(run_dir, options, merged=options.merged, export_dir=options.export_dir,

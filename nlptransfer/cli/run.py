@@ -11,7 +11,6 @@ Errors a user can fix print one line on stderr and exit with code 2.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import sys
@@ -68,15 +67,10 @@ def parse_args(argv: list[str]) -> tuple[dict, list[str], str | None]:
     return flags, overrides, config_file
 
 
-def parse_options(options: T, overrides: list[str], verbatim: tuple[str, ...] = ()) -> T:
-    """Apply `key=value` overrides to a dataclass of command options.
-
-    The `verbatim` keys (free text, paths) keep their value exactly as typed: YAML would turn
-    `text=yes` into True and `text=#tag` into null.
-    """
-    raw = {item.split("=", 1)[0]: item.split("=", 1)[1] for item in overrides if item.split("=", 1)[0] in verbatim}
-    parsed = apply_overrides(options, [item for item in overrides if item.split("=", 1)[0] not in verbatim])
-    return dataclasses.replace(parsed, **raw)
+def parse_options(options: T, overrides: list[str]) -> T:
+    """Apply `key=value` overrides to a dataclass of command options, each value read by its option's type
+    (free text and paths stay as typed; `null` unsets an optional option)."""
+    return apply_overrides(options, overrides)
 
 
 def usage_exit(flags: dict, overrides: list[str], config_file: str | None, usage: str, defaults,

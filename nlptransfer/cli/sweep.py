@@ -215,8 +215,7 @@ def main(argv: list[str] | None = None) -> int:
 def sweep_command(argv: list[str]) -> int:
     space = [item for item in argv if not item.startswith("-") and tuning.is_search_item(item)]
     usage = USAGE.replace("{distributions}", "\n".join(f"  {text}" for text in tuning.DISTRIBUTIONS.values()))
-    parsed = parse_tool_command([item for item in argv if item not in space], SweepOptions(),
-                                ("output_dir", "resume"), usage)
+    parsed = parse_tool_command([item for item in argv if item not in space], SweepOptions(), usage)
     if isinstance(parsed, int):
         return parsed
     recipe, cfg, options = parsed
