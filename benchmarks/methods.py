@@ -127,7 +127,9 @@ def timed_features(task_class: type) -> Iterator[list[dict]]:
     """Time every feature extraction of `strategy=frozen` for `task_class` while the block runs."""
     import dataclasses
 
-    original = task_class.features
+    from nlptransfer.engine import features
+
+    original = features.EXTRACTIONS[task_class.features]
     calls: list[dict] = []
 
     def timed(*args, **kwargs):
@@ -136,11 +138,11 @@ def timed_features(task_class: type) -> Iterator[list[dict]]:
         calls.append({"seconds": time.perf_counter() - started, "rows": len(result)})
         return result
 
-    task_class.features = dataclasses.replace(original, extract=timed)
+    features.EXTRACTIONS[task_class.features] = dataclasses.replace(original, extract=timed)
     try:
         yield calls
     finally:
-        task_class.features = original
+        features.EXTRACTIONS[task_class.features] = original
 
 
 def token_rows(texts: list[str], labels: list[int], tokenizer, max_length: int) -> list[dict]:

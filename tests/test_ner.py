@@ -196,7 +196,8 @@ def test_a_second_frozen_run_reads_token_features_from_the_disk_cache(tiny_model
         extracted.append(len(loader.dataset))
         return real_extract(encoder, loader, accelerator)
 
-    monkeypatch.setattr(TokenClassification, "features", dataclasses.replace(features.TOKENS, extract=counting))
+    monkeypatch.setitem(features.EXTRACTIONS, TokenClassification.features,
+                        dataclasses.replace(features.TOKENS, extract=counting))
     results = [run_token_classification(ner_config(tiny_model_dir, tmp_path / f"run{i}", strategy="frozen",
                                                    data={"max_length": 16, "stride": 4}))
                for i in (1, 2)]

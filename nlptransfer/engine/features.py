@@ -159,12 +159,14 @@ class FeatureExtraction:
 
 FIRST_TOKEN = FeatureExtraction("first_token", extract, feature_loaders)
 TOKENS = FeatureExtraction("tokens", extract_tokens, token_feature_loaders)
+EXTRACTIONS = {extraction.kind: extraction for extraction in (FIRST_TOKEN, TOKENS)}
+"""The kinds of features a task's head reads (its `features`), by name."""
 
 
-def for_model(model: nn.Module, extraction: FeatureExtraction) -> FeatureExtraction:
-    """The features `model`'s head reads: a pooled head's pooled states, else the task's `extraction`."""
+def for_model(model: nn.Module, kind: str) -> FeatureExtraction:
+    """The features `model`'s head reads: a pooled head's pooled states, else the task's kind of features."""
     if not isinstance(model, PooledForSequenceClassification):
-        return extraction
+        return EXTRACTIONS[kind]
     mode = model.pooling_mode
     return FeatureExtraction(f"pooled_{mode}", lambda encoder, batches, accelerator: extract(
         encoder, batches, accelerator, pooling=mode), feature_loaders)

@@ -12,7 +12,6 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -25,6 +24,7 @@ from ..errors import TrainingError
 from ..options import TrainConfig
 from ..outputs.console import progress_bar
 from .batches import model_inputs
+from .hooks import Callback, Loop
 from .state import FitResult, LoopState
 
 __all__ = ["Callback", "FitResult", "Loop", "LoopState", "OptimizerSettings", "TrainData", "fit", "predict"]
@@ -69,32 +69,6 @@ def load_trainable_state(model: nn.Module, state: dict[str, torch.Tensor]) -> No
                 parameter.copy_(state[name])
 
 
-class Callback:
-    """A plug-in of the loop (checkpoints, early stopping, unfreezing, tracking, yours): override the hooks you need.
-
-    Each hook gets the `Loop` (model, optimizer, scheduler, state...); set `loop.should_stop = True`
-    to end training after the current epoch.
-    """
-
-    def on_fit_start(self, loop: Loop) -> None:
-        """After the model, optimizer and data are prepared, before the first epoch (a resume loads here)."""
-
-    def on_epoch_start(self, loop: Loop) -> None:
-        """Before each epoch's first batch (`loop.state.epoch` is the epoch about to run)."""
-
-    def on_step_end(self, loop: Loop, loss: torch.Tensor, lr: float) -> None:
-        """After each optimizer step (`loop.state.optimizer_steps` counts it)."""
-
-    def on_epoch_end(self, loop: Loop, metrics: dict, train_loss: float, improved: bool) -> None:
-        """After validation; `loop.state.epoch` is already the next epoch, `improved` says if this one is the best.
-
-        Without a validation split `metrics` is empty and `improved` is always true: the last epoch is kept.
-        """
-
-    def on_fit_end(self, loop: Loop) -> None:
-        """After the last epoch, before the best weights are put back."""
-
-
 @dataclass
 class OptimizerSettings:
     """What the optimizer needs beyond the `TrainConfig`: the peak rate and, optionally, per-parameter factors."""
@@ -118,23 +92,6 @@ class TrainData:
     is no validation split: a fixed budget of epochs/steps, the last epoch kept."""
     loss_fn: nn.Module | None = None
     """`loss_fn(logits, labels)` replaces the model's own loss (class weights, focal loss)."""
-
-
-@dataclass
-class Loop:
-    """What callbacks see: the prepared objects and the state; `should_stop = True` ends training after the epoch."""
-
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: Any
-    accelerator: Accelerator
-    cfg: TrainConfig
-    state: LoopState
-    total_steps: int
-    best_weights: dict[str, torch.Tensor] | None = None
-    trained: set[str] | None = None
-    """With layer-wise rates, the names of every parameter the optimizer holds (frozen or not)."""
-    should_stop: bool = False
 
 
 def fit(model: nn.Module, data: TrainData, cfg: TrainConfig, optimizer_settings: OptimizerSettings,

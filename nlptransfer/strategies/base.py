@@ -15,15 +15,16 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from accelerate import Accelerator
-from torch import nn
-from torch.utils.data import DataLoader
+from ..engine.hooks import Callback
 
-from .. import models
-from ..engine.loop import Callback, FitResult, OptimizerSettings, TrainData, fit
-from ..outputs import export
+if TYPE_CHECKING:  # torch and the loop load when a strategy works, not when the config reads its options
+    from accelerate import Accelerator
+    from torch import nn
+    from torch.utils.data import DataLoader
+
+    from ..engine.loop import FitResult, OptimizerSettings
 
 logger = logging.getLogger("nlptransfer")
 
@@ -98,6 +99,8 @@ class Strategy:
 
     def parameter_counts(self, model: nn.Module, cfg) -> tuple[int, int]:
         """(trainable, total) parameters, logged and reported; tied weights count once."""
+        from .. import models
+
         trainable, total = models.count_parameters(model)
         logger.info("strategy %s: %s trainable of %s parameters (%.2f%%)", self.name, f"{trainable:,}",
                     f"{total:,}", 100 * trainable / total)
@@ -106,10 +109,14 @@ class Strategy:
     def optimization(self, model: nn.Module, cfg, lr: float, accelerator: Accelerator
                      ) -> tuple[OptimizerSettings, list[Callback]]:
         """The optimizer's settings and this strategy's callbacks (none by default)."""
+        from ..engine.loop import OptimizerSettings
+
         return OptimizerSettings(lr), []
 
     def train(self, fitting: Fitting) -> tuple[nn.Module, FitResult]:
         """Fit the prepared model on the training batches; returns the trained model and the loop state."""
+        from ..engine.loop import TrainData, fit
+
         cfg, accelerator = fitting.cfg, fitting.accelerator
         settings, callbacks = self.optimization(fitting.model, cfg, fitting.lr, accelerator)
         batches = fitting.task.train_loader(fitting.encoded["train"], fitting.tokenizer, cfg)
@@ -132,6 +139,8 @@ class Strategy:
     def save(self, model: nn.Module, tokenizer, output_dir: Path, cfg=None) -> tuple[Path, Path | None]:
         """Save `model/` (a plain transformers model) and, for adapter strategies, `adapter/` (its base named by
         the run's `model=`, its task and labels beside it)."""
+        from ..outputs import export
+
         return export.save_model(model, tokenizer, output_dir, adapter=self.adapter,
                                  task=cfg.task if cfg is not None else None,
                                  base_model=cfg.model if cfg is not None else None)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from torch import nn
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
 from .base import Strategy
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 def bias_only(model: nn.Module) -> int:

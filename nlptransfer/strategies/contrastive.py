@@ -15,16 +15,17 @@ import dataclasses
 import logging
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
-from torch import nn
-
-from ..engine import batches, embedding
-from ..engine.loop import FitResult, OptimizerSettings, TrainData, fit
 from ..engine.state import LoopState
 from ..errors import DataError
 from . import descriptions
 from .base import Fitting, Strategy
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from ..engine.loop import FitResult
 
 logger = logging.getLogger("nlptransfer")
 
@@ -78,6 +79,10 @@ class Contrastive(Strategy):
         return descriptions.with_templated_examples(data, cfg, cfg.contrastive.synthetic_per_class)
 
     def train(self, fitting: Fitting) -> tuple[nn.Module, FitResult]:
+        import numpy as np
+
+        from ..engine import embedding
+
         cfg, model, accelerator = fitting.cfg, fitting.model, fitting.accelerator
         c = cfg.contrastive
         started = time.perf_counter()
@@ -99,6 +104,9 @@ class Contrastive(Strategy):
 
     def train_encoder(self, fitting: Fitting) -> LoopState:
         """Phase 1: the encoder (or its LoRA updates) trained with the contrastive loss for a fixed budget."""
+        from ..engine import batches, embedding
+        from ..engine.loop import OptimizerSettings, TrainData, fit
+
         cfg, model, c = fitting.cfg, fitting.model, fitting.cfg.contrastive
         phase = dataclasses.replace(cfg.train, epochs=c.epochs, batch_size=c.batch_size, max_steps=None,
                                     patience=None, group_by_length=False, warmup_ratio=0.1)

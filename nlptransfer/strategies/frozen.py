@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from torch import nn
+from typing import TYPE_CHECKING
 
-from .. import models
-from ..engine import features
-from ..engine.loop import FitResult
 from .base import Fitting, Strategy
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from ..engine.loop import FitResult
 
 
 class Frozen(Strategy):
@@ -18,11 +20,15 @@ class Frozen(Strategy):
     default_lr = 1e-2
 
     def prepare(self, model: nn.Module, cfg, task) -> nn.Module:
+        from .. import models
+
         models.freeze(model.base_model)
         return model
 
     def train(self, fitting: Fitting) -> tuple[nn.Module, FitResult]:
         """Run the encoder once over train and validation (through the disk cache), then fit the head alone."""
+        from ..engine import features
+
         cfg, task = fitting.cfg, fitting.task
         extraction = features.for_model(fitting.model, task.features)
         cached_extract = features.cached_extraction(extraction.extract, extraction.kind,

@@ -5,15 +5,18 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from accelerate import Accelerator
-from torch import nn
-
-from .. import models
-from ..engine.loop import Callback, Loop, OptimizerSettings
+from ..engine.hooks import Callback, Loop
 from ..errors import ConfigError
 from .base import Strategy
 from .full import layerwise_settings
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+    from torch import nn
+
+    from ..engine.loop import OptimizerSettings
 
 logger = logging.getLogger("nlptransfer")
 
@@ -51,6 +54,8 @@ def fully_unfrozen_epoch(model: nn.Module, cfg: GradualConfig, epochs: int) -> i
 
 def unfreeze_stage(model: nn.Module, epoch: int, cfg: GradualConfig, epochs: int) -> None:
     """Set what trains in `epoch` of `epochs` (the callback calls it before each epoch)."""
+    from .. import models
+
     layers = gradual_layers(epoch, cfg, epochs, model.config.num_hidden_layers)
     models.unfreeze_top(model, layers)
     trainable, total = models.count_parameters(model)
@@ -88,11 +93,15 @@ class Gradual(Strategy):
         ]
 
     def prepare(self, model: nn.Module, cfg, task) -> nn.Module:
+        from .. import models
+
         models.unfreeze_top(model, 0)  # the head alone; the callback unfreezes the encoder stage by stage
         return model
 
     def parameter_counts(self, model: nn.Module, cfg) -> tuple[int, int]:
         """Every weight trains from the last stage on: the total is what is reported as trainable."""
+        from .. import models
+
         trainable, total = models.count_parameters(model)
         logger.info("strategy gradual: %s trainable parameters at first, all %s from epoch %d on", f"{trainable:,}",
                     f"{total:,}", fully_unfrozen_epoch(model, cfg.gradual, cfg.train.epochs))

@@ -4,13 +4,15 @@ feed-forward activations; the new head trains and is saved with them."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from torch import nn
-
-from .. import models
-from ..engine.loop import NO_DECAY, OptimizerSettings
 from .base import Strategy
 from .lora import add_peft
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from ..engine.loop import OptimizerSettings
 
 VECTOR_NAMES = (".ia3_l.default",)
 """How peft names the (IA)^3 scaling vectors (of its default adapter)."""
@@ -27,6 +29,8 @@ class IA3Settings:
 def add_ia3(model: nn.Module, settings: IA3Settings, peft_task_type: str) -> nn.Module:
     """`model` with (IA)^3 vectors; its head (`modules_to_save`) trains in full and is saved with them."""
     from peft import IA3Config
+
+    from .. import models
 
     config = IA3Config(task_type=peft_task_type, target_modules=settings.target_modules,
                        feedforward_modules=settings.feedforward_modules,
@@ -63,6 +67,8 @@ class IA3(Strategy):
         return add_ia3(model, cfg.ia3, task.peft_task_type)
 
     def optimization(self, model: nn.Module, cfg, lr: float, accelerator) -> tuple[OptimizerSettings, list]:
+        from ..engine.loop import NO_DECAY, OptimizerSettings
+
         return OptimizerSettings(lr, no_decay=NO_DECAY + VECTOR_NAMES), []
 
     def card_rows(self, cfg) -> list[tuple[str, object]]:

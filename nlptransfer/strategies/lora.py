@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from torch import nn
-
-from .. import models
 from ..errors import ConfigError
 from .base import Strategy
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 @dataclass
@@ -37,6 +38,8 @@ def add_peft(model: nn.Module, peft_config, what: str, option: str) -> nn.Module
 def add_lora(model: nn.Module, settings: LoraSettings, peft_task_type: str) -> nn.Module:
     """`model` with LoRA adapters; its head (`modules_to_save`) trains in full and is saved with them."""
     from peft import LoraConfig
+
+    from .. import models
 
     config = LoraConfig(task_type=peft_task_type, r=settings.r, lora_alpha=settings.alpha,
                         lora_dropout=settings.dropout, target_modules=settings.target_modules,

@@ -12,15 +12,17 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
-
-from ..engine.loop import FitResult
 from ..engine.state import LoopState
 from ..errors import ConfigError
 from . import descriptions
 from .base import Fitting, Strategy
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from ..engine.loop import FitResult
 
 logger = logging.getLogger("nlptransfer")
 
@@ -64,9 +66,10 @@ class ZeroShot(Strategy):
     def fixed_budget(self, cfg) -> str | None:
         return None  # nothing trains
 
-    @torch.no_grad()
     def train(self, fitting: Fitting) -> tuple[nn.Module, FitResult]:
         """No training: the head's rows become the label prompts' embeddings."""
+        import torch
+
         started = time.perf_counter()
         model, tokenizer, cfg = fitting.model, fitting.tokenizer, fitting.cfg
         names = [model.config.id2label[i] for i in range(model.config.num_labels)]
@@ -74,10 +77,11 @@ class ZeroShot(Strategy):
         model.eval()
         inputs = tokenizer(prompts, padding=True, truncation=True, max_length=cfg.data.max_length,
                            return_tensors="pt").to(model.device)
-        rows = model.embed(**inputs).float()
-        model.score.weight.copy_(cfg.zeroshot.scale * rows)
-        multilabel = model.config.problem_type == "multi_label_classification"
-        model.score.bias.fill_(-cfg.zeroshot.scale * cfg.zeroshot.threshold if multilabel else 0.0)
+        with torch.no_grad():
+            rows = model.embed(**inputs).float()
+            model.score.weight.copy_(cfg.zeroshot.scale * rows)
+            multilabel = model.config.problem_type == "multi_label_classification"
+            model.score.bias.fill_(-cfg.zeroshot.scale * cfg.zeroshot.threshold if multilabel else 0.0)
         closest = (rows @ rows.T).fill_diagonal_(-1).max().item()
         logger.info("zero-shot: %d label prompts embedded; the two most similar have cosine %.3f%s", len(names),
                     closest, " (close prompts are hard to tell apart: describe them more distinctly)"

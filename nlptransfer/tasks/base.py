@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-from accelerate import Accelerator
-from torch import nn
-from torch.utils.data import DataLoader
 
-from ..engine.features import FeatureExtraction
+if TYPE_CHECKING:  # torch and transformers load when a task works, not when the config reads its checks
+    from accelerate import Accelerator
+    from torch import nn
+    from torch.utils.data import DataLoader
 
 
 @dataclass
@@ -34,8 +34,8 @@ class Task:
     """Base of every task; subclasses fill in each step."""
 
     name: ClassVar[str]
-    auto_class: ClassVar[Any]
-    """The transformers Auto class whose head this task trains."""
+    auto_class_name: ClassVar[str]
+    """The transformers Auto class whose head this task trains (`auto_class`), by name."""
     peft_task_type: ClassVar[str]
     """peft's task type (`SEQ_CLS`, `TOKEN_CLS`) for adapter strategies."""
     pipeline_tag: ClassVar[str]
@@ -48,8 +48,8 @@ class Task:
     """What the training throughput counts."""
     pooled_head: ClassVar[bool] = False
     """Its head can read a pooled sentence embedding (`head.pooling`; contrastive and zero-shot strategies)."""
-    features: ClassVar[FeatureExtraction]
-    """What a frozen encoder's cached features are for this head."""
+    features: ClassVar[str]
+    """What a frozen encoder's cached features are for this head: a kind of `engine.features.EXTRACTIONS`."""
     architecture_suffix: ClassVar[str]
     """How a saved model's `architectures` entry ends for this task's head (e.g. `ForTokenClassification`)."""
     extra_model_options: ClassVar[dict] = {}
@@ -67,6 +67,13 @@ class Task:
     """Extra arguments of `pipeline(...)` in the usage snippet (e.g. `, aggregation_strategy="first"`)."""
     peft_auto_class: ClassVar[str]
     """peft's Auto class that loads an adapter of this task (card usage snippet)."""
+
+    @property
+    def auto_class(self) -> Any:
+        """The transformers Auto class whose head this task trains (`AutoModelForSequenceClassification`, ...)."""
+        import transformers
+
+        return getattr(transformers, self.auto_class_name)
 
     def checks(self, cfg) -> list[tuple[bool, str]]:
         return []

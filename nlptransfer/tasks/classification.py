@@ -11,18 +11,17 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from transformers import AutoModelForSequenceClassification
 
-from .. import metrics, models
-from ..data.arrow import TableColumn, use_arrow
-from ..data.classification import ClassificationData, TextSplit, load_classification
-from ..engine import batches, features, loop, losses, token_cache
 from ..errors import ConfigError
 from ..options import LONG_TEXT, POOLING
 from .base import Task, TestOutcome, sigmoid
+
+if TYPE_CHECKING:  # the data, engine and metrics modules (pandas, torch, evaluate) load when the task works
+    from ..data.classification import ClassificationData, TextSplit
+    from ..engine.batches import EncodedSplit
 
 logger = logging.getLogger("nlptransfer")
 
@@ -42,6 +41,8 @@ def fixed_threshold(cfg) -> float | None:
 
 def targets(split: TextSplit, data: ClassificationData) -> np.ndarray:
     """A split's labels as an array: label ids, or multi-hot rows for multi-label data."""
+    from ..engine import batches
+
     if not data.multilabel:
         return np.asarray(split.labels)
     return np.asarray([batches.multi_hot(row, len(data.label_names)) for row in split.labels])
@@ -68,6 +69,8 @@ def sample(split: TextSplit, limit: int) -> TextSplit:
 
 def split_metrics(logits: np.ndarray, gold: np.ndarray, data: ClassificationData, thresholds=0.5) -> dict:
     """Scores of one split's (pooled) logits: single-label by argmax, multi-label at the thresholds."""
+    from .. import metrics
+
     if data.multilabel:
         return metrics.multilabel_metrics(sigmoid(logits), gold, data.label_names, thresholds)
     return metrics.classification_metrics(logits.argmax(-1).tolist(), gold.tolist(), data.label_names)
@@ -75,12 +78,12 @@ def split_metrics(logits: np.ndarray, gold: np.ndarray, data: ClassificationData
 
 class Classification(Task):
     name = "classification"
-    auto_class = AutoModelForSequenceClassification
+    auto_class_name = "AutoModelForSequenceClassification"
     peft_task_type = "SEQ_CLS"
     pipeline_tag = "text-classification"
     metrics = ("accuracy", "macro_f1")
     headline = "accuracy"
-    features = features.FIRST_TOKEN
+    features = "first_token"
     pooled_head = True
     multilabel = False
     learning_curves = True
@@ -125,6 +128,9 @@ class Classification(Task):
         return items
 
     def load_data(self, cfg, source: tuple | None = None) -> ClassificationData:
+        from ..data.arrow import use_arrow
+        from ..data.classification import load_classification
+
         if source is None and use_arrow(cfg.data, self.multilabel):
             from accelerate import PartialState
 
@@ -136,11 +142,15 @@ class Classification(Task):
         return (f"data: {data.source}; {len(data.train)} train / {len(data.validation)} validation / "
                 f"{len(data.test)} test; labels: {', '.join(data.label_names)}")
 
-    def encode(self, data: ClassificationData, tokenizer, cfg) -> dict[str, batches.EncodedSplit]:
+    def encode(self, data: ClassificationData, tokenizer, cfg) -> dict[str, EncodedSplit]:
         """Tokenize every split once, reading long texts as `cfg.long_text` says; report how many exceed the limit."""
+        from .. import models
+        from ..data.arrow import TableColumn
+        from ..engine import batches, token_cache
+
         num_labels = len(data.label_names) if data.multilabel else None
         max_length = models.max_length(tokenizer, cfg.data.max_length)
-        def encode(split: str) -> batches.EncodedSplit:
+        def encode(split: str) -> EncodedSplit:
             texts, stride = getattr(data, split), min(cfg.data.stride, max_length // 2)
             if isinstance(texts.texts, TableColumn):  # data.backend=arrow: tokens in the disk cache, in processes
                 return token_cache.encode_table(texts, tokenizer, max_length, cfg.long_text, stride, num_labels,
@@ -160,17 +170,25 @@ class Classification(Task):
         return encoded
 
     def train_loader(self, encoded, tokenizer, cfg):
+        from ..engine import batches
+
         return batches.train_loader(encoded, tokenizer, cfg.train.batch_size, cfg.seed, cfg.train.group_by_length)
 
     def eval_loader(self, encoded, tokenizer, cfg):
+        from ..engine import batches
+
         return batches.eval_loader(encoded, tokenizer, cfg.train.eval_batch_size)
 
     def loss_fn(self, data: ClassificationData, cfg):
+        from ..engine import losses
+
         return losses.build_loss(cfg.loss, targets(data.train, data).tolist(), data.label_names, data.multilabel)
 
     def validator(self, data: ClassificationData, encoded: dict, cfg, accelerator):
         """`validate_on(loader)`: fit's validation function on a loader of validation inputs; None without a
         validation split (the loop then trains its fixed budget and keeps the last epoch)."""
+        from ..engine import batches, loop
+
         gold, documents = targets(data.validation, data), encoded["validation"].documents
         fixed = fixed_threshold(cfg)
 
@@ -188,6 +206,9 @@ class Classification(Task):
     def test(self, model, data: ClassificationData, encoded: dict, tokenizer, cfg, accelerator) -> TestOutcome:
         """The test split's pooled logits and metrics; multi-label thresholds fixed, or tuned on validation first
         (0.5 without a validation split)."""
+        from .. import metrics
+        from ..engine import batches, loop
+
         def logits_of(split: str, desc: str) -> np.ndarray:
             loader = accelerator.prepare(self.eval_loader(encoded[split], tokenizer, cfg))
             return batches.pool_windows(loop.predict(model, loader, accelerator, desc=desc), encoded[split].documents,
@@ -207,10 +228,14 @@ class Classification(Task):
         return TestOutcome(scores, test_logits)
 
     def report(self, scores: dict, data: ClassificationData) -> str:
+        from .. import metrics
+
         return metrics.format_report(scores, data.label_names)
 
     def baselines(self, data: ClassificationData) -> tuple[dict, str]:
         """Majority class and TF-IDF + logistic regression; on a seeded sample of a large split (see BASELINE_ROWS)."""
+        from .. import metrics
+
         if len(data.train) > BASELINE_ROWS["train"] or len(data.test) > BASELINE_ROWS["test"]:
             sizes = {split: len(getattr(data, split)) for split in BASELINE_ROWS}
             data = dataclasses.replace(data, **{split: sample(getattr(data, split), limit)
@@ -230,6 +255,8 @@ class Classification(Task):
 
     def prediction_rows(self, data: ClassificationData, outcome: TestOutcome) -> list[dict]:
         """predictions.jsonl: each test text (and pair) with its gold and predicted label(s) and scores."""
+        import torch
+
         names, test_logits = data.label_names, outcome.predictions
         if data.multilabel:
             thresholds = np.asarray([outcome.metrics["per_class"][name]["threshold"] for name in names])
@@ -263,11 +290,13 @@ class Classification(Task):
                          "over_max_length": {split: e.over_limit for split, e in encoded.items()},
                          "inputs": {split: len(e) for split, e in encoded.items()}}}
 
-    @torch.inference_mode()
     def predict_texts(self, predictor, texts: list[str], pairs: list[str] | None, all_scores: bool,
                       batch_size: int) -> list[dict]:
         """`Predictor.predict` rows: per text its label and score (multi-label: labels over their thresholds)."""
-        probabilities = class_probabilities(predictor, texts, pairs, batch_size)
+        import torch
+
+        with torch.inference_mode():
+            probabilities = class_probabilities(predictor, texts, pairs, batch_size)
         rows = [classification_row(predictor, p, all_scores) for p in probabilities]
         return [{"text": text} | ({"text_pair": pairs[i]} if pairs else {}) | row
                 for i, (text, row) in enumerate(zip(texts, rows))]
@@ -303,6 +332,10 @@ class MultiLabel(Classification):
 
 def class_probabilities(predictor, texts: list[str], pairs: list[str] | None, batch_size: int) -> np.ndarray:
     """Per text, every label's probability; long texts read as the run did (truncate, head_tail, sliding)."""
+    import torch
+
+    from ..engine import batches
+
     model, tokenizer, settings = predictor.pipe.model, predictor.pipe.tokenizer, predictor.settings
     long_text = settings.get("long_text", "truncate") if pairs is None else "truncate"
     max_length = tokenizer.model_max_length

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from typing import TYPE_CHECKING
 
-from transformers import AutoModelForTokenClassification
-
-from .. import metrics, models
-from ..data.conll import TokenData, load_token_classification
-from ..engine import features, tokens
 from .base import Task, TestOutcome
+
+if TYPE_CHECKING:  # the data, engine and metrics modules (pandas, torch, evaluate) load when the task works
+    from ..data.conll import TokenData
+    from ..engine.tokens import EncodedWords
 
 logger = logging.getLogger("nlptransfer")
 
@@ -24,13 +24,13 @@ SPLITS = ("train", "validation", "test")
 
 class TokenClassification(Task):
     name = "token-classification"
-    auto_class = AutoModelForTokenClassification
+    auto_class_name = "AutoModelForTokenClassification"
     peft_task_type = "TOKEN_CLS"
     pipeline_tag = "token-classification"
     metrics = ("f1", "precision", "recall", "accuracy")
     headline = "f1"
     unit = "windows"
-    features = features.TOKENS
+    features = "tokens"
     architecture_suffix = "ForTokenClassification"
     card_metrics = [("precision", "precision", "Precision (entity level)"),
                     ("recall", "recall", "Recall (entity level)"),
@@ -61,6 +61,8 @@ class TokenClassification(Task):
         ]
 
     def load_data(self, cfg, source: tuple | None = None) -> TokenData:
+        from ..data.conll import load_token_classification
+
         return load_token_classification(cfg.data, cfg.seed, source=source)
 
     def describe_data(self, data: TokenData) -> str:
@@ -71,10 +73,14 @@ class TokenClassification(Task):
 
     def max_length(self, tokenizer, cfg) -> int:
         """`data.max_length`, capped at what the checkpoint reads (its tokenizer's limit, its position embeddings)."""
+        from .. import models
+
         return models.max_length(tokenizer, cfg.data.max_length)
 
-    def encode(self, data: TokenData, tokenizer, cfg) -> dict[str, tokens.EncodedWords]:
+    def encode(self, data: TokenData, tokenizer, cfg) -> dict[str, EncodedWords]:
         """Tokenize every split into windows once; report how many sentences needed more than one window."""
+        from ..engine import tokens
+
         max_length = self.max_length(tokenizer, cfg)
         encoded = {
             split: tokens.encode_words(getattr(data, split).words, getattr(data, split).tags, tokenizer,
@@ -90,12 +96,19 @@ class TokenClassification(Task):
         return encoded
 
     def train_loader(self, encoded, tokenizer, cfg):
+        from ..engine import tokens
+
         return tokens.train_loader(encoded, tokenizer, cfg.train.batch_size, cfg.seed, cfg.train.group_by_length)
 
     def eval_loader(self, encoded, tokenizer, cfg):
+        from ..engine import tokens
+
         return tokens.eval_loader(encoded, tokenizer, cfg.train.eval_batch_size)
 
     def validator(self, data: TokenData, encoded: dict, cfg, accelerator):
+        from .. import metrics
+        from ..engine import tokens
+
         validation = encoded["validation"]
 
         def validate_on(loader):
@@ -108,6 +121,9 @@ class TokenClassification(Task):
         return validate_on
 
     def test(self, model, data: TokenData, encoded: dict, tokenizer, cfg, accelerator) -> TestOutcome:
+        from .. import metrics
+        from ..engine import tokens
+
         test = encoded["test"]
         loader = accelerator.prepare(self.eval_loader(test, tokenizer, cfg))
         predicted = tokens.predict_words(model, loader, test, test.max_length, accelerator, desc="testing")
@@ -115,9 +131,13 @@ class TokenClassification(Task):
         return TestOutcome(metrics.entity_metrics(predicted_tags, data.test.tags, data.entity_types), predicted_tags)
 
     def report(self, scores: dict, data: TokenData) -> str:
+        from .. import metrics
+
         return metrics.format_entity_report(scores)
 
     def baselines(self, data: TokenData) -> tuple[dict, str]:
+        from .. import metrics
+
         found = metrics.tagger_baselines(data.train.words, data.train.tags, data.test.words, data.test.tags)
         return found, (f"baselines on the same data: all-O token accuracy {found['all_o_accuracy']:.4f}; most "
                        f"frequent tag per word: entity F1 {found['word_lookup_f1']:.4f}, token accuracy "
