@@ -5,19 +5,65 @@ a pooled model's weights, so that `transformers` loads the model with `trust_rem
 (`AutoModelForSequenceClassification`, `pipeline("text-classification", ...)`). nlptransfer's own
 `predict` uses the installed copy and runs no code from the folder.
 
+The saved config.json says `model_type: nlptransfer-pooled` (a type transformers does not know, its
+`AutoConfig` mapped to `PooledConfig` here), so that transformers refuses the folder without
+`trust_remote_code=True` and says to pass it, rather than loading the encoder under a new, random
+classifier of its own. The encoder's own config is the same keys with `encoder_model_type` as the
+model type (`encoder_config`), also saved as `encoder_config.json` for sentence-transformers.
+
 The encoder keeps its own architecture and weight names (`bert.*`, `roberta.*`, ...), so the same
-folder loads as a plain encoder too: `AutoModel`, `sentence_transformers.SentenceTransformer` and
-`setfit.SetFitModel` read it with the pooling files saved beside it.
+folder loads as a plain encoder too: `sentence_transformers.SentenceTransformer` and
+`setfit.SetFitModel` read it with the pooling files saved beside it (and `encoder_config.json`).
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers import AutoModel, PretrainedConfig, PreTrainedModel
+from transformers import CONFIG_MAPPING, AutoModel, PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 POOLING_MODES = ("mean", "max", "cls")
+POOLED_MODEL_TYPE = "nlptransfer-pooled"
+ENCODER_CONFIG_FILE = "encoder_config.json"
+"""The encoder's own config (model_type `bert`, ...) beside a saved pooled model, for sentence-transformers."""
+
+
+class PooledConfig(PretrainedConfig):
+    """A pooled model's config as saved: every key of its encoder's config (BertConfig, ...), the labels and the
+    pooling settings, with `encoder_model_type` naming the encoder's model type."""
+
+    model_type = POOLED_MODEL_TYPE
+
+
+def encoder_config(config: PretrainedConfig) -> PretrainedConfig:
+    """The encoder's own config class (BertConfig, ...) with every setting of `config` (labels, pooling)."""
+    if getattr(config, "model_type", None) != POOLED_MODEL_TYPE:
+        return config
+    return config_from_saved(config.to_dict())
+
+
+def encoder_values(values: dict) -> dict:
+    """A config.json's values as the encoder's own config (model_type `bert`, ...)."""
+    if values.get("model_type") != POOLED_MODEL_TYPE:
+        return dict(values)
+    encoder_type = values["encoder_model_type"]
+    return {key: value for key, value in values.items() if key != "encoder_model_type"} | {"model_type": encoder_type}
+
+
+def config_from_saved(values: dict) -> PretrainedConfig:
+    """The encoder's config from a saved pooled model's config.json values, by transformers' installed class."""
+    values = {key: value for key, value in encoder_values(values).items() if key != "auto_map"}
+    return CONFIG_MAPPING[values["model_type"]].from_dict(values)
+
+
+def saved_config(values: dict) -> dict:
+    """What config.json holds for a pooled model whose encoder config is `values`: the model type transformers
+    does not know, so that its own classes refuse the folder, and this file's classes for `trust_remote_code`."""
+    auto_map = {"AutoConfig": "modeling_nlptransfer.PooledConfig",
+                "AutoModelForSequenceClassification": "modeling_nlptransfer.PooledForSequenceClassification"}
+    encoder_type = encoder_values(values)["model_type"]
+    return {**values, "model_type": POOLED_MODEL_TYPE, "encoder_model_type": encoder_type, "auto_map": auto_map}
 
 
 def pool(hidden: torch.Tensor, attention_mask: torch.Tensor | None, mode: str) -> torch.Tensor:
@@ -34,17 +80,17 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor | None, mode: str) -
 class PooledForSequenceClassification(PreTrainedModel):
     """The encoder, pooling (`config.pooling`: mode and normalization), dropout and a linear head (`score`).
 
-    The head is named `score`, not `classifier`: a copy loaded as the architecture's own classifier (without
-    `trust_remote_code`) then gets a newly initialized classifier and transformers says so, rather than
-    silently reading the first token through this head.
+    `config` is the encoder's own config with the pooling settings (as nlptransfer trains it) or the saved
+    `PooledConfig` (as transformers loads it with `trust_remote_code=True`). The head is named `score`, not
+    `classifier`, so that its weights never load into an architecture's own classifier.
     """
 
-    config_class = PretrainedConfig
+    config_class = PooledConfig
     supports_gradient_checkpointing = True
 
     def __init__(self, config: PretrainedConfig) -> None:
         super().__init__(config)
-        encoder = AutoModel.from_config(config)
+        encoder = AutoModel.from_config(encoder_config(config))
         self.base_model_prefix = encoder.base_model_prefix
         setattr(self, self.base_model_prefix, encoder)
         pooling = getattr(config, "pooling", None) or {}

@@ -73,8 +73,8 @@ def remote_code(folder: Path) -> str | None:
         auto_map, model_type = config.get("auto_map"), config.get("model_type")
     except (OSError, ValueError, AttributeError):
         return None
-    if not auto_map or model_type in CONFIG_MAPPING:  # transformers' own class loads it without that code
-        return None
+    if not auto_map or model_type in CONFIG_MAPPING or model_type == pooled_model_type():
+        return None  # transformers' own class, or nlptransfer's installed one, loads it without that code
     return ", ".join(str(v) for v in auto_map.values()) if isinstance(auto_map, dict) else str(auto_map)
 
 
@@ -118,7 +118,9 @@ def load_tokenizer(name: str, trust_remote_code: bool = False, path: str | None 
     check_local_checkpoint(name, path, trust_remote_code, weights=False)
     try:
         # RoBERTa-style byte-level BPE needs the prefix space to tokenize pre-split words.
-        return AutoTokenizer.from_pretrained(path, add_prefix_space=True, trust_remote_code=trust_remote_code)
+        pooled = saved_pooled_config(path)  # not transformers' AutoConfig, which refuses a pooled model's config
+        return AutoTokenizer.from_pretrained(path, add_prefix_space=True, trust_remote_code=trust_remote_code,
+                                             **({"config": pooled} if pooled else {}))
     except (OSError, ValueError) as e:
         raise _hub_error(name, path, e) from None
 
@@ -141,11 +143,14 @@ def load_model(name: str, task, label_names: list[str], trust_remote_code: bool 
     labels = {"num_labels": len(label_names), "id2label": dict(enumerate(label_names)),
               "label2id": {label: i for i, label in enumerate(label_names)}, **task.extra_model_options}
     try:
+        saved_pooled = saved_pooled_config(path, **labels)  # a pooled model's folder: its encoder's config
         if pooling is None:
-            model_class, options = task.auto_class, {"trust_remote_code": trust_remote_code, **labels}
+            model_class, options = task.auto_class, ({"config": saved_pooled} if saved_pooled else
+                                                     {"trust_remote_code": trust_remote_code, **labels})
         else:
             model_class, options = PooledForSequenceClassification, {
-                "config": pooled_config(path, pooling, trust_remote_code, labels)}
+                "config": saved_pooled or pooled_config(path, pooling, trust_remote_code, labels)}
+            options["config"].pooling = dict(pooling)
         model, loading = model_class.from_pretrained(
             path, use_safetensors=True, output_loading_info=True, **options,
             ignore_mismatched_sizes=not keep_head,  # another label count: that head is replaced below anyway
@@ -176,6 +181,31 @@ def pooled_config(path: str, pooling: dict, trust_remote_code: bool, labels: dic
     config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code, **labels)
     config.pooling = dict(pooling)
     return config
+
+
+def pooled_model_type() -> str:
+    from .modeling_nlptransfer import POOLED_MODEL_TYPE
+
+    return POOLED_MODEL_TYPE
+
+
+def saved_pooled_config(path: str | Path, **settings):
+    """A saved pooled model's config (model_type nlptransfer-pooled) as its encoder's own config class (BertConfig,
+    ...) with its pooling and `settings`, read by the installed classes: nothing of the folder's code runs.
+    None for any other checkpoint."""
+    values = checkpoint_config(str(path))
+    if values.get("model_type") != pooled_model_type():
+        return None
+    from .modeling_nlptransfer import config_from_saved
+
+    return config_from_saved(values | settings)
+
+
+def saved_config(path: str | Path):
+    """A saved model's config by transformers' installed classes (a pooled model's as its encoder's config)."""
+    from transformers import AutoConfig
+
+    return saved_pooled_config(path) or AutoConfig.from_pretrained(path)
 
 
 def checkpoint_config(path: str) -> dict:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, Pipeline, PreTrainedModel, pipeline
+from transformers import Pipeline, PreTrainedModel, pipeline
 
 from . import catalog, models, runtimes, tasks
 from .config import RunConfig, load_yaml
@@ -217,7 +217,7 @@ def load_saved(model_dir: Path) -> tuple[PreTrainedModel, str]:
     """A model saved with `save_pretrained`, and its task."""
     check_folder(model_dir, f"cannot load the model in {model_dir}")
     try:
-        config = AutoConfig.from_pretrained(model_dir)
+        config = models.saved_config(model_dir)  # a pooled model's by the installed class, never the folder's
         task = task_of(config.architectures, model_dir)
         if PooledForSequenceClassification.__name__ in (config.architectures or []):  # the installed code, not the copy
             return PooledForSequenceClassification.from_pretrained(model_dir, config=config, use_safetensors=True), task

@@ -35,10 +35,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from transformers import AutoConfig, PretrainedConfig
+from transformers import PretrainedConfig
 from transformers.utils import ModelOutput
 
 from .errors import ConfigError, ModelError
+from .models import saved_config
 from .outputs.files import write_bytes, write_json
 from .outputs.model_files import first_line
 
@@ -116,7 +117,7 @@ class Onnx(Runtime):
         options.log_severity_level = 3  # errors only: its graph-optimizer notes are not the user's business
         try:
             session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-            config = AutoConfig.from_pretrained(model_dir)
+            config = saved_config(model_dir)  # a pooled model's by the installed class, never the folder's
         except (OSError, ValueError, RuntimeError) as e:  # onnxruntime's load failures are RuntimeErrors
             raise ModelError(f"cannot load {path}: {first_line(e)}; export it again: {export_command(model_dir, self)}"
                              ) from None

@@ -155,9 +155,14 @@ def test_a_few_shot_run_trains_on_the_sample_and_saves_a_pooled_model(few_shot_r
     assert config["architectures"] == ["PooledForSequenceClassification"]
     assert config["pooling"] == {"mode": "mean", "normalize": False}  # the tiny checkpoint declares no pooling
     assert config["auto_map"]["AutoModelForSequenceClassification"].startswith("modeling_nlptransfer.")
+    assert config["model_type"] == "nlptransfer-pooled" and config["encoder_model_type"] == "bert"
+    assert config["auto_map"]["AutoConfig"] == "modeling_nlptransfer.PooledConfig"
+    encoder = json.loads((results.model_dir / "encoder_config.json").read_text())
+    assert encoder["model_type"] == "bert" and "auto_map" not in encoder
     card = (results.output_dir / "README.md").read_text()
     assert "Few-shot model: trained on 12 labeled examples (4 per label" in card
-    assert "trust_remote_code=True" in card and "SetFitModel" in card
+    assert "trust_remote_code=True" in card and "SetFitModel" in card and "- custom_code" in card
+    assert "transformers refuses the model and says to pass it" in card
     assert "There was no validation split" in card and "| best epoch by | none (the last epoch) |" in card
     assert "best validation epoch" not in card
 
@@ -174,6 +179,30 @@ def test_the_saved_few_shot_model_predicts_the_same_everywhere(few_shot_run):
     assert ours == [row["predicted"] for row in results.predictions[:8]]
     classifier = pipeline("text-classification", model=str(results.model_dir), trust_remote_code=True)
     assert [row["label"] for row in classifier(texts, truncation=True)] == ours
+
+
+@pytest.mark.parametrize("trust", [None, False])
+def test_without_trust_remote_code_transformers_refuses_the_pooled_model(few_shot_run, trust):
+    """Never the encoder under a new, random classifier: transformers refuses and says to pass trust_remote_code."""
+    from transformers import AutoModelForSequenceClassification, pipeline
+
+    options = {} if trust is None else {"trust_remote_code": trust}
+    with pytest.raises(ValueError, match="trust_remote_code=True"):
+        pipeline("text-classification", model=str(few_shot_run.model_dir), **options)
+    with pytest.raises(ValueError, match="trust_remote_code=True"):
+        AutoModelForSequenceClassification.from_pretrained(str(few_shot_run.model_dir), **options)
+
+
+def test_a_pooled_model_folder_is_a_base_checkpoint_without_its_code(few_shot_run):
+    """model=runs/.../model of a pooled run: its encoder loads by the installed classes (no trust_remote_code)."""
+    names = ["neg", "neu", "pos"]
+    plain = models.load_model(str(few_shot_run.model_dir), tasks.get("classification"), names)
+    assert type(plain).__name__ == "BertForSequenceClassification"
+    kept = models.load_model(str(few_shot_run.model_dir), tasks.get("classification"), names, pooling=MEAN,
+                             keep_head=True)
+    assert isinstance(kept, PooledForSequenceClassification) and kept.normalize
+    torch.testing.assert_close(kept.score.weight, few_shot_run.model.score.weight)
+    assert models.load_tokenizer(str(few_shot_run.model_dir)).model_max_length == 32
 
 
 def test_the_saved_model_loads_in_sentence_transformers_and_setfit(few_shot_run):

@@ -131,7 +131,8 @@ def metadata(cfg: RunConfig, test: dict, model_name: str, adapter_only: bool = F
         datasets=[dataset] if dataset else None,
         language=data_language(cfg),
         license=license or LICENSES.get(base or "", "other"),
-        tags=["nlptransfer", task.pipeline_tag, strategy.card_tag] + (["peft"] if strategy.adapter else []),
+        tags=["nlptransfer", task.pipeline_tag, strategy.card_tag] + (["peft"] if strategy.adapter else [])
+        + (["custom_code", "sentence-transformers", "setfit"] if pooled(cfg) and not adapter_only else []),
         metrics=[r.metric_type for r in results] or None,
         model_name=model_name if results else None,
         eval_results=results or None,
@@ -200,7 +201,8 @@ def pooled(cfg: RunConfig) -> bool:
 
 POOLED_USAGE = ("The head reads a pooled sentence embedding, a class transformers does not have: its code is in "
                 "`modeling_nlptransfer.py` beside the weights, hence `trust_remote_code=True` (without it, "
-                "transformers would load the encoder with a new, untrained classifier). The same folder loads "
+                "transformers refuses the model and says to pass it; config.json's model type, "
+                "`nlptransfer-pooled`, is that code's). The same folder loads "
                 "in sentence-transformers (`SentenceTransformer(\"{repo}\").encode(texts)`: the embeddings) and "
                 "in SetFit (`SetFitModel.from_pretrained(\"{repo}\").predict(texts)`: `model_head.pkl` is the "
                 "head as a scikit-learn classifier).")

@@ -3,7 +3,8 @@
 A file is written next to its destination and renamed into place; a model folder is saved to a
 temporary folder and renamed. `model/` loads with `transformers.pipeline(...)`; for LoRA,
 `adapter/` holds the peft adapter with its head. A pooled head's `model/` also holds its code
-(`modeling_nlptransfer.py`, `trust_remote_code=True`) and the sentence-transformers and SetFit files.
+(`modeling_nlptransfer.py`: transformers loads it only with `trust_remote_code=True`, and refuses it
+without) and the sentence-transformers and SetFit files.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .. import catalog
 from ..errors import TrainingError
-from ..modeling_nlptransfer import PooledForSequenceClassification
+from ..modeling_nlptransfer import ENCODER_CONFIG_FILE, PooledForSequenceClassification, encoder_values, saved_config
 from .files import readable_as_umask_says, write_bytes, write_json, write_jsonl, write_text
 from .model_files import LABELS_FILE
 from .sentence_files import write_sentence_files
@@ -76,9 +77,20 @@ def save_model(
     complete = None
     if isinstance(model, PooledForSequenceClassification):  # its code beside it; sentence-transformers/SetFit files
         model.register_for_auto_class("AutoModelForSequenceClassification")
-        complete = lambda staging: write_sentence_files(staging, model, tokenizer.model_max_length)
+        complete = lambda staging: pooled_files(staging, model, tokenizer.model_max_length)
     save_pretrained(model, tokenizer, output_dir / "model", complete)
     return output_dir / "model", adapter_dir
+
+
+def pooled_files(folder: Path, model: PooledForSequenceClassification, max_length: int) -> None:
+    """A saved pooled model's config.json under its own model type (transformers refuses the folder without
+    `trust_remote_code=True` instead of loading the encoder under a new, random classifier), the encoder's config
+    as encoder_config.json, and the sentence-transformers and SetFit files."""
+    values = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    write_json(folder / ENCODER_CONFIG_FILE, {key: value for key, value in encoder_values(values).items()
+                                              if key not in ("auto_map", "architectures")})
+    write_json(folder / "config.json", saved_config(values))
+    write_sentence_files(folder, model, max_length)
 
 
 def portable_adapter(folder: Path, model: nn.Module, task: str | None, base_model: str | None) -> None:

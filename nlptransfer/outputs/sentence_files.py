@@ -4,6 +4,10 @@ A model with a pooling head (`modeling_nlptransfer.PooledForSequenceClassificati
 encoder's own weight names, so its `model/` folder is also a sentence-transformers folder once
 `modules.json` and the pooling settings sit beside it, and a SetFit folder once its head is there
 as `model_head.pkl` (a scikit-learn classifier with the same weights) with `config_setfit.json`.
+Its config.json names a model type transformers does not know (see `modeling_nlptransfer`), so
+sentence_bert_config.json points transformers' config reader at `encoder_config.json` instead
+(`config_kwargs`: `_configuration_file`, the name transformers' `PretrainedConfig.get_config_dict`
+reads its file by): no code of the folder runs.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..modeling_nlptransfer import ENCODER_CONFIG_FILE
 from .files import write_bytes, write_json
 
 SETFIT_HEAD = "model_head.pkl"
@@ -32,7 +37,8 @@ def write_sentence_files(folder: Path, model, max_length: int) -> None:
     write_json(folder / "1_Pooling" / "config.json",
                {"word_embedding_dimension": model.config.hidden_size, "pooling_mode_mean_sqrt_len_tokens": False}
                | {flag: mode == model.pooling_mode for mode, flag in POOLING_FLAGS.items()})
-    write_json(folder / "sentence_bert_config.json", {"max_seq_length": max_length, "do_lower_case": False})
+    write_json(folder / "sentence_bert_config.json", {"max_seq_length": max_length, "do_lower_case": False,
+                                                      "config_kwargs": {"_configuration_file": ENCODER_CONFIG_FILE}})
     write_json(folder / "config_sentence_transformers.json",
                {"prompts": {}, "default_prompt_name": None, "similarity_fn_name": "cosine"})
     id2label = model.config.id2label
