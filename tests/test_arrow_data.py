@@ -91,6 +91,51 @@ def test_given_splits_integer_labels_and_limits(tmp_path, cache):
     same_splits(memory, on_arrow)
 
 
+def write_table(frame: pd.DataFrame, path) -> None:
+    {".csv": lambda: frame.to_csv(path, index=False), ".tsv": lambda: frame.to_csv(path, sep="\t", index=False),
+     ".jsonl": lambda: frame.to_json(path, orient="records", lines=True),
+     ".parquet": lambda: frame.to_parquet(path)}[path.suffix]()
+
+
+AS_WRITTEN = ["None", "null", "NA", "N/A", "nan", "-NaN", "#N/A", "<NA>", "007", "1e3", "True"]
+"""Texts and labels that pandas would read as missing values, numbers or booleans."""
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".jsonl", ".parquet"])
+def test_both_backends_read_cells_as_written_and_only_empty_ones_as_missing(tmp_path, cache, suffix):
+    labels = ["None", "null", "NA", "nan"]  # classes, not missing labels
+    texts = AS_WRITTEN + [f"text number {i}" for i in range(29)]
+    frame = pd.DataFrame({"text": texts, "label": [labels[i % 4] for i in range(len(texts))]})
+    blank = pd.DataFrame({"text": ["no label", "", "a blank label", None], "label": ["", "None", "  ", "null"]})
+    path = tmp_path / f"data{suffix}"
+    write_table(pd.concat([frame, blank], ignore_index=True), path)
+    memory, on_arrow = both(DataConfig(train_file=str(path)))
+    same_splits(memory, on_arrow)
+    assert memory.label_names == ["NA", "None", "nan", "null"]
+    read = [(text, memory.label_names[label]) for split in (memory.train, memory.validation, memory.test)
+            for text, label in zip(split.texts, split.labels)]
+    assert sorted(read) == sorted(zip(frame["text"], frame["label"]))  # every cell as written; the blank rows gone
+
+
+@pytest.mark.parametrize("content, rows", [
+    ("text,label\r" + "".join(f"text number {i},{'ab'[i % 2]}\r" for i in range(12)), 12),  # old Mac line ends
+    ('text,label\n"a quoted\rcarriage return",a\n' + "".join(f"text {i},{'ab'[i % 2]}\n" for i in range(12)), 13),
+    ("text,label\na bare\rcarriage return,a\n" + "".join(f"text {i},{'ab'[i % 2]}\n" for i in range(12)), None),
+    ("text,label\na row without its label\n" + "".join(f"text {i},{'ab'[i % 2]}\n" for i in range(12)), None),
+], ids=["carriage-return-line-ends", "quoted-carriage-return", "bare-carriage-return-in-a-row", "short-row"])
+def test_both_backends_read_carriage_returns_alike_and_refuse_a_row_they_split(tmp_path, cache, content, rows):
+    path = tmp_path / "d.csv"
+    path.write_bytes(content.encode())
+    if rows is None:  # pandas would read two rows, or fill the missing label: a row with 1 of 2 columns
+        for backend in ("memory", "arrow"):
+            with pytest.raises(DataError, match="has a row with 1 of the header's 2 columns"):
+                load_classification(DataConfig(train_file=str(path), backend=backend), 7)
+        return
+    memory, on_arrow = both(DataConfig(train_file=str(path)))
+    same_splits(memory, on_arrow)
+    assert sum(len(split) for split in (memory.train, memory.validation, memory.test)) == rows
+
+
 def test_auto_holds_large_files_as_tables(tmp_path, cache, monkeypatch):
     path = tmp_path / "d.csv"
     table(100).to_csv(path, index=False)

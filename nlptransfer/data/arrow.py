@@ -36,7 +36,7 @@ import pandas as pd
 from ..errors import DataError
 from ..options import DataConfig
 from ..outputs import files
-from .readers import check_file, first_line, separator_hint, unreadable
+from .readers import ShortRows, check_file, first_line, separator_hint, unreadable
 from .splits import dedup_key
 
 logger = logging.getLogger(__name__)
@@ -265,6 +265,7 @@ def record_batches(path: Path, cfg: DataConfig, split: str, columns: list[str], 
     import pyarrow as pa
 
     suffix = path.suffix.lower()
+    short = ShortRows()
     try:
         if suffix == ".parquet":
             import pyarrow.parquet as pq
@@ -285,10 +286,12 @@ def record_batches(path: Path, cfg: DataConfig, split: str, columns: list[str], 
 
             utf8 = cfg.encoding.replace("-", "").replace("_", "").lower() == "utf8"  # else a Python transcoder
             read = pcsv.ReadOptions(encoding="utf8" if utf8 else cfg.encoding, block_size=block)
-            parse = pcsv.ParseOptions(delimiter="\t" if suffix == ".tsv" else ",", newlines_in_values=True)
+            parse = pcsv.ParseOptions(delimiter="\t" if suffix == ".tsv" else ",", newlines_in_values=True,
+                                      invalid_row_handler=short)
             header = pcsv.open_csv(path, read_options=read, parse_options=parse).schema.names
             check_columns(header, columns, cfg, split, path)
-            convert_options = pcsv.ConvertOptions(include_columns=columns, strings_can_be_null=True,
+            # only an empty cell is null (Arrow's default nulls include NA, null, nan), as readers.AS_WRITTEN reads
+            convert_options = pcsv.ConvertOptions(include_columns=columns, strings_can_be_null=True, null_values=[""],
                                                   column_types={column: pa.string() for column in columns})
             reader = pcsv.open_csv(path, read_options=read, parse_options=parse, convert_options=convert_options)
         checked = False
@@ -310,6 +313,8 @@ def record_batches(path: Path, cfg: DataConfig, split: str, columns: list[str], 
             raise RowOverBlock from None
         if "Empty CSV file" in message or "Empty file" in message:
             raise DataError(f"{path} is empty; give a file with a header and rows") from None
+        if short.row is not None:
+            raise DataError(short.message(path)) from None
         fix = separator_hint(path, first_line(path, "utf-8")) or "fix the file's format"
         raise DataError(f"cannot parse {path}: {message}; {fix}") from None
     except OSError as e:

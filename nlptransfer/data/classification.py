@@ -138,13 +138,18 @@ def _columns(frame: pd.DataFrame, cfg: DataConfig, split: str, multilabel: bool 
     frame = frame[[column for column in options.values() if column is not None]]
     check_plain_values(frame, cfg, split, multilabel)
     kept = frame.dropna()
-    kept = kept[kept[cfg.text_column].astype(str).str.strip() != ""]
+    blank = np.zeros(len(kept), dtype=bool)  # a blank text, pair or label is none, as in data/arrow.row_checks
+    for column in kept.columns:
+        blank |= (kept[column].astype(str).str.strip() == "").to_numpy()
+    kept = kept[~blank]
     if len(kept) < len(frame):
         logger.warning("%s: dropped %d rows with an empty text or label", split, len(frame) - len(kept))
     labels = kept[cfg.label_column]
     # One missing value makes pandas read an integer column as floats: 1 -> 1.0 -> label '1.0'.
     if pd.api.types.is_float_dtype(labels) and (labels % 1 == 0).all():
         kept = kept.assign(**{cfg.label_column: labels.astype("int64")})
+    elif len(labels) and all(isinstance(v, str) for v in labels):  # a table's cells, read as written
+        kept = kept.assign(**{cfg.label_column: arrow.label_values(labels.tolist())})
     return kept.reset_index(drop=True)
 
 

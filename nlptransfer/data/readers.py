@@ -16,11 +16,17 @@ from ..errors import DataError
 logger = logging.getLogger(__name__)
 
 
+AS_WRITTEN = {"dtype": str, "keep_default_na": False, "na_values": [""]}
+"""Table cells read as written, as data.backend=arrow reads them: strings, only an empty cell missing (pandas would
+make the labels and texts None, null, NA, N/A, nan ... missing, and 007 the number 7)."""
+JSON_AS_WRITTEN = {"dtype": False, "convert_dates": False}
+"""JSON values as typed in the file: only null is missing; the string "007" stays a string."""
+
 READERS = {
-    ".csv": lambda p, encoding: pd.read_csv(p, encoding=encoding),
-    ".tsv": lambda p, encoding: pd.read_csv(p, sep="\t", encoding=encoding),
+    ".csv": lambda p, encoding: pd.read_csv(p, encoding=encoding, **AS_WRITTEN),
+    ".tsv": lambda p, encoding: pd.read_csv(p, sep="\t", encoding=encoding, **AS_WRITTEN),
     ".json": lambda p, encoding: _read_json(p, encoding),
-    ".jsonl": lambda p, encoding: pd.read_json(p, lines=True, encoding=encoding),
+    ".jsonl": lambda p, encoding: pd.read_json(p, lines=True, encoding=encoding, **JSON_AS_WRITTEN),
     ".parquet": lambda p, encoding: pd.read_parquet(p),
 }
 
@@ -28,9 +34,9 @@ READERS = {
 def _read_json(path: Path, encoding: str) -> pd.DataFrame:
     # A .json file is either one array of records or (often) JSON lines.
     try:
-        return pd.read_json(path, encoding=encoding)
+        return pd.read_json(path, encoding=encoding, **JSON_AS_WRITTEN)
     except ValueError:
-        return pd.read_json(path, lines=True, encoding=encoding)
+        return pd.read_json(path, lines=True, encoding=encoding, **JSON_AS_WRITTEN)
 
 
 def read_table(path: str | Path, encoding: str = "utf-8") -> pd.DataFrame:
@@ -63,7 +69,48 @@ def read_table(path: str | Path, encoding: str = "utf-8") -> pd.DataFrame:
     if len(frame.columns) == 1 and (hint := separator_hint(path, str(frame.columns[0]))):
         raise DataError(f"{path} has a single column {str(frame.columns[0])!r}: {hint}")
     check_unique_header(frame, path, encoding)
+    separator = TABLE_SEPARATORS.get(path.suffix.lower())
+    if separator and frame.isna().to_numpy().any():  # pandas reads a short row's missing values as empty cells
+        check_row_lengths(path, separator, encoding)
     return frame
+
+
+class ShortRows:
+    """An Arrow CSV `invalid_row_handler` that stops at a row of more or fewer values than the header, keeping a
+    shorter one (pandas would fill it with empty cells; a carriage return inside an unquoted value makes two)."""
+
+    def __init__(self):
+        self.row = None
+
+    def __call__(self, row) -> str:
+        if row.actual_columns < row.expected_columns:
+            self.row = row
+        return "error"
+
+    def message(self, path: Path) -> str:
+        text = self.row.text if len(self.row.text) <= 40 else self.row.text[:37] + "..."
+        return (f"{path} has a row with {self.row.actual_columns} of the header's {self.row.expected_columns} "
+                f"columns ({text!r}); give every row all the columns (an empty value between two separators) and quote "
+                "values that hold a line break or a carriage return, which end a row")
+
+
+def check_row_lengths(path: Path, separator: str, encoding: str) -> None:
+    """Refuse a csv/tsv file with a row shorter than its header, parsed as data.backend=arrow parses it."""
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    short = ShortRows()
+    read = pcsv.ReadOptions(encoding=encoding, block_size=min(max(path.stat().st_size + 1, 2**20), 2**30))
+    parse = pcsv.ParseOptions(delimiter=separator, newlines_in_values=True, invalid_row_handler=short)
+    try:
+        names = pcsv.open_csv(path, read_options=read, parse_options=parse).schema.names
+        for _ in pcsv.open_csv(path, read_options=read, parse_options=parse, convert_options=pcsv.ConvertOptions(
+                include_columns=names[:1], column_types=dict.fromkeys(names, pa.string()))):
+            pass
+    except pa.ArrowInvalid:
+        pass  # stopped at the short row, or at a longer one (pandas refused those already)
+    if short.row is not None:
+        raise DataError(short.message(path))
 
 
 def check_file(path: Path) -> None:
