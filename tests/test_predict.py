@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -314,15 +315,36 @@ def test_the_runs_adapter_loads_with_peft_as_users_load_adapters(lora_run):
     assert [row["score"] for row in found] == pytest.approx([row["score"] for row in expected], abs=1e-4)
 
 
-def test_an_adapter_names_a_known_base_by_its_hub_id(tmp_path, monkeypatch):
+def test_the_adapter_cards_snippet_runs_as_written(lora_run, capsys):
+    """peft's AutoPeftModel builds the base's default head (2 labels): the card's one call gives the labels."""
+    from nlptransfer.hub.card import run_card
+
+    code = run_card(lora_run, adapter_only=True).split("```python\n")[1].split("```")[0]
+    assert "AutoPeftModelForSequenceClassification.from_pretrained(" in code and "num_labels=3" in code
+    namespace = {}
+    exec(code.replace("path/to/this/folder", str(lora_run / "adapter")), namespace)
+    printed = capsys.readouterr().out
+    expected = load_model(lora_run).predict(["Your text here"])[0]["label"]
+    assert printed.startswith(f"[{{'label': '{expected}'")
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    block = readme.split("- **The adapter.**")[1].split("```python\n")[1].split("```")[0]
+    namespace = {}
+    exec(textwrap.dedent(block).replace("runs/<run>", str(lora_run)), namespace)
+    assert namespace["model"].config.id2label == {0: "neg", 1: "neu", 2: "pos"}
+
+
+def test_a_runs_adapter_names_its_base_as_it_loads_here(tmp_path, monkeypatch):
+    """Offline, the packaged copy by its absolute path (a hub id would not load here); push names the hub id."""
     from nlptransfer import catalog
     from nlptransfer.outputs.export import adapter_base
 
     hub_id = "sentence-transformers/all-MiniLM-L6-v2"
-    assert adapter_base("minilm", "/anywhere/site-packages/minilm") == hub_id
     packaged = catalog.resolve_model("minilm")
     if packaged != hub_id:  # the packaged copy is installed
-        assert adapter_base(packaged, packaged) == hub_id
+        assert adapter_base("minilm", "/anywhere/site-packages/minilm") == str(Path(packaged).resolve())
+        assert adapter_base(packaged, packaged) == str(Path(packaged).resolve())
+    else:
+        assert adapter_base("minilm", "/anywhere/site-packages/minilm") == hub_id
     assert adapter_base("google-bert/bert-base-cased", "google-bert/bert-base-cased") == "google-bert/bert-base-cased"
     monkeypatch.chdir(tmp_path)
     (tmp_path / "models" / "mine").mkdir(parents=True)  # a local folder: by absolute path

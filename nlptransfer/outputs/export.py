@@ -64,8 +64,8 @@ def save_model(
 ) -> tuple[Path, Path | None]:
     """Save `model/` (adapters merged in, so it loads without peft) and, with `adapter`, `adapter/` with its head.
 
-    The adapter loads as users load adapters: its base named by hub id when it is a known checkpoint
-    (`base_model`, the run's `model=`), its task and labels in labels.json. Returns the model folder and
+    The adapter loads as users load adapters: its base named as it loads here (`adapter_base`; `base_model` is
+    the run's `model=`), its task and labels in labels.json. Returns the model folder and
     the adapter folder (None without an adapter).
     """
     adapter_dir = None
@@ -94,8 +94,8 @@ def pooled_files(folder: Path, model: PooledForSequenceClassification, max_lengt
 
 
 def portable_adapter(folder: Path, model: nn.Module, task: str | None, base_model: str | None) -> None:
-    """A saved adapter folder made loadable elsewhere: its base by hub id (or absolute path), labels.json beside
-    it (peft keeps neither task nor label names), without peft's blank README template."""
+    """A saved adapter folder made loadable with peft: its base as it loads here (absolute path or hub id),
+    labels.json beside it (peft keeps neither task nor label names), without peft's blank README template."""
     settings_file = folder / "adapter_config.json"
     settings = json.loads(settings_file.read_text(encoding="utf-8"))
     settings["base_model_name_or_path"] = adapter_base(base_model, settings.get("base_model_name_or_path") or "")
@@ -107,11 +107,13 @@ def portable_adapter(folder: Path, model: nn.Module, task: str | None, base_mode
 
 
 def adapter_base(base_model: str | None, recorded: str) -> str:
-    """The base an adapter names: the hub id of a known checkpoint (the packaged copy too), else a local
-    folder by its absolute path, else what peft recorded."""
+    """The base a run's adapter names: what loads on this machine, offline too: a local folder (the packaged copy
+    of a catalog checkpoint included) by its absolute path, else the hub id of a known checkpoint, else what peft
+    recorded. `push` names the hub id instead (hub/push.py), which is what loads on another machine."""
     names = [name for name in (base_model, recorded) if name]
+    local = [catalog.resolve_model(name) for name in names]
+    folder = next((Path(name).expanduser() for name in local if Path(name).expanduser().is_dir()), None)
+    if folder is not None:
+        return str(folder.resolve())
     hub_id = next((catalog.base_model_id(name) for name in names if catalog.base_model_id(name)), None)
-    if hub_id:
-        return hub_id
-    folder = next((Path(name).expanduser() for name in names if Path(name).expanduser().is_dir()), None)
-    return str(folder.resolve()) if folder is not None else recorded
+    return hub_id or recorded
