@@ -463,3 +463,43 @@ def test_stratified_indices_are_scikit_learns_train_test_split(n, size, labels):
         assert [part.tolist() for part in found] == [part.tolist() for part in expected]
     with pytest.raises(ValueError):
         stratified_indices(np.array(["a"] * 10 + ["b"]), 0.2, 0)
+
+
+@pytest.mark.parametrize("size", [0.25, 0.5, 7, 0.2, 0.4])
+def test_stratified_indices_break_ties_as_scikit_learn(size):
+    from sklearn.model_selection import train_test_split
+
+    from nlptransfer.data.classification import stratified_indices
+
+    groups = np.tile(np.array(["a", "b", "c", "d", "e"], dtype=object), 6)  # equal classes: ties drawn at random
+    for seed in range(5):
+        expected = train_test_split(np.arange(30), test_size=size, random_state=seed, stratify=groups)
+        assert [p.tolist() for p in stratified_indices(groups, size, seed)] == [p.tolist() for p in expected]
+
+
+@pytest.mark.parametrize("size", [0, 0.0, 1.0, 30, 31, -0.1])
+def test_split_sizes_refuse_what_scikit_learn_refuses(size):
+    from sklearn.model_selection import train_test_split
+
+    from nlptransfer.data.splits import split_sizes
+
+    with pytest.raises(ValueError):
+        train_test_split(np.arange(30), test_size=size, random_state=0)
+    with pytest.raises(ValueError):
+        split_sizes(30, size)
+
+
+def test_no_private_scikit_learn_name_is_imported():
+    """scikit-learn moves its private names between releases (`_approximate_mode` left `sklearn.utils` in 1.5)."""
+    import ast
+    from pathlib import Path
+
+    import nlptransfer
+
+    private = []
+    for path in Path(nlptransfer.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("sklearn"):
+                names = [node.module] + [alias.name for alias in node.names]
+                private += [f"{path.name}: {name}" for name in names if any(p.startswith("_") for p in name.split("."))]
+    assert not private

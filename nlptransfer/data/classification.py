@@ -25,12 +25,14 @@ from .arrow import use_arrow
 from .readers import SPLIT_ALIASES, dataset_frames, read_hub, read_packaged, read_table  # noqa: F401
 from .splits import (
     SPLITS,
+    approximate_mode,
     check_distinct_columns,
     check_sample_keeps_labels,
     dedup_key,
     drop_repeats,
     intends_no_validation,
     sample_per_class,
+    split_sizes,
 )
 
 logger = logging.getLogger(__name__)
@@ -271,18 +273,14 @@ def stratified_indices(groups: np.ndarray, size: float | int, seed: int) -> tupl
     """The (kept, held-out) row indices that `train_test_split(..., test_size=size, stratify=groups,
     random_state=seed)` picks, computed as scikit-learn's StratifiedShuffleSplit does, draw for draw, but with
     arrays where it collects Python lists: 10 million rows cost 80 MB, not 400. A `ValueError` as it raises."""
-    from sklearn.model_selection._split import _validate_shuffle_split
-    from sklearn.utils import check_random_state
-    from sklearn.utils.extmath import _approximate_mode
-
-    n_train, n_test = _validate_shuffle_split(len(groups), size, None, default_test_size=0.25)
+    n_train, n_test = split_sizes(len(groups), size)
     classes, codes, class_counts = np.unique(groups, return_inverse=True, return_counts=True)
     if class_counts.min() < 2 or n_train < len(classes) or n_test < len(classes):
         raise ValueError("too few rows of a class, or fewer rows than classes, to stratify")
     class_indices = np.split(np.argsort(codes, kind="stable"), np.cumsum(class_counts)[:-1])
-    rng = check_random_state(seed)
-    n_i = _approximate_mode(class_counts, n_train, rng)
-    t_i = _approximate_mode(class_counts - n_i, n_test, rng)
+    rng = np.random.RandomState(seed)  # scikit-learn's check_random_state(seed)
+    n_i = approximate_mode(class_counts, n_train, rng)
+    t_i = approximate_mode(class_counts - n_i, n_test, rng)
     kept, held_out = [], []
     for i in range(len(classes)):
         rows = class_indices[i].take(rng.permutation(class_counts[i]), mode="clip")

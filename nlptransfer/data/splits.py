@@ -17,6 +17,40 @@ logger = logging.getLogger(__name__)
 SPLITS = ("train", "validation", "test")
 
 
+def split_sizes(n_rows: int, size: float | int) -> tuple[int, int]:
+    """The (kept, held-out) row counts of scikit-learn's `train_test_split(test_size=size)`: a share rounded up, or
+    a count; a `ValueError` where it raises one (a part left empty)."""
+    import math
+
+    held_out = math.ceil(size * n_rows) if isinstance(size, float) else int(size)
+    if not 0 < held_out < n_rows:
+        raise ValueError(f"cannot hold out {size} of {n_rows} rows and keep some")
+    return n_rows - held_out, held_out
+
+
+def approximate_mode(class_counts: np.ndarray, n_draws: int, rng: np.random.RandomState) -> np.ndarray:
+    """How many of `n_draws` to take from each class: the approximate mode of the multivariate hypergeometric,
+    ties broken by `rng`, as stratified splits draw them.
+
+    Copied from scikit-learn's private `sklearn.utils.extmath._approximate_mode` (`sklearn.utils` before 1.5),
+    unchanged so that the draws stay scikit-learn's; BSD-3-Clause, Copyright (c) 2007-2024 The scikit-learn
+    developers.
+    """
+    continuous = class_counts / class_counts.sum() * n_draws
+    floored = np.floor(continuous)  # never more than n_draws, likely fewer
+    need_to_add = int(n_draws - floored.sum())
+    if need_to_add > 0:  # the rest by the largest left-over share, ties broken at random
+        remainder = continuous - floored
+        for value in np.sort(np.unique(remainder))[::-1]:
+            (indices,) = np.where(remainder == value)
+            add_now = min(len(indices), need_to_add)
+            floored[rng.choice(indices, size=add_now, replace=False)] += 1
+            need_to_add -= add_now
+            if need_to_add == 0:
+                break
+    return floored.astype(int)
+
+
 def check_distinct_columns(options: dict[str, str | None]) -> None:
     """Refuse two data options naming one column: `data.text_column=label` would read the label as the text."""
     seen: dict[str, str] = {}
