@@ -68,7 +68,10 @@ def test_config_is_logged_as_hyperparameters(tracked_run):
         if "_hparams_/session_start_info" in content:
             data = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
             sessions.append(data.session_start_info.hparams)
-    assert len(sessions) == 1
+    assert len(runs) == 1 and len(sessions) == 1  # one run folder: the HParams view finds the metrics beside them
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    metric_tags = {info.name.tag for info in experiment.metric_infos}
+    assert {"test/accuracy", "test/macro_f1"} <= metric_tags <= set(accumulator.Tags()["scalars"])
     hparams = sessions[0]
     assert hparams["train.epochs"].number_value == 2
     assert hparams["strategy"].string_value == "full"
