@@ -3,7 +3,10 @@
 The run's resolved config goes in as hyperparameters; the loop logs `train/loss`, `train/lr` and
 `train/samples_per_second` per optimizer step and `validation/<metric>` per epoch, and the run
 ends with `test/<metric>`. Without `log_with`, Accelerate has no trackers and every call here is
-a no-op. TensorBoard event files land in `output_dir/tensorboard/`.
+a no-op. TensorBoard event files land in `output_dir/tensorboard/`: one run, whose hyperparameters are
+written at the end with the test metrics (TensorBoard's HParams view compares runs by the metrics of
+the session in the same folder; Accelerate's own tracker writes them at the start, without metrics, into
+a second folder), so a run that fails before its test has scalars but no hyperparameters.
 """
 
 from __future__ import annotations
@@ -40,10 +43,29 @@ def trackers(log_with: str | None, output_dir: Path) -> list | None:
     if log_with in (None, "none"):
         return None
     if log_with == "tensorboard":
-        from accelerate.tracking import TensorBoardTracker
-
-        return [TensorBoardTracker(TENSORBOARD_FOLDER, Path(output_dir))]
+        return [tensorboard_tracker(Path(output_dir))]
     return [log_with]
+
+
+def tensorboard_tracker(output_dir: Path):
+    """Accelerate's TensorBoard tracker, holding the hyperparameters until `finish` writes them with the metrics."""
+    from accelerate.tracking import TensorBoardTracker
+
+    class HParamsAtTheEnd(TensorBoardTracker):
+        hyperparameters: dict | None = None
+
+        def store_init_configuration(self, values: dict) -> None:
+            self.hyperparameters = values
+
+    return HParamsAtTheEnd(TENSORBOARD_FOLDER, output_dir)
+
+
+def write_hparams(writer, values: dict, metrics: dict[str, float]) -> None:
+    """TensorBoard's HParams session in the writer's own run folder: the hyperparameters and final metrics."""
+    from torch.utils.tensorboard.summary import hparams
+
+    for summary in hparams(values, metrics):
+        writer.file_writer.add_summary(summary)
 
 
 def hyperparameters(cfg: Any, prefix: str = "") -> dict[str, bool | int | float | str]:
@@ -89,7 +111,10 @@ def finish(accelerator: Accelerator, test_metrics: dict, step: int) -> None:
     """
     if not accelerator.trackers:
         return
-    accelerator.log(scalars("test", test_metrics), step=step)
+    final = scalars("test", test_metrics)
+    accelerator.log(final, step=step)
     for tracker in accelerator.trackers:
+        if getattr(tracker, "hyperparameters", None) is not None:
+            write_hparams(tracker.writer, tracker.hyperparameters, final)
         tracker.finish()
     accelerator.trackers = []
