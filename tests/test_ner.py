@@ -147,6 +147,12 @@ def test_the_pipeline_groups_entities_with_their_type_names(whole_word_model_dir
         ("person", "john smith"), ("company", "google")]
     for row in read_jsonl(results.output_dir / "predictions.jsonl"):
         assert pipeline_groups(tagger, row["words"]) == hf_simple_groups(row["words"], row["predicted"])
+    # the card and the README show the strategy predict uses: each word by its first sub-token
+    card = (results.output_dir / "README.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    assert 'aggregation_strategy="first"' in card and 'aggregation_strategy="simple"' not in card
+    assert 'pipeline("token-classification", aggregation_strategy="first")' in readme
+    assert 'aggregation_strategy="simple")' not in readme
 
 
 def test_lora_adapter_reloads_to_the_same_predictions(tiny_model_dir, tmp_path):
