@@ -386,6 +386,7 @@ def test_library_chatter_is_hidden_in_python_runs_until_asked_for(tiny_model_dir
     ({"max_length": 32}, {}, DataError, "data_options="),
     (DataConfig(max_length=32), {}, DataError, "data_options="),
     ("reviews", {"strategi": "lora"}, ConfigError, "unknown option 'strategi'; did you mean strategy"),
+    ("reviews", {"strategi": "lora"}, ConfigError, "(python -m nlptransfer.run --help lists every option)"),
     ("reviews", {"callback": []}, ConfigError, "did you mean callbacks"),
     ("reviews", {"text_column": "review"}, ConfigError, "'text_column' is a data option: pass data_options="),
     ("reviews", {"train": {"epoch": 1}}, ConfigError, "unknown option 'train.epoch'; did you mean: train.epochs"),
