@@ -166,7 +166,7 @@ def check_option_names(cfg: RunConfig, options: dict) -> None:
         raise ConfigError(f"'{key}' is a data option: pass data_options={{'{key}': ...}}")
     close = difflib.get_close_matches(key, sorted(known | set(KEYWORDS)), n=3)
     raise ConfigError(f"unknown option '{key}'" + (f"; did you mean {', '.join(close)}" if close else "")
-                      + " (nlptransfer.describe or --help lists every option)")
+                      + " (python -m nlptransfer.run --help lists every option)")
 
 
 def check_callbacks(callbacks: list) -> None:
