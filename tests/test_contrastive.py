@@ -165,6 +165,9 @@ def test_a_few_shot_run_trains_on_the_sample_and_saves_a_pooled_model(few_shot_r
     assert "transformers refuses the model and says to pass it" in card
     assert "There was no validation split" in card and "| best epoch by | none (the last epoch) |" in card
     assert "best validation epoch" not in card
+    assert "| contrastive epochs / batch / temperature | 2 / 6 /" in card  # what trained, not train.*'s defaults
+    assert not any(row in card for row in ("| epochs |", "| batch size |", "| max steps |", "| warmup ratio |"))
+    assert "| learning rate |" in card and "| seed | 3 |" in card
 
 
 def test_the_saved_few_shot_model_predicts_the_same_everywhere(few_shot_run):

@@ -167,13 +167,19 @@ def training_section(cfg: RunConfig, metrics: dict) -> str:
         best = f"; best validation epoch: {timing.get('best_epoch', '?')}" if validated else ""
         lines.append(f"- Training time: {timing['train_seconds']:.0f} s, {timing.get('optimizer_steps', '?')} "
                      f"optimizer steps{best}.")
-    rows = [("epochs", train.epochs), ("max steps", train.max_steps), ("batch size", train.batch_size),
-            ("gradient accumulation", train.grad_accum_steps), ("learning rate", train.lr or strategy.default_lr),
-            ("weight decay", train.weight_decay), ("warmup ratio", train.warmup_ratio),
-            ("max grad norm", train.max_grad_norm), ("max length (tokens)", cfg.data.max_length),
-            ("mixed precision", train.mixed_precision),
-            ("best epoch by", f"validation {train.metric_for_best}" if validated else "none (the last epoch)"),
-            ("early-stopping patience", train.patience if validated else None), ("seed", cfg.seed)]
+    best_by = f"validation {train.metric_for_best}" if validated else "none (the last epoch)"
+    options = [  # (the train option, the row's name, its value)
+        ("epochs", "epochs", train.epochs), ("max_steps", "max steps", train.max_steps),
+        ("batch_size", "batch size", train.batch_size), ("grad_accum_steps", "gradient accumulation",
+                                                         train.grad_accum_steps),
+        ("lr", "learning rate", train.lr or strategy.default_lr), ("weight_decay", "weight decay", train.weight_decay),
+        ("warmup_ratio", "warmup ratio", train.warmup_ratio), ("max_grad_norm", "max grad norm", train.max_grad_norm),
+        (None, "max length (tokens)", cfg.data.max_length), ("mixed_precision", "mixed precision",
+                                                              train.mixed_precision),
+        ("metric_for_best", "best epoch by", best_by),
+        ("patience", "early-stopping patience", train.patience if validated else None), (None, "seed", cfg.seed)]
+    unused = strategy.unused_train_options(cfg)  # replaced by the strategy's own options, in its rows below
+    rows = [(name, value) for option, name, value in options if option not in unused]
     rows += strategy.card_rows(cfg)
     rows += [(name, value) for name, value in (("layer lr decay", train.layer_lr_decay), ("head lr", train.head_lr))
              if value is not None]

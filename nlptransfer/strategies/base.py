@@ -136,6 +136,10 @@ class Strategy:
         """Extra hyperparameter rows of the model card (e.g. the LoRA rank)."""
         return []
 
+    def unused_train_options(self, cfg) -> tuple[str, ...]:
+        """The `train.*` options this run does not use (its own section's replace them): the card leaves them out."""
+        return ()
+
     def save(self, model: nn.Module, tokenizer, output_dir: Path, cfg=None) -> tuple[Path, Path | None]:
         """Save `model/` (a plain transformers model) and, for adapter strategies, `adapter/` (its base named by
         the run's `model=`, its task and labels beside it)."""

@@ -126,6 +126,10 @@ class Contrastive(Strategy):
         model.eval()
         return state
 
+    def unused_train_options(self, cfg) -> tuple[str, ...]:
+        """The contrastive phase's own budget replaces these (`train_encoder`), unless an end-to-end phase follows."""
+        return () if cfg.contrastive.end_to_end else REPLACED_TRAIN_OPTIONS
+
     def fixed_budget(self, cfg) -> str | None:
         c = cfg.contrastive
         return (f"{c.epochs} contrastive epochs" + (f", then {Strategy.fixed_budget(self, cfg)} end to end"
@@ -141,6 +145,10 @@ class Contrastive(Strategy):
         if c.synthetic_per_class:
             rows.append(("templated examples per label", c.synthetic_per_class))
         return rows
+
+
+REPLACED_TRAIN_OPTIONS = ("epochs", "max_steps", "batch_size", "warmup_ratio", "patience", "group_by_length")
+"""The train options the contrastive phase sets itself (contrastive.epochs and batch_size, warmup 0.1, no stopping)."""
 
 
 def lora_encoder(encoder: nn.Module, rank: int) -> nn.Module:
