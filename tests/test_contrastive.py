@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from accelerate import Accelerator
+from helpers import run_logs
 
 from nlptransfer import models, tasks
 from nlptransfer.config import RunConfig
@@ -137,6 +138,27 @@ def test_the_logistic_head_computes_what_scikit_learn_fitted():
     multi_hot = np.stack([np.arange(30) % 2, np.ones(30)], axis=1)  # the second label: every example has it
     weight, bias = embedding.logistic_head(x, multi_hot, 2, multilabel=True, c=1.0)
     assert (x @ weight[1] + bias[1] > 10).all()
+
+
+def test_positive_pairs_are_two_examples_sharing_a_label():
+    from nlptransfer.strategies.contrastive import has_positive_pairs
+
+    assert not has_positive_pairs([0, 1, 2]) and has_positive_pairs([0, 1, 0])
+    assert not has_positive_pairs([[1, 0], [0, 1]]) and has_positive_pairs([[1, 1], [0, 1]])
+
+
+def test_one_example_per_class_skips_the_phase_it_cannot_learn_from(tiny_model_dir, reviews_csv, tmp_path, caplog):
+    from transformers import AutoModel
+
+    with run_logs(caplog):
+        results = run(RunConfig(model=tiny_model_dir, strategy="contrastive", output_dir=str(tmp_path / "run"),
+                                data={"train_file": str(reviews_csv), "examples_per_class": 1, "max_length": 16},
+                                contrastive={"epochs": 2, "batch_size": 3}))
+    assert "contrastive phase skipped: no two training examples share a label" in caplog.text
+    checkpoint = AutoModel.from_pretrained(tiny_model_dir).state_dict()
+    encoder = results.model.base_model.state_dict()
+    assert all(torch.equal(encoder[name], value) for name, value in checkpoint.items() if name in encoder)
+    assert len(results.predictions) > 0  # the head is fitted on the checkpoint's embeddings
 
 
 @pytest.fixture(scope="module")

@@ -23,21 +23,33 @@ def frame(repeat: int = 4) -> pd.DataFrame:
     return pd.DataFrame({"text": texts, "label": labels})
 
 
-def test_each_text_gets_the_label_whose_description_it_matches(tiny_model_dir, tmp_path):
+def test_each_text_gets_the_label_whose_description_it_matches(tiny_model_dir, tmp_path, caplog):
     """A constructed case: each test text repeats one description's words, so its embedding is that prompt's."""
     train = frame()
     test = pd.DataFrame({"text": ["match goal win", "market price stock", "player season team",
                                   "bank money company"], "label": ["sport", "money", "sport", "money"]})
-    results = run(model=tiny_model_dir, strategy="zeroshot", data={"train": train, "test": test},
-                  output_dir=str(tmp_path / "run"), data_options={"max_length": 16},
-                  labels={"template": "{}", "descriptions": {"sport": "match goal win player season team",
-                                                              "money": "market price stock bank money company"}})
+    with run_logs(caplog):
+        results = run(model=tiny_model_dir, strategy="zeroshot", data={"train": train, "test": test},
+                      output_dir=str(tmp_path / "run"), data_options={"max_length": 16}, train={"epochs": 7, "lr": 0.5},
+                      labels={"template": "{}", "descriptions": {"sport": "match goal win player season team",
+                                                                  "money": "market price stock bank money company"}})
+    assert "strategy=zeroshot trains nothing: train.epochs=7, train.lr=0.5 not used" in caplog.text
     assert [row["predicted"] for row in results.predictions] == ["sport", "money", "sport", "money"]
     assert results.parameters["trainable"] == 0
     metrics = json.loads((results.output_dir / "metrics.json").read_text())
     assert metrics["test"]["accuracy"] == 1.0
     assert "without training (zero-shot)" in (results.output_dir / "README.md").read_text()
     assert results.predict(["match goal win"])[0]["label"] == "sport"
+
+
+def test_only_training_options_set_away_from_the_recipes_defaults_are_unused():
+    from nlptransfer.api import load_recipe
+    from nlptransfer.strategies.zeroshot import unused_training_options
+
+    recipe = load_recipe("sentiment").Config
+    assert unused_training_options(recipe(strategy="zeroshot")) == []  # its own defaults are no user's choice
+    changed = recipe(strategy="zeroshot", train={"max_steps": 5, "eval_batch_size": 8})
+    assert unused_training_options(changed) == ["train.max_steps=5"]  # the test split is scored in batches of 8
 
 
 def test_label_prompts_follow_the_template_and_the_descriptions():

@@ -64,11 +64,13 @@ class Contrastive(Strategy):
         c = cfg.contrastive
         return [(c.epochs >= 1, "contrastive.epochs must be at least 1"),
                 (c.batch_size >= 2, "contrastive.batch_size must be at least 2: a text is contrasted with others"),
-                (c.temperature > 0, "contrastive.temperature must be positive, e.g. 0.05"),
+                (0.01 <= c.temperature <= 1, "contrastive.temperature must be between 0.01 and 1, e.g. 0.05: "
+                                             "smaller ones overflow the loss, larger ones hardly tell texts apart"),
                 (c.head_c > 0, "contrastive.head_c must be positive, e.g. 1.0"),
                 (c.lora_r >= 0, "contrastive.lora_r must be 0 (every weight trains) or a rank of at least 1"),
                 (c.synthetic_per_class >= 0, "contrastive.synthetic_per_class must be 0 or more"),
-                (not cfg.resume, "strategy=contrastive runs are not resumed: drop resume= and run it again")]
+                (not cfg.resume, "strategy=contrastive runs are not resumed: drop resume= and run it again")
+                ] + descriptions.checks(cfg)
 
     def training_data(self, data, cfg):
         if len(set(flat_labels(data.train.labels))) < 2 and not cfg.contrastive.synthetic_per_class:
@@ -86,11 +88,17 @@ class Contrastive(Strategy):
         cfg, model, accelerator = fitting.cfg, fitting.model, fitting.accelerator
         c = cfg.contrastive
         started = time.perf_counter()
-        state = self.train_encoder(fitting)
         train = fitting.encoded["train"]
+        y = np.asarray([row["labels"] for row in train])
+        if has_positive_pairs(y):
+            state = self.train_encoder(fitting)
+        else:  # the loss is 0 on every batch: the phase would only decay the weights
+            logger.warning("contrastive phase skipped: no two training examples share a label, so there is no "
+                           "positive pair to learn from; the head is fitted on the checkpoint's own embeddings (give "
+                           "a label 2 or more examples, or set contrastive.synthetic_per_class)")
+            state = LoopState(best_epoch=0)
         x = embedding.embed(model, accelerator.prepare(fitting.task.eval_loader(train, fitting.tokenizer, cfg)),
                             accelerator)
-        y = np.asarray([row["labels"] for row in train])
         num_labels = model.config.num_labels
         weight, bias = embedding.logistic_head(x, y, num_labels, y.ndim == 2, c.head_c)
         embedding.set_head(model.score, weight, bias)
@@ -158,6 +166,16 @@ def lora_encoder(encoder: nn.Module, rank: int) -> nn.Module:
     from .lora import add_peft
 
     return add_peft(encoder, LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.1), "LoRA", "contrastive.lora_r")
+
+
+def has_positive_pairs(labels) -> bool:
+    """Whether two training examples share a label (multi-hot rows: one of their labels), as the contrastive loss
+    needs."""
+    import numpy as np
+
+    labels = np.asarray(labels)
+    counts = labels.sum(axis=0) if labels.ndim == 2 else np.unique(labels, return_counts=True)[1]
+    return bool(len(counts)) and int(counts.max()) >= 2
 
 
 def flat_labels(labels: list) -> list:

@@ -11,6 +11,15 @@ from ..errors import ConfigError, DataError
 logger = logging.getLogger("nlptransfer")
 
 
+def checks(cfg) -> list[tuple[bool, str]]:
+    """What the strategies that read `labels.descriptions` check first: no description is empty (its prompt would be
+    the template alone, 'This text is about .')."""
+    blank = [str(label) for label, text in (cfg.labels.descriptions or {}).items()
+             if text is None or not str(text).strip()]
+    return [(not blank, f"labels.descriptions gives {', '.join(blank[:5])} an empty description; describe "
+                        "each in words, or leave it out to use the label's name")]
+
+
 def label_prompts(label_names: list[str], cfg) -> list[str]:
     """One prompt per label, in label order: the template around the label's description (default: its name).
 

@@ -54,7 +54,7 @@ class ZeroShot(Strategy):
                 (-1 <= cfg.zeroshot.threshold <= 1, "zeroshot.threshold is a cosine similarity: in [-1, 1]"),
                 (not cfg.data.text_pair_column,
                  "strategy=zeroshot compares one text with the label descriptions; data.text_pair_column needs a "
-                 "trained strategy (e.g. strategy=contrastive)")]
+                 "trained strategy (e.g. strategy=contrastive)")] + descriptions.checks(cfg)
 
     def prepare(self, model: nn.Module, cfg, task) -> nn.Module:
         if not model.normalize:
@@ -72,6 +72,8 @@ class ZeroShot(Strategy):
 
         started = time.perf_counter()
         model, tokenizer, cfg = fitting.model, fitting.tokenizer, fitting.cfg
+        if unused := unused_training_options(cfg):
+            logger.warning("strategy=zeroshot trains nothing: %s not used", ", ".join(unused))
         names = [model.config.id2label[i] for i in range(model.config.num_labels)]
         prompts = descriptions.label_prompts(names, cfg)
         model.eval()
@@ -93,3 +95,15 @@ class ZeroShot(Strategy):
     def card_rows(self, cfg) -> list[tuple[str, object]]:
         return [("label prompt template", cfg.labels.template), ("similarity scale", cfg.zeroshot.scale)]
 
+
+TRAINING_OPTIONS = ("epochs", "max_steps", "batch_size", "lr", "weight_decay", "warmup_ratio", "grad_accum_steps",
+                    "max_grad_norm", "patience", "group_by_length", "max_nonfinite_steps")
+"""The train options of the loop, which zeroshot never runs (train.eval_batch_size and mixed_precision it uses).
+A warning, not an error: compare, curve and sweep give every strategy the same options."""
+
+
+def unused_training_options(cfg) -> list[str]:
+    """`train.X=value` for each training option set away from the config's own defaults (the recipe's)."""
+    defaults = type(cfg)().train
+    return [f"train.{name}={getattr(cfg.train, name)}" for name in TRAINING_OPTIONS
+            if getattr(cfg.train, name) != getattr(defaults, name)]
