@@ -68,6 +68,22 @@ def test_curves_from_a_history(tmp_path):
     assert plot_curves([], tmp_path / "none.png") is None and not (tmp_path / "none.png").exists()
 
 
+def test_a_panel_without_data_is_left_out(tmp_path):
+    """A run without a validation split (few-shot, contrastive) draws the loss alone, not an empty Validation panel."""
+    from PIL import Image
+
+    unvalidated = [{key: value for key, value in entry.items() if key != "validation"} | {"validation": {}}
+                   for entry in HISTORY]
+    with Image.open(plot_curves(HISTORY, tmp_path / "both.png")) as both:
+        assert both.size == (1000, 400)
+    path = plot_curves(unvalidated, tmp_path / "loss.png")
+    assert_valid_png(path)
+    with Image.open(path) as alone:
+        assert alone.size == (500, 400)
+    no_data = [{"epoch": 1, "validation": {}}]
+    assert plot_curves(no_data, tmp_path / "none.png") is None and not (tmp_path / "none.png").exists()
+
+
 def test_ner_writes_f1_bars_per_entity_type(tmp_path):
     test_metrics = {"precision": 0.5, "recall": 0.4, "f1": 0.44, "accuracy": 0.9, "per_type": PER_TYPE}
     written = write_run_plots(tmp_path, HISTORY, test_metrics, ["O", "B-person", "I-person"], "f1")

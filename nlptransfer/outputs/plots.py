@@ -54,40 +54,52 @@ def plot_curves(history: list[dict], path: Path, metric_for_best: str | None = N
     """Training loss (within and per epoch) and the validation metrics per epoch, side by side.
 
     `history` is `FitResult.history`: per epoch `train_loss`, `validation` (metrics) and, when the
-    loop recorded it, `train_loss_curve` (the epoch's batch losses in equal-sized groups). Returns
-    None when there is no epoch to draw.
+    loop recorded it, `train_loss_curve` (the epoch's batch losses in equal-sized groups). A panel
+    without data (no validation split: a few-shot run) is left out; returns None when no panel has any.
     """
     if not history:
         return None
-    figure = new_figure(10, 4)
-    loss_axes, metric_axes = figure.subplots(1, 2)
+    validation = [scalar_metrics(entry.get("validation") or {}) for entry in history]
+    names = [name for name in validation[0] if all(name in row for row in validation)
+             and all(0 <= row[name] <= 1 for row in validation)]
+    has_loss = any(entry.get("train_loss_curve") or math.isfinite(entry.get("train_loss", math.nan))
+                   for entry in history)
+    panels = [(draw, present) for draw, present in ((draw_loss, has_loss), (draw_validation, bool(names))) if present]
+    if not panels:
+        return None
+    figure = new_figure(5 * len(panels), 4)
+    axes_list = figure.subplots(1, len(panels), squeeze=False)[0]
     epochs = [entry["epoch"] for entry in history]
+    for axes, (draw, _) in zip(axes_list, panels):
+        draw(axes, history, epochs, validation, names, metric_for_best)
+        axes.grid(alpha=0.3)
+        axes.set_xlim(0, max(epochs) + 0.05)
+    return save_figure(figure, path)
+
+
+def draw_loss(axes, history: list[dict], epochs: list[int], *_) -> None:
     for entry in history:
         curve = entry.get("train_loss_curve") or []
         if curve:
             xs = [entry["epoch"] - 1 + (i + 0.5) / len(curve) for i in range(len(curve))]
-            loss_axes.plot(xs, curve, color="tab:blue", alpha=0.45, linewidth=1,
-                           label="batches" if entry is history[0] else None)
-    loss_axes.plot(epochs, [entry.get("train_loss", math.nan) for entry in history], "o-", color="tab:blue",
-                   label="epoch mean")
-    loss_axes.set(title="Training loss", xlabel="epoch", ylabel="loss")
-    loss_axes.legend()
-    validation = [scalar_metrics(entry.get("validation") or {}) for entry in history]
-    names = [name for name in validation[0] if all(name in row for row in validation)
-             and all(0 <= row[name] <= 1 for row in validation)]
+            axes.plot(xs, curve, color="tab:blue", alpha=0.45, linewidth=1,
+                      label="batches" if entry is history[0] else None)
+    axes.plot(epochs, [entry.get("train_loss", math.nan) for entry in history], "o-", color="tab:blue",
+              label="epoch mean")
+    axes.set(title="Training loss", xlabel="epoch", ylabel="loss")
+    axes.legend()
+
+
+def draw_validation(axes, history: list[dict], epochs: list[int], validation: list[dict], names: list[str],
+                    metric_for_best: str | None) -> None:
     for name in names:
         style = "o-" if name == metric_for_best else "o--"
-        metric_axes.plot(epochs, [row[name] for row in validation], style, label=name)
+        axes.plot(epochs, [row[name] for row in validation], style, label=name)
     if metric_for_best in names:
         best = max(range(len(validation)), key=lambda i: validation[i][metric_for_best])
-        metric_axes.axvline(epochs[best], color="grey", linestyle=":", label=f"best epoch ({epochs[best]})")
-    metric_axes.set(title="Validation", xlabel="epoch", ylim=(0, 1.02))
-    if names:
-        metric_axes.legend()
-    for axes in (loss_axes, metric_axes):
-        axes.grid(alpha=0.3)
-        axes.set_xlim(0, max(epochs) + 0.05)
-    return save_figure(figure, path)
+        axes.axvline(epochs[best], color="grey", linestyle=":", label=f"best epoch ({epochs[best]})")
+    axes.set(title="Validation", xlabel="epoch", ylim=(0, 1.02))
+    axes.legend()
 
 
 def plot_confusion_matrix(matrix: list[list[int]], label_names: list[str], path: Path,
