@@ -44,12 +44,12 @@ def test_each_text_gets_the_label_whose_description_it_matches(tiny_model_dir, t
 
 def test_only_training_options_set_away_from_the_recipes_defaults_are_unused():
     from nlptransfer.api import load_recipe
-    from nlptransfer.strategies.zeroshot import unused_training_options
+    from nlptransfer.strategies.zeroshot import ZeroShot, set_options
 
-    recipe = load_recipe("sentiment").Config
-    assert unused_training_options(recipe(strategy="zeroshot")) == []  # its own defaults are no user's choice
+    recipe, unused = load_recipe("sentiment").Config, ZeroShot().unused_train_options(RunConfig())
+    assert set_options(recipe(strategy="zeroshot"), unused) == []  # its own defaults are no user's choice
     changed = recipe(strategy="zeroshot", train={"max_steps": 5, "eval_batch_size": 8})
-    assert unused_training_options(changed) == ["train.max_steps=5"]  # the test split is scored in batches of 8
+    assert set_options(changed, unused) == ["train.max_steps=5"]  # the test split is scored in batches of 8
 
 
 def test_label_prompts_follow_the_template_and_the_descriptions():

@@ -72,7 +72,7 @@ class ZeroShot(Strategy):
 
         started = time.perf_counter()
         model, tokenizer, cfg = fitting.model, fitting.tokenizer, fitting.cfg
-        if unused := unused_training_options(cfg):
+        if unused := set_options(cfg, self.unused_train_options(cfg)):
             logger.warning("strategy=zeroshot trains nothing: %s not used", ", ".join(unused))
         names = [model.config.id2label[i] for i in range(model.config.num_labels)]
         prompts = descriptions.label_prompts(names, cfg)
@@ -92,6 +92,9 @@ class ZeroShot(Strategy):
         state.train_seconds = time.perf_counter() - started
         return model, state
 
+    def unused_train_options(self, cfg) -> tuple[str, ...]:
+        return TRAINING_OPTIONS
+
     def card_rows(self, cfg) -> list[tuple[str, object]]:
         return [("label prompt template", cfg.labels.template), ("similarity scale", cfg.zeroshot.scale)]
 
@@ -102,8 +105,9 @@ TRAINING_OPTIONS = ("epochs", "max_steps", "batch_size", "lr", "weight_decay", "
 A warning, not an error: compare, curve and sweep give every strategy the same options."""
 
 
-def unused_training_options(cfg) -> list[str]:
-    """`train.X=value` for each training option set away from the config's own defaults (the recipe's)."""
+def set_options(cfg, names: tuple[str, ...]) -> list[str]:
+    """`train.X=value` for each of the `train` options `names` set away from the config's own defaults (the
+    recipe's)."""
     defaults = type(cfg)().train
-    return [f"train.{name}={getattr(cfg.train, name)}" for name in TRAINING_OPTIONS
+    return [f"train.{name}={getattr(cfg.train, name)}" for name in names
             if getattr(cfg.train, name) != getattr(defaults, name)]
