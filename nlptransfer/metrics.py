@@ -93,7 +93,9 @@ def baselines(train_texts: list[str], train_labels: list, test_texts: list[str],
     """Test accuracy of the majority class and of TF-IDF + logistic regression (same train data).
 
     Multi-hot (multi-label) labels: the most frequent label set, and one logistic regression per
-    label; both scored by subset accuracy.
+    label; both scored by subset accuracy. When several classes tie as the most frequent (a balanced
+    few-shot sample), none is the majority: the baseline is the expected accuracy of guessing one of
+    them (the mean of their test accuracies), and `majority_tied_classes` says how many tied.
     """
     from collections import Counter
 
@@ -105,7 +107,8 @@ def baselines(train_texts: list[str], train_labels: list, test_texts: list[str],
     train_labels, test_labels = np.asarray(train_labels), np.asarray(test_labels)
     multilabel = train_labels.ndim == 2
     rows = [tuple(row) for row in train_labels] if multilabel else train_labels.tolist()
-    majority = np.asarray(Counter(rows).most_common(1)[0][0])
+    counts = Counter(rows)
+    tied = [np.asarray(label) for label, count in counts.items() if count == max(counts.values())]
     classifier = LogisticRegression(max_iter=1000)
     bag_of_words = make_pipeline(
         TfidfVectorizer(ngram_range=(1, 2), min_df=1, sublinear_tf=True),
@@ -114,11 +117,11 @@ def baselines(train_texts: list[str], train_labels: list, test_texts: list[str],
     with warnings.catch_warnings():  # "label present in all training examples": fine for a baseline
         warnings.simplefilter("ignore", UserWarning)
         bag_of_words.fit(train_texts, train_labels)
-    hits = (test_labels == majority).all(axis=1) if multilabel else test_labels == majority
+    hits = [(test_labels == label).all(axis=1) if multilabel else test_labels == label for label in tied]
     return {
-        "majority_accuracy": float(np.mean(hits)),
+        "majority_accuracy": float(np.mean([np.mean(hit) for hit in hits])),
         "tfidf_logreg_accuracy": float(bag_of_words.score(test_texts, test_labels)),
-    }
+    } | ({"majority_tied_classes": len(tied)} if len(tied) > 1 else {})
 
 
 def format_report(metrics: dict, label_names: list[str]) -> str:

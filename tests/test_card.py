@@ -185,3 +185,12 @@ def test_in_memory_data_is_named_so(tmp_path):
     card = card_for(tmp_path, data=DataConfig(name=None))
     assert "None" not in card and "in-memory data" in card
     assert header(card).get("datasets") is None
+
+
+def test_a_tied_majority_baseline_says_so():
+    from nlptransfer.hub.card import results_section
+
+    metrics = {"test": {"accuracy": 0.5}, "baselines": {"majority_accuracy": 0.2, "majority_tied_classes": 5}}
+    assert ("| majority-class baseline accuracy (5 classes tie in training: the mean of guessing each) | 0.2000 |"
+            in results_section(RunConfig(), metrics))
+    assert "tie" not in results_section(RunConfig(), {"test": {}, "baselines": {"majority_accuracy": 0.2}})

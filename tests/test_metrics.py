@@ -57,6 +57,17 @@ def test_majority_baseline_is_exact():
     )
     assert result["majority_accuracy"] == 0.75
     assert 0 <= result["tfidf_logreg_accuracy"] <= 1
+    assert "majority_tied_classes" not in result
+
+
+def test_a_tie_for_the_majority_is_the_mean_of_guessing_each_tied_class():
+    """A balanced few-shot sample has no majority class: not whichever comes first, but the expected accuracy."""
+    texts = ["good one", "bad one", "fine one", "bad two", "good two", "fine two"]
+    result = baselines(texts, [2, 0, 1, 0, 2, 1], ["x y"] * 5, [0, 0, 0, 1, 2])
+    assert result["majority_accuracy"] == pytest.approx((3 / 5 + 1 / 5 + 1 / 5) / 3)
+    assert result["majority_tied_classes"] == 3
+    tied_sets = baselines(texts[:3], [[1, 0], [0, 1], [1, 1]], ["x y", "z w"], [[1, 0], [1, 0]])
+    assert tied_sets["majority_accuracy"] == pytest.approx(1 / 3) and tied_sets["majority_tied_classes"] == 3
 
 
 def test_tfidf_baseline_learns_separable_words():

@@ -233,9 +233,12 @@ def results_section(cfg: RunConfig, metrics: dict) -> str:
         value = test.get(key, test.get(f"overall_{key}"))
         if value is not None:
             lines.append(f"| {name} | {value:.4f} |")
+    baselines = metrics.get("baselines", {})
     for key, name in BASELINES.items():
-        if key in metrics.get("baselines", {}):
-            lines.append(f"| {name} | {metrics['baselines'][key]:.4f} |")
+        if key in baselines:
+            tied = baselines.get("majority_tied_classes") if key == "majority_accuracy" else None
+            name += f" ({tied} classes tie in training: the mean of guessing each)" if tied else ""
+            lines.append(f"| {name} | {baselines[key]:.4f} |")
     per_label = test.get("per_class") or test.get("per_type") or {}
     if per_label:
         first = "class" if "per_class" in test else "entity type"
