@@ -32,12 +32,14 @@ from .data.splits import dedup_key
 from .engine import batches
 from .engine.loop import OptimizerSettings, TrainData, fit
 from .errors import DataError, ModelError
-from .outputs import export
+from .outputs import export, folders
 
 logger = logging.getLogger("nlptransfer")
 
 SETTINGS_FILE = "adaptation.json"
 """Written last into the adapted folder: the settings it was made with, and the MLM metrics."""
+ADAPTED = folders.Kind("adapted encoder", ("*.json", "*.safetensors", "*.txt", "*.model", "*.py"), (SETTINGS_FILE,))
+"""The folder of an adapted encoder: a new adaptation replaces one, never another folder."""
 HELD_OUT = 500
 """At most this many texts (and at most 1 in 20) are held out to measure masked-token accuracy."""
 
@@ -114,6 +116,8 @@ def adapt_encoder(cfg: RunConfig, folder: Path, accelerator: Accelerator | None 
         if record.get("settings") == settings:
             logger.info("domain-adaptive pretraining: reusing %s (same model, texts and settings)", folder)
             return record
+    folders.check_writable(folder, ADAPTED, "pretrain.output_dir", replacing=True, whole=True,
+                           inputs=folders.config_inputs(cfg))  # before training: it replaces the folder
     accelerator = accelerator or Accelerator(mixed_precision=cfg.train.mixed_precision)
     started = time.perf_counter()
     tokenizer = models.load_tokenizer(cfg.model, cfg.trust_remote_code)
@@ -228,7 +232,7 @@ def save_encoder(mlm_model: nn.Module, tokenizer, cfg: RunConfig, folder: Path) 
         raise ModelError(f"cannot save the adapted encoder of {cfg.model}: its MLM model has weights the encoder "
                         f"lacks ({unexpected[0]}); use another checkpoint or pretrain.mlm=false")
     logger.debug("kept from the original checkpoint: %s", ", ".join(missing) or "nothing")
-    export.save_pretrained(encoder, tokenizer, folder)
+    export.save_pretrained(encoder, tokenizer, folder, lambda staging: folders.claim(staging, ADAPTED))
 
 
 def adapted_config(cfg: RunConfig, folder: Path, accelerator: Accelerator | None = None) -> RunConfig:

@@ -31,6 +31,7 @@ from .engine.speed import speed_up
 from .errors import CheckpointError, ConfigError, DataError
 from .hub.push import check_push, publish
 from .outputs import console, plots, tracking
+from .outputs.folders import config_inputs
 from .outputs.run_folder import RunFolder
 
 logger = logging.getLogger("nlptransfer")
@@ -119,7 +120,7 @@ def setup(cfg: RunConfig) -> tuple[Accelerator, RunFolder]:
         output_dir = Path(broadcast_object_list([str(output_dir)])[0])
     folder = RunFolder(output_dir)
     if accelerator.is_main_process:
-        folder.open(overwrite=cfg.overwrite, resume=bool(cfg.resume))
+        folder.open(overwrite=cfg.overwrite, resume=bool(cfg.resume), inputs=config_inputs(cfg))
     accelerator.wait_for_everyone()
     console.quiet_libraries()
     console.setup_logging(output_dir, accelerator.is_main_process)
@@ -216,14 +217,39 @@ def run(cfg: RunConfig, inputs: Inputs | None = None) -> Results:
     cfg = validate(cfg)
     task, strategy = tasks.get(cfg.task), strategies.get(cfg.strategy)
     check_push(cfg.push)  # a bad repo id or a missing token fails now, not after training
+    if inputs.source is None:
+        check_input_files(cfg)  # before the run folder is created: a missing data file writes nothing
     accelerator, folder = setup(cfg)
     try:
         results = run_in_folder(cfg, task, strategy, inputs, accelerator, folder, started)
+    except BaseException:
+        console.stop_file_logging()
+        if accelerator.is_main_process:
+            folder.discard()  # failed before saving anything trained, in a folder it created: it goes again
+        raise
     finally:
         if accelerator.is_main_process:
             folder.release()
         console.stop_file_logging()
     return results
+
+
+def check_input_files(cfg: RunConfig) -> None:
+    """Refuse a data file (and pretrain.text_file) that is missing or unreadable before anything is written; the
+    readers check columns and contents as they read."""
+    from .data.readers import check_file, unreadable
+
+    for option, value in (("data.train_file", cfg.data.train_file), ("data.validation_file", cfg.data.validation_file),
+                          ("data.test_file", cfg.data.test_file), ("pretrain.text_file", cfg.pretrain.text_file)):
+        if not value:
+            continue
+        path = Path(value).expanduser()
+        check_file(path)
+        try:
+            with path.open("rb") as file:
+                file.read(1)
+        except OSError as error:
+            raise DataError(f"{option}: {unreadable(path, error)}") from None
 
 
 def run_in_folder(cfg: RunConfig, task: tasks.Task, strategy: strategies.Strategy, inputs: Inputs,

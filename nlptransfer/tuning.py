@@ -20,7 +20,6 @@ import logging
 import math
 import os
 import re
-import shutil
 import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,9 +30,10 @@ from typing import TYPE_CHECKING, Any
 from .config import RunConfig, apply_overrides, load_yaml, only_own_sections, to_yaml, validate
 from .engine.loop import Callback
 from .errors import ConfigError, TrainingError
+from .outputs import folders
 from .outputs.files import write_text
 from .outputs.run_folder import pid_alive
-from .pipeline import Inputs, Results, flat
+from .pipeline import Inputs, Results, check_input_files, flat
 
 if TYPE_CHECKING:
     import optuna
@@ -54,6 +54,7 @@ STUDY_FILE = "study.db"
 SWEEP_FILES = (STUDY_FILE, f"{STUDY_FILE}-journal", "best.yaml", "report.md", "trials.csv",
                "optimization_history.png", "param_importances.png")
 """What a sweep writes in its folder besides the trial folders: what overwrite=true removes."""
+SWEEP = folders.Kind("sweep", (*SWEEP_FILES, "trial-[0-9]*"), (STUDY_FILE,))
 FAILURES_IN_A_ROW = 3
 """Trials failing one after the other (a NaN loss, say) before the sweep gives up."""
 
@@ -251,7 +252,7 @@ def objective(trial: optuna.Trial, base: RunConfig, space: SearchSpace, out: Pat
     return best
 
 
-def prepare_folder(out: Path, overwrite: bool, resume: str | None) -> None:
+def prepare_folder(out: Path, overwrite: bool, resume: str | None, inputs: list[tuple[str, str]] = ()) -> None:
     """Refuse a file as the folder and a sweep folder that is there without resume=auto or overwrite=true;
     with overwrite=true remove what a sweep left (study, report, trial folders)."""
     blocking = next((path for path in (out, *out.absolute().parents) if path.is_file()), None)
@@ -261,16 +262,13 @@ def prepare_folder(out: Path, overwrite: bool, resume: str | None) -> None:
         raise ConfigError(f"resume={resume}: a sweep resumes with resume=auto (it continues the study in output_dir)")
     if resume and overwrite:
         raise ConfigError("resume=auto continues the sweep, overwrite=true starts it afresh: pass one of them")
-    if not out.is_dir() or not any(out.iterdir()) or resume:
+    folders.check_writable(out, SWEEP, "output_dir", replacing=overwrite, inputs=inputs)
+    if not out.is_dir() or not folders.entries(out) or resume:
         return
     if not overwrite:
-        raise ConfigError(f"{out} already holds files (a sweep?); continue it with resume=auto, start afresh with "
+        raise ConfigError(f"{out} already holds a sweep; continue it with resume=auto, start afresh with "
                           "overwrite=true, or choose another output_dir")
-    for name in SWEEP_FILES:
-        (out / name).unlink(missing_ok=True)
-    for folder in out.glob("trial-*"):
-        if folder.is_dir() and folder.name.removeprefix("trial-").isdigit():
-            shutil.rmtree(folder)
+    folders.clear(out, SWEEP)
 
 
 def open_study(out: Path, base: RunConfig, space: SearchSpace, pruner: optuna.pruners.BasePruner | None = None
@@ -471,9 +469,11 @@ def search(base: RunConfig, space: SearchSpace | Sequence[str], run_trial: Calla
         raise ConfigError("data.examples_per_class: such runs have no validation split, and a sweep selects on it")
     space.check(base)
     out = Path(output_dir)
-    prepare_folder(out, overwrite, resume)
+    check_input_files(base)
+    prepare_folder(out, overwrite, resume, folders.config_inputs(base))
     out.mkdir(parents=True, exist_ok=True)
     study = open_study(out, base, space, pruner)
+    folders.claim(out, SWEEP)  # once its study is this sweep's: a refused sweep changes nothing
     optimize(study, base, space, out, trials, run_trial)
     write_best_config(study, base, out)
     return study

@@ -163,7 +163,8 @@ def test_a_run_stopped_by_a_full_disk_says_so_in_one_line_and_resume_finishes_it
     error = failed.stderr.strip()
     assert error.count("\n") == 0 and error.startswith("error: no space left on the disk to write in "), error
     assert "resume=auto" in error and "Traceback" not in failed.stderr
-    assert not list(run_dir.rglob(".*"))  # no .tmp-step-*, no .model.tmp, no temporary file, no lock
+    assert [p.name for p in run_dir.rglob(".*")] == [".nlptransfer.json"]  # the marker; no .tmp-step-*, no
+    # .model.tmp, no temporary file, no lock
     assert not (run_dir / "metrics.json").exists()
 
     resumed, _ = drive(tmp_path, argv + ["resume=auto"], name="resumed")  # the space is free again

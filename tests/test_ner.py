@@ -123,7 +123,7 @@ def test_ner_end_to_end(strategy, tiny_model_dir, tmp_path):
     # the saved model (frozen: the real encoder back in place; lora: merged) predicts what the run predicted
     assert saved_model_tags(out / "model", predictions, 16, 4) == [r["predicted"] for r in predictions]
     assert (out / "adapter").is_dir() == (strategy == "lora")
-    assert not list(out.glob(".*"))  # no staging leftovers
+    assert [p.name for p in out.glob(".*")] == [".nlptransfer.json"]  # the marker; no staging leftovers
 
 
 def test_same_config_gives_the_same_results(tiny_model_dir, tmp_path):

@@ -77,7 +77,7 @@ def test_recipe_end_to_end(name, strategy, tiny_model_dir, tmp_path):
     assert [o["label"] for o in outputs] == [row["predicted"] for row in predictions[:3]]
 
     assert (out / "adapter").is_dir() == (strategy == "lora")
-    assert not list(out.glob(".*"))  # no staging leftovers
+    assert [p.name for p in out.glob(".*")] == [".nlptransfer.json"]  # the marker; no staging leftovers
 
 
 def test_lora_adapter_matches_the_merged_model(tiny_model_dir, tmp_path):

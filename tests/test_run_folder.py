@@ -16,6 +16,7 @@ import pytest
 
 from nlptransfer.errors import CheckpointError, ConfigError
 from nlptransfer.outputs import files, run_folder
+from nlptransfer.outputs.folders import MARKER
 from nlptransfer.outputs.run_folder import LOCK_FILE, RunFolder
 
 fork = pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="needs fork")
@@ -29,8 +30,9 @@ def use_lock_kind(monkeypatch, flock: bool) -> None:
 
 
 def make_run(folder: Path, finished: bool = True) -> None:
-    """A previous run's leftovers: what the library writes, plus a stray file."""
-    for name in ["checkpoints/epoch-1/model.safetensors", "model/config.json", "adapter/adapter_config.json",
+    """A previous run's leftovers: what the library writes (in a folder it marked), plus a stray file."""
+    (folder / MARKER).write_text('{"kind": "run"}')
+    for name in ["checkpoints/step-0000001/COMPLETE.json", "model/config.json", "adapter/adapter_config.json",
                  "tensorboard/events.out", "export/model.onnx"]:
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_text("old")
@@ -59,7 +61,7 @@ def snapshot(folder: Path) -> dict:
 
 
 def listing(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir())
+    return sorted(p.name for p in folder.iterdir() if p.name != MARKER)
 
 
 @pytest.fixture
@@ -90,11 +92,12 @@ def test_overwrite_removes_everything_the_previous_run_left(tmp_path, caplog):
     make_run(tmp_path)
     caplog.set_level(logging.INFO, logger="nlptransfer")
     with RunFolder(tmp_path).open(overwrite=True, resume=False) as run:
-        assert listing(tmp_path) == [LOCK_FILE]
+        assert listing(tmp_path) == sorted([".stray", LOCK_FILE])  # a file no run writes stays
         assert run.state() == "empty" and not run.finished
-    assert listing(tmp_path) == []
-    assert ("overwrite=true: removed the previous run's files: .stray, adapter, checkpoints, config.yaml, curves.png, "
+    assert listing(tmp_path) == [".stray"]
+    assert ("overwrite=true: removed the previous run's files: adapter, checkpoints, config.yaml, curves.png, "
             "export, metrics.json, model, predictions.jsonl, tensorboard, train.log") in caplog.text
+    assert "kept the files no run writes: .stray" in caplog.text
 
 
 def test_finished_run_is_refused_without_overwrite(tmp_path):
@@ -260,7 +263,7 @@ def test_racing_runs_have_exactly_one_winner(tmp_path, monkeypatch, flock, stale
         racer.join(20)
     assert sorted(outcome for outcome, _ in outcomes) == ["refused"] * 7 + ["won"], outcomes
     assert all("in use by another run" in message for outcome, message in outcomes if outcome == "refused")
-    assert listing(tmp_path) == []
+    assert listing(tmp_path) == [".stray"]
 
 
 @pytest.mark.parametrize("case", ["finished", "unfinished", "in use", "both flags", "file"])

@@ -33,6 +33,7 @@ from .. import strategies as registry
 from ..api import load_recipe
 from ..config import RunConfig, apply_overrides, describe, load_yaml, only_own_sections, to_yaml, validate
 from ..errors import ConfigError, TrainingError
+from ..outputs import folders
 from ..outputs.console import ConsoleHandler
 from .run import parse_args, parse_options, quiet_libraries, run_command
 
@@ -121,10 +122,10 @@ def compare(recipe: str, cfg: RunConfig | None = None, strategies: list[str] | s
     strategies = registry.names() if strategies is None else strategies
     strategies = strategy_list(strategies) if isinstance(strategies, str) else list(strategies)
     out = Path(output_dir or f"runs/compare-{cfg.recipe}-{datetime.now():%Y%m%d-%H%M%S}")
-    check_output_dir(out, "comparison", overwrite)
+    check_output_dir(out, comparison_folder(), overwrite, cfg)
     for strategy in strategies:  # a bad combination fails now, not after the first strategies trained
         validate(only_own_sections(dataclasses.replace(cfg, strategy=strategy)))
-    out.mkdir(parents=True, exist_ok=True)
+    folders.claim(out, comparison_folder())
     trained = entries(cfg, strategies, out, unadapted)
     for entry in trained:
         logger.info("compare: training %s (%d of %d)", entry.name, trained.index(entry) + 1, len(trained))
@@ -139,13 +140,28 @@ def compare(recipe: str, cfg: RunConfig | None = None, strategies: list[str] | s
     return trained
 
 
-def check_output_dir(out: Path, kind: str, overwrite: bool) -> None:
-    """Refuse a file (or a folder under a file) as the output folder, and a finished `kind` without overwrite."""
+def comparison_folder() -> folders.Kind:
+    """What compare writes in its folder (each strategy's run, config and log, the report): a folder with anything
+    else is not replaced."""
+    runs = (f"{name}{suffix}" for name in registry.names() for suffix in ("", "+mlm"))
+    return folders.Kind("comparison", ("report.md", "*.csv", "*.png", "*.yaml", "*.log", "adapted-encoder", *runs),
+                        ("report.md",))
+
+
+def check_output_dir(out: Path, kind: folders.Kind, overwrite: bool, cfg: RunConfig) -> None:
+    """Refuse a file (or a folder under a file) as the output folder, a folder of files `kind` does not write, a
+    finished `kind` without overwrite and, with it, a folder holding the runs' inputs; then check the data files and
+    mark the folder as `kind`'s: nothing is written before these checks pass."""
+    from ..pipeline import check_input_files
+
     blocking = next((path for path in (out, *out.absolute().parents) if path.is_file()), None)
     if blocking is not None:
         raise ConfigError(f"output_dir={out}: {blocking} is a file, not a folder; choose another output_dir")
+    folders.check_writable(out, kind, "output_dir", replacing=overwrite, inputs=folders.config_inputs(cfg))
     if (out / "report.md").exists() and not overwrite:
-        raise ConfigError(f"{out} already holds a {kind}; choose another output_dir or pass overwrite=true")
+        raise ConfigError(f"{out} already holds {folders.article(kind.name)}; choose another output_dir or pass "
+                          "overwrite=true")
+    check_input_files(cfg)
 
 
 def run_in_process_of_its_own(recipe: str, entry: Entry, out: Path) -> tuple[float, float]:

@@ -33,6 +33,7 @@ from pathlib import Path
 from ..api import load_recipe
 from ..config import RunConfig, only_own_sections, to_yaml, validate
 from ..errors import ConfigError
+from ..outputs import folders
 from .compare import check_output_dir, markdown_table, parse_tool_command, strategy_list, write_csv
 from .run import run_command
 
@@ -114,6 +115,11 @@ def strategy_names(cfg: RunConfig, strategies: str | None) -> list[str]:
     for name in names:
         validate(with_strategy(cfg, name, own_only=strategies is not None))
     return names
+
+
+CURVE = folders.Kind("curve", ("report.md", "*.csv", "*.png", "data", "adapted-encoder", "pretrained-*", "scratch-*"),
+                     ("report.md",))
+"""What curve writes in its folder: a folder with anything else is not replaced."""
 
 
 def with_strategy(cfg: RunConfig, name: str, own_only: bool) -> RunConfig:
@@ -241,7 +247,8 @@ def curve(recipe: str, cfg: RunConfig | None = None, sizes: str = "50,200,1000,a
         point_sizes = parse_per_class_sizes(sizes)
         extra = parse_per_class_sizes(scratch_sizes or sizes) if from_scratch else None
     out = Path(output_dir or f"runs/curve-{cfg.recipe}-{datetime.now():%Y%m%d-%H%M%S}")
-    check_output_dir(out, "curve", overwrite)
+    check_output_dir(out, CURVE, overwrite, cfg)
+    folders.claim(out, CURVE)
     if cfg.pretrain.mlm:  # adapt the encoder once; every pretrained point starts from it
         from ..adapt import adapted_config, default_folder
 

@@ -34,6 +34,7 @@ from .. import catalog, strategies
 from ..config import RunConfig, load_yaml, to_yaml
 from ..errors import ConfigError, HubError, ModelError
 from ..options import PushConfig
+from ..outputs import folders
 from ..outputs.files import write_json, write_text
 from ..outputs.model_files import LABELS_FILE, first_line
 from ..outputs.plots import PLOT_FILES
@@ -54,6 +55,10 @@ FIRST_DELAY = 2.0
 MAX_DELAY = 60.0
 MANAGED_FILES = ["*.safetensors", "*.bin", "*.json", "*.txt", "*.model", "*.yaml", "*.png", "README.md"]
 """Files an export owns in the repo: a new push deletes the ones it no longer has."""
+EXPORT = folders.Kind("export", (*MANAGED_FILES, "*.py", "*.pkl", "adapter", "1_Pooling", "2_Normalize"),
+                      ("training_config.yaml",))
+"""A hub-ready export folder: a new export replaces one (marked, or holding only what an export writes), never
+another folder."""
 
 
 def export_run(run_dir: str | Path, dest: str | Path, merged: bool = True, repo_id: str | None = None,
@@ -68,6 +73,7 @@ def export_run(run_dir: str | Path, dest: str | Path, merged: bool = True, repo_
     blocking = next((path for path in (dest, *dest.absolute().parents) if path.is_file()), None)
     if blocking is not None:
         raise ConfigError(f"cannot export to {dest}: {blocking} is a file, not a folder; choose another export_dir")
+    folders.check_writable(dest, EXPORT, "export_dir", replacing=True, inputs=[("RUN_DIR", run_dir)], whole=True)
     adapter_only = not merged
     strategy = strategies.get(cfg.strategy)
     if adapter_only and not strategy.adapter:
@@ -90,6 +96,7 @@ def export_run(run_dir: str | Path, dest: str | Path, merged: bool = True, repo_
         write_text(staging / "README.md", run_card(run_dir, repo_id=repo_id, adapter_only=adapter_only,
                                                    license=license))
         scrub_local_paths(staging, cfg, run_dir)
+        folders.claim(staging, EXPORT)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import IO
 
 from ..errors import CheckpointError, ConfigError
-from . import files
+from . import files, folders
 
 try:
     import fcntl
@@ -46,10 +46,17 @@ except ImportError:  # Windows: stale locks are told by pid alone
 
 logger = logging.getLogger("nlptransfer")
 
-LOCK_FILE = ".nlptransfer.lock"
+LOCK_FILE = folders.LOCKS
 STARTED_ONLY = {"config.yaml", "train.log"}
-"""What a run that failed before training leaves: re-running into it is safe without overwrite."""
+"""What a run that failed before training left (before such a folder was removed again): re-running into it is safe
+without overwrite."""
 FINISHED_MARKER = "metrics.json"
+UNTRAINED = {*STARTED_ONLY, "tensorboard"}
+"""What a run writes before it has trained anything worth keeping."""
+RUN = folders.Kind("run", ("config.yaml", "train.log", FINISHED_MARKER, "predictions.jsonl", "README.md", "model",
+                           "adapter", "checkpoints", "export", "adapted-encoder", "tensorboard", "*.png"),
+                  ("train.log", "config.yaml"))
+"""What a run writes at the top of its folder: overwrite=true removes these and nothing else."""
 
 _LOCK_ATTEMPTS = 20
 _BUSY_WAIT_S = 0.1  # how long a flock may stay busy before its holder counts as alive (a takeover takes far less)
@@ -59,6 +66,8 @@ _REFUSALS = {
     "unfinished": "output_dir={path} holds an unfinished run (killed?); resume it with resume=auto, "
                   "or pass overwrite=true to start afresh, or choose another output_dir",
     "finished": "output_dir={path} already holds a finished run; choose another output_dir or pass overwrite=true",
+    "unresumable": "output_dir={path} holds an unfinished run with no complete checkpoint to resume from (killed? a "
+                   "full disk?); start it afresh with overwrite=true, or choose another output_dir",
 }
 # The folders this process holds a lock on, by (device, inode): a second RunFolder on one of them is refused
 # without opening its lock file (on NFS, closing any descriptor of a file drops the process's locks on it).
@@ -74,6 +83,8 @@ class RunFolder:
         self._owner_pid: int | None = None
         self._key: tuple[int, int] | None = None
         self._record: dict = {}
+        self.created = False  # whether this run's open() found the folder missing or empty (discard() may empty it)
+        self._made = False  # whether it found it missing (discard() may remove the folder itself)
 
     def __repr__(self) -> str:
         return f"RunFolder({str(self.path)!r})"
@@ -99,26 +110,34 @@ class RunFolder:
         return (self.path / FINISHED_MARKER).is_file()
 
     def state(self) -> str:
-        """`missing`, `empty`, `started` (only STARTED_ONLY files), `unfinished` (no metrics.json) or `finished`.
+        """`missing`, `empty`, `foreign` (it holds files no run wrote, and is not marked as a run folder), `started`
+        (only STARTED_ONLY files), `unfinished` (no metrics.json) or `finished`.
 
-        The lock and its temporary files do not count: they belong to the lock, not to a run.
+        The lock, its temporary files and the folder's marker do not count; in a folder marked as a run's, neither
+        do files a run does not write (the user's own, which overwrite leaves alone).
         """
         self._refuse_file()
         if not self.path.exists():
             return "missing"
-        names = {entry.name for entry in self._run_entries()}
+        if not self._run_entries():
+            return "empty"
+        if not folders.is_of_kind(self.path, RUN):
+            return "foreign"
+        names = {entry.name for entry in self._run_entries() if RUN.wrote(entry.name)}
         if not names:
             return "empty"
         if FINISHED_MARKER in names:
             return "finished"
         return "started" if names <= STARTED_ONLY else "unfinished"
 
-    def open(self, *, overwrite: bool, resume: bool) -> RunFolder:
+    def open(self, *, overwrite: bool, resume: bool, inputs: list[tuple[str, str]] = ()) -> RunFolder:
         """Take the folder for a new run (`resume`: for the run it holds); checks first, writes nothing until they pass.
 
-        Refuses a file, overwrite with resume, a folder in use by another run, a run that neither overwrite nor
-        resume allows, and a resume with no run to resume. Then creates the folder, takes the lock and, with
-        `overwrite`, removes everything a previous run left. Returns self, to use in a `with` block.
+        Refuses a file, overwrite with resume, a folder in use by another run, a folder of files no run wrote, a run
+        that neither overwrite nor resume allows, a resume with no run to resume, and with `overwrite` a folder
+        holding one of `inputs` ((option, path): the run's data files, model, ...). Then creates the folder, marks it
+        as a run's, takes the lock and, with `overwrite`, removes what a previous run wrote (only that). Returns
+        self, to use in a `with` block.
         """
         if self.holds_lock:
             raise RuntimeError(f"{self!r}.open() was called twice")
@@ -128,6 +147,10 @@ class RunFolder:
                               "pass overwrite=true or resume=, not both")
         self._refuse_if_in_use()
         self._check_state(overwrite=overwrite, resume=resume)
+        if overwrite:
+            folders.check_writable(self.path, RUN, "output_dir", replacing=True, inputs=inputs)
+        state = self.state()
+        self.created, self._made = state in ("missing", "empty"), state == "missing"
         try:
             files.make_dir(self.path)
         except OSError as error:
@@ -136,6 +159,7 @@ class RunFolder:
         self.lock()
         try:
             self._check_state(overwrite=overwrite, resume=resume)  # again under the lock: a run may have ended
+            folders.claim(self.path, RUN)
             removed = self.clear() if overwrite else []
         except BaseException:
             self.release()
@@ -182,23 +206,36 @@ class RunFolder:
                 del _HOLDERS[self._key]
 
     def clear(self) -> list[str]:
-        """Remove every entry of the folder but the lock; return the names removed, sorted. Needs the lock.
+        """Remove what a run wrote in the folder (RUN.writes), never other files, the marker or the lock; return the
+        names removed, sorted. Needs the lock.
 
         metrics.json goes first, so a clear killed halfway never leaves a folder that looks finished.
         """
         if not self.holds_lock:
             raise RuntimeError(f"{self!r}.clear() needs the lock: call open() or lock() first")
-        entries = sorted(self._run_entries(), key=lambda entry: (entry.name != FINISHED_MARKER, entry.name))
-        for entry in entries:
-            try:
-                if entry.is_dir() and not entry.is_symlink():
-                    shutil.rmtree(entry)
-                else:
-                    entry.unlink()
-            except OSError as error:
-                raise ConfigError(f"overwrite=true cannot remove {entry} ({error.strerror}); remove it yourself "
-                                  "or choose another output_dir") from error
-        return sorted(entry.name for entry in entries)
+        finished = (self.path / FINISHED_MARKER).is_file()
+        (self.path / FINISHED_MARKER).unlink(missing_ok=True)
+        removed = folders.clear(self.path, RUN) + ([FINISHED_MARKER] if finished else [])
+        kept = folders.foreign(self.path, RUN)
+        if kept:
+            logger.info("overwrite=true: kept the files no run writes: %s", ", ".join(kept))
+        return sorted(removed)
+
+    def discard(self) -> None:
+        """After a failed run that saved nothing trained (only UNTRAINED entries): remove what it wrote, and the
+        folder if its open() created it, so that a refused run leaves nothing behind (a folder it did not create
+        keeps its other files; a checkpoint, a model or an adapted encoder is kept)."""
+        if not self.holds_lock or not self.created:
+            return
+        if not {entry.name for entry in self._run_entries() if RUN.wrote(entry.name)} <= UNTRAINED:
+            return
+        with contextlib.suppress(OSError, ConfigError):
+            folders.clear(self.path, RUN)
+            (self.path / folders.MARKER).unlink(missing_ok=True)
+        self.release()
+        if self._made:
+            with contextlib.suppress(OSError):
+                self.path.rmdir()  # only if empty: never another's files
 
     def write_config(self, text: str) -> None:
         """Write config.yaml atomically; call it once the run's checks have passed, so a refusal replaces nothing."""
@@ -244,14 +281,19 @@ class RunFolder:
                 else:
                     entry.unlink(missing_ok=True)
 
-    def _how_to_finish(self) -> str:
+    def _last_checkpoint(self) -> str | None:
+        """The name of the folder's last complete checkpoint (step-...), None without one."""
         from ..engine.checkpoint import MARKER, NAME  # the layout of checkpoints/ belongs to checkpoint.py
 
         folder = self.path / "checkpoints"
         steps = sorted(p.name for p in folder.iterdir() if NAME.match(p.name) and (p / MARKER).is_file()) \
             if folder.is_dir() else []
-        if steps:
-            return (f"finish the run with resume=auto: it goes on from the last checkpoint ({steps[-1]}), nothing "
+        return steps[-1] if steps else None
+
+    def _how_to_finish(self) -> str:
+        last = self._last_checkpoint()
+        if last is not None:
+            return (f"finish the run with resume=auto: it goes on from the last checkpoint ({last}), nothing "
                     "trained before it is redone")
         return ("run it again with overwrite=true: checkpoints were off (checkpoint.every_epoch=false), so the "
                 "trained weights are lost")
@@ -264,14 +306,18 @@ class RunFolder:
             raise ConfigError(f"output_dir={self.path}: {blocking} is a file, not a folder; choose another output_dir")
 
     def _run_entries(self) -> list[Path]:
-        return [entry for entry in self.path.iterdir() if not entry.name.startswith(LOCK_FILE)]
+        return folders.entries(self.path)
 
     def _check_state(self, *, overwrite: bool, resume: bool) -> None:
         state = self.state()
+        if state == "foreign":
+            folders.check_writable(self.path, RUN, "output_dir")  # raises: names the files no run wrote
         holds_run = state in ("unfinished", "finished")
         if resume and not holds_run:
             raise CheckpointError(f"resume=auto: {self.path} holds no run to resume; drop resume= to start a new run")
         if holds_run and not (overwrite or resume):
+            if state == "unfinished" and self._last_checkpoint() is None:
+                state = "unresumable"
             raise ConfigError(_REFUSALS[state].format(path=self.path))
 
     def _refuse_if_in_use(self) -> None:
