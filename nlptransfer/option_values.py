@@ -8,7 +8,7 @@ option's type decides:
   text null);
 - `null` unsets an optional option (`X | None`) of any type; an option that cannot be unset refuses it;
 - a `bool` takes true/false, yes/no, on/off, 1/0;
-- `int` and `float` options take numbers (`3`, `1e-5`, `1_000`; an `int` also `1e3`), nothing else;
+- `int` options take whole numbers (`3`, `1_000`), `float` options numbers (`0.5`, `1e-5`), nothing else;
 - lists and mappings are written in YAML's flow style (`[a, b]`, `{sport: 'sports and athletes'}`), their
   items read by the item type as above (a label named `no` or `null` stays that text);
 - an option typed `Any` (`loss.class_weights`) reads numbers as numbers and the rest as text.
@@ -160,19 +160,10 @@ def to_bool(value: Any, hint: Any, key: str) -> bool:
 def to_number(value: Any, target: type, hint: Any, key: str) -> int | float:
     text = str(value).strip() if isinstance(value, str) else None
     try:
-        number = float(text) if target is float else int(text)
+        return float(text) if target is float else int(text)
     except (TypeError, ValueError):
-        number = None
-        if target is int and text is not None:  # 1e3
-            try:
-                as_float = float(text)
-                number = int(as_float) if math.isfinite(as_float) and as_float.is_integer() else None
-            except ValueError:
-                pass
-    if number is None:
         kind = "a whole number" if target is int else "a number"
-        raise ConfigError(f"bad value for '{key}': '{value}' is not {kind}; {example(hint, key)}")
-    return number
+        raise ConfigError(f"bad value for '{key}': '{value}' is not {kind}; {example(hint, key)}") from None
 
 
 def natural(value: Any) -> Any:

@@ -83,6 +83,7 @@ def test_every_command_reads_its_options_by_type(options, item, field, expected)
 
 @pytest.mark.parametrize("item, fragment", [
     ("train.max_steps=12:30", "'12:30' is not a whole number"),
+    ("train.epochs=1.0", "'1.0' is not a whole number"),
     ("train.epochs=two", "bad value for 'train.epochs'"),
     ("train.lr=[", "'[' is not a number"),
     ("train.speedups=maybe", "'maybe' is not true or false"),
@@ -100,7 +101,7 @@ def test_values_a_type_cannot_take_are_one_line_errors(item, fragment):
 
 
 def test_numbers_by_type():
-    cfg = apply_overrides(sentiment.Config(), ["train.epochs=1e1", "train.lr=1e-4", "data.max_length=1_024",
+    cfg = apply_overrides(sentiment.Config(), ["train.epochs=10", "train.lr=1e-4", "data.max_length=1_024",
                                                "loss.class_weights=[1, 2.5, 3]", "loss.class_weights=balanced"])
     assert cfg.train.epochs == 10 and type(cfg.train.epochs) is int and cfg.train.lr == 1e-4
     assert cfg.data.max_length == 1024 and cfg.loss.class_weights == "balanced"
