@@ -24,7 +24,7 @@ __all__ = [
 ]
 
 _LAZY = {"run": "api", "load_model": "api", "load_recipe": "api", "recipe_names": "api", "Results": "pipeline",
-         "Callback": "engine.loop"}
+         "Callback": "engine.hooks"}
 
 
 def __getattr__(name: str):

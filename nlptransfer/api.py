@@ -28,19 +28,16 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import DataConfig, RunConfig, validate
 from .config import _merge as merge_section
-from .data.memory import in_memory_source
-from .engine.loop import Callback
+from .engine.hooks import Callback
 from .errors import ConfigError
-from .models import load_tokenizer
-from .outputs import console
-from .pipeline import Inputs, Results
-from .pipeline import run as run_pipeline
-from .predictor import Predictor
-from .predictor import load_model as load_predictor
+
+if TYPE_CHECKING:  # torch, transformers and pandas load when a run starts, not with `recipe_names` or `--help`
+    from .pipeline import Results
+    from .predictor import Predictor
 
 __all__ = ["load_model", "load_recipe", "recipe_names", "run"]
 
@@ -81,6 +78,8 @@ def load_recipe(name: str) -> ModuleType:
 def load_model(location: str | Path, base_model: str | None = None, runtime: str = "torch") -> Predictor:
     """A `Predictor` (`.predict(texts)`) for a run folder, a model folder, an adapter folder or a hub id;
     `runtime=int8|onnx|onnx-int8` for faster approximate serving on CPU (`nlptransfer.runtimes`)."""
+    from .predictor import load_model as load_predictor
+
     return load_predictor(location, base_model=base_model, runtime=runtime)
 
 
@@ -97,7 +96,10 @@ def run(cfg: RunConfig | None = None, *, recipe: str | None = None, data: Any = 
     `options`: any other option by keyword, sections as dicts (`strategy="lora", train={"epochs": 1}`).
     Everything is checked before the run folder is written: a mistake is a one-line `NlpTransferError`.
     """
-    console.quiet_libraries()  # as the CLI does: before a model or tokenizer is loaded or saved here
+    from .data.memory import in_memory_source
+    from .pipeline import Inputs
+    from .pipeline import run as run_pipeline
+
     module = load_recipe(recipe) if recipe else None
     cfg = cfg if cfg is not None else (module.Config() if module else RunConfig())
     if model is not None and isinstance(model, str | Path):
@@ -133,6 +135,9 @@ def configure(cfg: RunConfig, options: dict, data_options: dict | DataConfig | N
     check_option_names(cfg, options)
     changes = {key: merged(getattr(cfg, key), value, key) for key, value in options.items()}
     data_section = merged(changes.get("data", cfg.data), data_options, "data")
+    if in_memory and (named := data_sources(data_options)):
+        raise ConfigError(f"data= gives the data and data_options names {named[0]} too; pass one of them (for the "
+                          "file or corpus, drop data=)")
     if in_memory:
         data_section = dataclasses.replace(data_section, name=None, config=None, train_file=None,
                                            validation_file=None, test_file=None)
@@ -144,6 +149,13 @@ def configure(cfg: RunConfig, options: dict, data_options: dict | DataConfig | N
         raise ConfigError("pretrain.mlm with in-memory data needs its texts in a file: set "
                           "pretrain.text_file=<a .txt or table file>")
     return validate(cfg)
+
+
+def data_sources(data_options: dict | DataConfig | None) -> list[str]:
+    """The files and corpus that `data_options` names (`data.train_file='x.csv'`): data= would replace them."""
+    given = dataclasses.asdict(data_options) if isinstance(data_options, DataConfig) else (data_options or {})
+    return [f"data.{key}={given[key]!r}" for key in ("train_file", "validation_file", "test_file", "name", "config")
+            if given.get(key) is not None]
 
 
 def merged(current: Any, value: Any, name: str) -> Any:
@@ -186,6 +198,8 @@ def with_model_object(cfg: RunConfig, model: Any, tokenizer: Any, folder: Path) 
     if tokenizer is None:
         raise ConfigError("model= is a model object: pass its tokenizer too (tokenizer=AutoTokenizer...)")
     if isinstance(tokenizer, str | Path):
+        from .models import load_tokenizer
+
         tokenizer = load_tokenizer(str(tokenizer), cfg.trust_remote_code)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)

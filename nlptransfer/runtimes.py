@@ -31,57 +31,20 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
-import torch
-from torch import nn
-from transformers import PretrainedConfig
-from transformers.utils import ModelOutput
+from typing import TYPE_CHECKING
 
 from .errors import ConfigError, ModelError
-from .models import saved_config
 from .outputs.files import write_bytes, write_json
 from .outputs.model_files import first_line
+
+if TYPE_CHECKING:  # torch loads when a model is prepared, opened or exported, not with predict's --help
+    from torch import nn
+
+    from .engine.onnx_model import OnnxModel
 
 EXPORT_FOLDER = "onnx"
 EXPORT_RECORD = "export.json"
 INSTALL = "pip install 'nlptransfer[serve]'"
-
-
-@dataclass
-class OnnxOutput(ModelOutput):
-    logits: torch.Tensor | None = None
-
-
-class OnnxModel(nn.Module):
-    """An onnxruntime session behind what predict's tasks and transformers' pipelines call on a model:
-    `config`, `device`, `forward(input_ids, attention_mask, token_type_ids).logits`."""
-
-    def __init__(self, session, config: PretrainedConfig):
-        super().__init__()
-        self.session, self.config = session, config
-        self.input_names = [given.name for given in session.get_inputs()]
-
-    @property
-    def device(self) -> torch.device:
-        return torch.device("cpu")
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return torch.float32
-
-    def can_generate(self) -> bool:
-        return False
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                token_type_ids: torch.Tensor | None = None, **unused) -> OnnxOutput:
-        given = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
-        defaults = {"attention_mask": torch.ones_like, "token_type_ids": torch.zeros_like}
-        feed = {name: (given.get(name) if given.get(name) is not None else defaults[name](input_ids))
-                for name in self.input_names}
-        logits = self.session.run(["logits"], {name: value.cpu().numpy().astype(np.int64)
-                                               for name, value in feed.items()})[0]
-        return OnnxOutput(logits=torch.from_numpy(logits))
 
 
 @dataclass(frozen=True)
@@ -110,6 +73,9 @@ class Int8(Runtime):
 class Onnx(Runtime):
     def open(self, model_dir: Path) -> OnnxModel:
         """The exported graph in an onnxruntime session, with the model's config (labels, problem type)."""
+        from .engine.onnx_model import OnnxModel
+        from .models import saved_config
+
         ort = require("onnxruntime", f"runtime={self.name}")
         path = model_dir / self.file
         check_export(model_dir, self)
@@ -156,6 +122,8 @@ def require(module: str, what: str):
 def quantize_int8(model: nn.Module) -> nn.Module:
     """Every `nn.Linear` of `model` as a dynamically quantized int8 one, in place (weights per output channel:
     per-tensor weights lost more accuracy on the sentiment model, see benchmarks/PREDICT.md)."""
+    import torch
+    from torch import nn
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
     with warnings.catch_warnings():
@@ -235,6 +203,7 @@ def export(model: nn.Module, tokenizer, model_dir: Path, formats: list[str]) -> 
         written.append(model_dir / REGISTRY["onnx-int8"].file)
         write_bytes(written[-1], quantized_graph(fp32, folder))
     import onnxruntime
+    import torch
 
     write_json(folder / EXPORT_RECORD, {"weights_sha256": weights_digest(model_dir),
                                         "files": {path.relative_to(model_dir).as_posix(): file_digest(path)
@@ -245,6 +214,8 @@ def export(model: nn.Module, tokenizer, model_dir: Path, formats: list[str]) -> 
 
 def onnx_graph(model: nn.Module, tokenizer) -> bytes:
     """The model as an ONNX graph (inputs: the tokenizer's, output: `logits`; batch and sequence dynamic)."""
+    import torch
+
     sample = dict(tokenizer(["a sample text of a few words", "a short one"], padding=True, return_tensors="pt"))
     names = [name for name in ("input_ids", "attention_mask", "token_type_ids") if name in sample]
     batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")

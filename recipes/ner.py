@@ -8,10 +8,12 @@ F1 (strict IOB2, per type and overall). Needs no network; a few minutes on a lap
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from nlptransfer.config import DataConfig, RunConfig, TrainConfig
-from nlptransfer.pipeline import Inputs, Results
-from nlptransfer.pipeline import run as run_pipeline
+
+if TYPE_CHECKING:
+    from nlptransfer.pipeline import Inputs, Results
 
 # With train.lr=null, the learning rate per strategy, measured on this data (4 epochs, test entity F1):
 # full 1e-4 (0.47); lora 2e-3 (0.45; 5e-4 gives 0.25); frozen 1e-2 (0.27; 1e-3 gives 0.16).
@@ -30,6 +32,8 @@ class Config(RunConfig):
 
 
 def run(cfg: Config | None = None, inputs: Inputs | None = None) -> Results:
+    from nlptransfer.pipeline import run as run_pipeline  # torch loads with a run, not with --help
+
     cfg = cfg or Config()
     measured_lr = LEARNING_RATES.get(cfg.strategy)
     if cfg.train.lr is None and measured_lr is not None:

@@ -7,10 +7,12 @@ seeded sample of 4000 of them (2 epochs, about 3 minutes on 2 CPU cores) and tes
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from nlptransfer.config import DataConfig, RunConfig, TrainConfig
-from nlptransfer.pipeline import Inputs, Results
-from nlptransfer.pipeline import run as run_pipeline
+
+if TYPE_CHECKING:
+    from nlptransfer.pipeline import Inputs, Results
 
 
 @dataclass
@@ -24,4 +26,6 @@ class Config(RunConfig):
 
 
 def run(cfg: Config | None = None, inputs: Inputs | None = None) -> Results:
+    from nlptransfer.pipeline import run as run_pipeline  # torch loads with a run, not with --help
+
     return run_pipeline(cfg or Config(), inputs)

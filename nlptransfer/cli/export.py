@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from .. import runtimes
 from ..errors import ConfigError
 from ..outputs.console import quiet_libraries
-from ..predictor import export_model
 from .run import parse_args, parse_options, run_command, usage_exit
 
 
@@ -42,6 +41,8 @@ def export_command(argv: list[str]) -> int:
                             [item for item in overrides if "=" in item])
     if not options.model:
         raise ConfigError("pass the model folder: python -m nlptransfer.export RUN_OR_MODEL_DIR [formats=...]")
+    from ..predictor import export_model  # torch loads here: --help and option errors answer at once
+
     quiet_libraries()
     written = export_model(options.model, [name.strip() for name in options.formats.split(",") if name.strip()])
     if not flags["quiet"]:

@@ -19,7 +19,6 @@ from ..errors import ConfigError, DataError
 from ..outputs.console import quiet_libraries
 from ..outputs.files import write_jsonl
 from ..outputs.model_files import first_line
-from ..predictor import check_batch_size, load_model
 from .run import parse_args, parse_options, run_command, usage_exit
 
 
@@ -201,10 +200,12 @@ def check_options(options: PredictOptions) -> None:
         raise ConfigError("text_pair_column= goes with input=; with text= pass the pair text: text_pair=")
     if options.text_pair is not None and not options.text_pair.strip():
         raise ConfigError('text_pair= is empty; pass the second text, e.g. text_pair="..."')
-    check_batch_size(options.batch_size)
     runtimes.get(options.runtime)
     if options.output:
         check_output(options.output, options.input)
+    from ..predictor import check_batch_size  # torch loads here: the checks above answer at once
+
+    check_batch_size(options.batch_size)
 
 
 def check_output(output: str, source: str | None) -> None:
@@ -251,6 +252,8 @@ def predict_command(argv: list[str]) -> int:
     if empty and not flags["quiet"]:
         print(f"warning: {len(empty)} of {len(rows_in.texts)} input texts are empty (the first in row {empty[0]}); "
               "their predictions read no text", file=sys.stderr)
+    from ..predictor import load_model
+
     predictor = load_model(options.model, base_model=options.base_model, runtime=options.runtime)
     predictions = predictor.predict(rows_in.texts, all_scores=options.all_scores, batch_size=options.batch_size,
                                     text_pairs=rows_in.pairs)

@@ -14,11 +14,12 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 from pathlib import Path
-from typing import Any
-
-from accelerate import Accelerator
+from typing import TYPE_CHECKING, Any
 
 from .plots import scalar_metrics
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
 
 TRACKERS = ("tensorboard", "wandb", "mlflow")
 """Values of `log_with` besides `none`."""

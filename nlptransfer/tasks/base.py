@@ -13,9 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import numpy as np
-
-if TYPE_CHECKING:  # torch and transformers load when a task works, not when the config reads its checks
+if TYPE_CHECKING:  # numpy, torch and transformers load when a task works, not when the config reads its checks
+    import numpy as np
     from accelerate import Accelerator
     from torch import nn
     from torch.utils.data import DataLoader
@@ -151,4 +150,6 @@ class Task:
 
 
 def sigmoid(logits: np.ndarray) -> np.ndarray:
+    import numpy as np
+
     return 1 / (1 + np.exp(-logits))

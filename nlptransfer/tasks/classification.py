@@ -13,13 +13,13 @@ import logging
 import math
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from ..errors import ConfigError
 from ..options import LONG_TEXT, POOLING
 from .base import Task, TestOutcome, sigmoid
 
-if TYPE_CHECKING:  # the data, engine and metrics modules (pandas, torch, evaluate) load when the task works
+if TYPE_CHECKING:  # numpy and the data, engine and metrics modules (pandas, torch, evaluate) load when the task works
+    import numpy as np
+
     from ..data.classification import ClassificationData, TextSplit
     from ..engine.batches import EncodedSplit
 
@@ -41,6 +41,8 @@ def fixed_threshold(cfg) -> float | None:
 
 def targets(split: TextSplit, data: ClassificationData) -> np.ndarray:
     """A split's labels as an array: label ids, or multi-hot rows for multi-label data."""
+    import numpy as np
+
     from ..engine import batches
 
     if not data.multilabel:
@@ -64,6 +66,8 @@ def sample(split: TextSplit, limit: int) -> TextSplit:
     """At most `limit` examples of a split: a seeded sample in the split's order."""
     if len(split) <= limit:
         return split
+    import numpy as np
+
     return split.take(np.sort(np.random.default_rng(0).choice(len(split), limit, replace=False)))
 
 
@@ -255,6 +259,7 @@ class Classification(Task):
 
     def prediction_rows(self, data: ClassificationData, outcome: TestOutcome) -> list[dict]:
         """predictions.jsonl: each test text (and pair) with its gold and predicted label(s) and scores."""
+        import numpy as np
         import torch
 
         names, test_logits = data.label_names, outcome.predictions
@@ -357,6 +362,8 @@ def class_probabilities(predictor, texts: list[str], pairs: list[str] | None, ba
 
 
 def classification_row(predictor, probabilities: np.ndarray, all_scores: bool) -> dict:
+    import numpy as np
+
     names = predictor.label_names
     scores = {name: round(float(p), 6) for name, p in sorted(zip(names, probabilities), key=lambda x: -x[1])}
     if predictor.multilabel:
