@@ -293,3 +293,30 @@ def test_help_documents_the_distributions(capsys):
                  "validation train.metric_for_best", "best.yaml"):
         assert text in out
     assert Dimension("train.lr", "loguniform", (1e-5, 1e-3)).text == "train.lr=loguniform(1e-05,0.001)"
+
+
+def test_the_plots_name_the_metric_and_show_option_names_whole(tmp_path, monkeypatch):
+    """Not Optuna's "Objective Value", and `head.pooling` not cut to "ad.pooling" at the figure's edge."""
+    import optuna
+
+    from nlptransfer.cli import sweep
+    from nlptransfer.outputs import plots
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(lambda t: {"mean": 0.5, "cls": 0.3, "max": 0.4}[t.suggest_categorical("head.pooling", [
+        "mean", "cls", "max"])] + 100 * t.suggest_float("train.lr", 1e-5, 1e-3, log=True), n_trials=8)
+    saved = {}
+    monkeypatch.setattr(plots, "save_figure", lambda figure, path: saved.setdefault(path.name, figure))
+    sweep.write_plots(study, tmp_path, "validation accuracy")
+    history, importances = saved["optimization_history.png"], saved["param_importances.png"]
+    assert history.axes[0].get_ylabel() == "validation accuracy"
+    assert "validation accuracy" in importances.axes[0].get_xlabel()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(importances)  # pyplot.close left the figure without one
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    names = {label.get_text(): label.get_window_extent(renderer) for label in importances.axes[0].get_yticklabels()}
+    assert {"head.pooling", "train.lr"} <= set(names)
+    assert all(box.x0 >= 0 for box in names.values())

@@ -148,7 +148,7 @@ def write_report(study: optuna.Study, space: tuning.SearchSpace, cfg: RunConfig,
              "test split, as any run does, but the sweep reads none of those scores except the best trial's, stated "
              "once below, after the choice was made.", "",
              *markdown_table(headers, body), "", *best_section(study, space, cfg, out), "",
-             *write_plots(study, out), ""]
+             *write_plots(study, out, f"validation {metric}"), ""]
     write_text(out / "report.md", "\n".join(lines))
     logger.info("sweep: report in %s", out / "report.md")
 
@@ -171,8 +171,9 @@ def best_section(study: optuna.Study, space: tuning.SearchSpace, cfg: RunConfig,
             "test scores this sweep reads: " + ", ".join(f"{key} {value:.4f}" for key, value in test.items()) + "."]
 
 
-def write_plots(study: optuna.Study, out: Path) -> list[str]:
-    """Optuna's optimization history and parameter importances as PNGs; the report's lines for them."""
+def write_plots(study: optuna.Study, out: Path, target: str = "validation metric") -> list[str]:
+    """Optuna's optimization history and parameter importances as PNGs, their axes naming `target` (the metric)
+    and the options in full; the report's lines for them."""
     import matplotlib
     from matplotlib import pyplot
     from optuna.trial import TrialState
@@ -190,22 +191,29 @@ def write_plots(study: optuna.Study, out: Path) -> list[str]:
         warnings.simplefilter("ignore")
         if not complete:
             return lines + ["No complete trial: nothing to plot."]
-        axes = optuna_plots.plot_optimization_history(study)
-        save_figure(axes.figure, out / HISTORY_PLOT)
+        axes = optuna_plots.plot_optimization_history(study, target_name=target)
+        save_figure(fitted(axes.figure), out / HISTORY_PLOT)
         pyplot.close(axes.figure)
         lines += [f"![optimization history: each complete trial's value and the best so far]({HISTORY_PLOT})", ""]
         if len(complete) < 2 or not varying:
             return lines + [f"Parameter importances not drawn: they need at least 2 complete trials (here "
                             f"{len(complete)}) in which some parameter takes more than one value."]
         try:
-            axes = optuna_plots.plot_param_importances(study)
+            axes = optuna_plots.plot_param_importances(study, target_name=target)
         except (RuntimeError, ValueError) as e:  # e.g. all values equal: nothing to attribute
             return lines + [f"Parameter importances not drawn: {str(e).splitlines()[0]}"]
-        save_figure(axes.figure, out / IMPORTANCE_PLOT)
+        axes.set_xlabel(f"importance for {target}")
+        save_figure(fitted(axes.figure), out / IMPORTANCE_PLOT)
         pyplot.close(axes.figure)
     return lines + [f"![parameter importances]({IMPORTANCE_PLOT})", "",
                     f"Parameter importances by Optuna's default evaluator over the {len(complete)} complete trials: "
                     "rough with few trials (PED-ANOVA, the default since Optuna 5, wants 5 or more in its top 10%)."]
+
+
+def fitted(figure):
+    """The figure laid out to hold its labels: Optuna's leaves long option names (`head.pooling`) cut at the left."""
+    figure.tight_layout()
+    return figure
 
 
 def main(argv: list[str] | None = None) -> int:
