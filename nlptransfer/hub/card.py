@@ -249,7 +249,7 @@ def results_section(cfg: RunConfig, metrics: dict) -> str:
 
 
 FIGURES = {
-    CURVES: "Training loss and validation metrics per epoch",
+    CURVES: "Training loss and (with a validation split) validation metrics per epoch",
     CONFUSION_MATRIX: "Test confusion matrix, normalized per true class",
     ENTITY_F1: "Test F1 per entity type",
 }
