@@ -8,7 +8,8 @@ and returns a `Predictor` around a transformers pipeline:
     load_model("runs/sentiment-lora-...").predict(["what a great day"])
     # [{"text": "what a great day", "label": "positive", "score": 0.93}]
 
-Token-classification models return `entities` with their type, character span, score and words.
+Token-classification models return `entities` with their type, character span, score and words. An ensemble
+folder (`nlptransfer.ensemble`) loads as an `EnsemblePredictor`: its members, combined as the ensemble says.
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ from pathlib import Path
 import torch
 from transformers import Pipeline, PreTrainedModel, pipeline
 
-from . import catalog, models, runtimes, tasks
+from . import catalog, combiners, models, runtimes, tasks
 from .config import RunConfig, load_yaml
 from .engine import speed
 from .errors import ConfigError, DataError, ModelError
 from .modeling_nlptransfer import PooledForSequenceClassification
+from .outputs import folders
 from .outputs.model_files import adapter_labels, first_line
 
 HUB_IGNORE = ["*.h5", "*.msgpack", "*.onnx", "*.ot", "*.tflite", "onnx/*", "openvino/*", *models.PICKLE_WEIGHTS]
@@ -70,6 +72,44 @@ class Predictor:
             return []
         return tasks.get(self.task).predict_texts(self, texts, pairs, all_scores, batch_size)
 
+    def probabilities(self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 32):
+        """Per text, every label's probability (a numpy array; tasks whose models give one, see `Task.ensembles`)."""
+        return tasks.get(self.task).text_probabilities(self, texts, pairs, batch_size)
+
+
+@dataclass
+class EnsemblePredictor:
+    """An ensemble folder's finished runs, each predicting, their probabilities combined by the ensemble's method;
+    answers `predict` as a `Predictor` of their task does."""
+
+    members: list[Predictor]
+    method: str
+    """A `combiners` method: mean, weights, stack."""
+    params: dict
+    """The method's parameters as ensemble.json holds them (weights, the meta-classifier's coefficients)."""
+    source: str
+    """The ensemble folder."""
+    settings: dict = field(default_factory=dict)
+    """Multi-label: the ensemble's own thresholds (tuned on the validation split)."""
+
+    @property
+    def task(self) -> str:
+        return self.members[0].task
+
+    @property
+    def label_names(self) -> list[str]:
+        return self.members[0].label_names
+
+    @property
+    def multilabel(self) -> bool:
+        return self.members[0].multilabel
+
+    def probabilities(self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 32):
+        each = [member.probabilities(texts, pairs, batch_size) for member in self.members]
+        return combiners.get(self.method).combine(self.params, each, self.multilabel)
+
+    predict = Predictor.predict
+
 
 def check_batch_size(batch_size) -> None:
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -85,6 +125,8 @@ def load_model(location: str | Path, base_model: str | None = None, runtime: str
     """
     serving = runtimes.get(runtime)
     folder = local_folder(str(location))
+    if folders.kind_of(folder) in FOLDER_LOADERS:  # a folder of another kind than a model's: an ensemble
+        return FOLDER_LOADERS[folders.kind_of(folder)](folder, runtime)
     kind, model_dir = find_model(folder, str(location))
     if serving.file:
         model, task = open_exported(model_dir, kind, serving, base_model)
@@ -283,3 +325,36 @@ def input_limits(model: PreTrainedModel, tokenizer_limit: int, cfg: RunConfig | 
     max_length = min(tokenizer_limit, model_limit, cfg.data.max_length if cfg else saved.get("max_length", model_limit))
     stride = cfg.data.stride if cfg else saved.get("stride", 16)
     return max_length, min(stride, max_length // 4)
+
+
+ENSEMBLE_FILE = "ensemble.json"
+"""An ensemble folder's members (paths relative to it), method, parameters and labels."""
+
+
+def load_ensemble(folder: Path, runtime: str = "torch") -> EnsemblePredictor:
+    """The `EnsemblePredictor` of an ensemble folder: each member run loaded as `load_model` loads it."""
+    spec_file = folder / ENSEMBLE_FILE
+    if not (folder / "metrics.json").is_file() or not spec_file.is_file():
+        raise ModelError(f"{folder} is an unfinished ensemble (no metrics.json or {ENSEMBLE_FILE}); build it again "
+                         "with python -m nlptransfer.ensemble RUN1 RUN2 ... output_dir=" + str(folder))
+    try:
+        spec = json.loads(spec_file.read_text(encoding="utf-8"))
+        paths = [folder / member for member in spec["members"]]
+        method, params, label_names = spec["method"], spec["params"], spec["label_names"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise ModelError(f"{spec_file} is not an ensemble nlptransfer wrote ({first_line(e)}); build it again "
+                         "with python -m nlptransfer.ensemble") from None
+    missing = [str(path) for path in paths if not path.is_dir()]
+    if missing:
+        raise ModelError(f"the ensemble {folder} names member runs that are gone ({', '.join(missing)}); keep its "
+                         "members where they were (their paths are relative to the ensemble folder)")
+    members = [load_model(path, runtime=runtime) for path in paths]
+    if any(member.label_names != label_names for member in members):
+        raise ModelError(f"a member of the ensemble {folder} now predicts other labels than {label_names}; "
+                         "build the ensemble again")
+    return EnsemblePredictor(members=members, method=method, params=params, source=str(folder),
+                             settings={"thresholds": spec["thresholds"]} if spec.get("thresholds") else {})
+
+
+FOLDER_LOADERS = {folders.ENSEMBLE.name: load_ensemble}
+"""What `load_model` returns for a folder the toolkit marked as one of these kinds (outputs/folders.py)."""

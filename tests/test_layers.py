@@ -17,16 +17,17 @@ RECIPES = Path(__file__).parent.parent / "recipes"
 
 LAYERS = [  # top first: a module may import modules of its own layer (no circle) or of any layer below
     ("cli", ["nlptransfer.cli", "nlptransfer.run", "nlptransfer.predict", "nlptransfer.push", "nlptransfer.compare",
-             "nlptransfer.curve", "nlptransfer.sweep", "nlptransfer.export", "nlptransfer.__main__"]),
+             "nlptransfer.curve", "nlptransfer.sweep", "nlptransfer.export", "nlptransfer.ensemble",
+             "nlptransfer.__main__"]),
     ("api", ["nlptransfer.api", "nlptransfer"]),
     ("workflows", ["nlptransfer.pipeline", "nlptransfer.adapt", "nlptransfer.predictor", "nlptransfer.tuning",
-                   "nlptransfer.runtimes"]),
+                   "nlptransfer.runtimes", "nlptransfer.ensembles"]),
     ("hub", ["nlptransfer.hub"]),
     ("config", ["nlptransfer.config"]),
     ("parts", ["nlptransfer.tasks", "nlptransfer.strategies"]),
     ("machinery", ["nlptransfer.engine", "nlptransfer.outputs"]),
     ("core", ["nlptransfer.data", "nlptransfer.models", "nlptransfer.catalog", "nlptransfer.metrics",
-              "nlptransfer.pooling"]),
+              "nlptransfer.pooling", "nlptransfer.combiners"]),
     ("base", ["nlptransfer.options", "nlptransfer.option_values", "nlptransfer.errors", "nlptransfer.metric_modules",
               "nlptransfer.modeling_nlptransfer",
               "nlptransfer.outputs.files"]),  # atomic writes (stdlib only): data/arrow.py writes its tables with them

@@ -1,4 +1,4 @@
-"""The `nlptransfer` console script: `nlptransfer run|predict|export|push|compare|curve|sweep [options]`.
+"""The `nlptransfer` console script: `nlptransfer run|predict|export|push|compare|curve|sweep|ensemble [options]`.
 
 Each subcommand is the module of the same name (`python -m nlptransfer.run ...` works too);
 `nlptransfer recipe=sentiment ...` without a subcommand runs, as before.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-COMMANDS = ("run", "predict", "export", "push", "compare", "curve", "sweep")
+COMMANDS = ("run", "predict", "export", "push", "compare", "curve", "sweep", "ensemble")
 
 USAGE = f"""usage: nlptransfer {{{','.join(COMMANDS)}}} [options]   (add --help after a command for its options)
   nlptransfer run recipe=sentiment strategy=lora
@@ -18,7 +18,8 @@ USAGE = f"""usage: nlptransfer {{{','.join(COMMANDS)}}} [options]   (add --help 
   nlptransfer push runs/<run> repo_id=user/name
   nlptransfer compare recipe=sentiment strategies=full,lora
   nlptransfer curve recipe=topic sizes=50,200,all
-  nlptransfer sweep recipe=sentiment trials=20 'train.lr=loguniform(1e-5,1e-3)'"""
+  nlptransfer sweep recipe=sentiment trials=20 'train.lr=loguniform(1e-5,1e-3)'
+  nlptransfer ensemble runs/<run1> runs/<run2> method=weights   (then predict model=<the ensemble folder>)"""
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -41,6 +41,11 @@ class Kind:
                                                                        for pattern in self.writes)
 
 
+ENSEMBLE = Kind("ensemble", ("ensemble.json", "metrics.json", "predictions.jsonl", "report.md", "README.md", "*.png"),
+                ("ensemble.json",))
+"""An ensemble of finished runs (`nlptransfer.ensemble`): what it writes; `nlptransfer.predict` serves the folder."""
+
+
 def entries(folder: Path) -> list[Path]:
     """The folder's entries but the marker and the lock's files."""
     return [entry for entry in Path(folder).iterdir() if entry.name != MARKER and not entry.name.startswith(LOCKS)]

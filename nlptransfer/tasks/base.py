@@ -55,6 +55,8 @@ class Task:
     learning_curves: ClassVar[bool] = False
     """`curve` can draw learning curves of this task (it writes the fixed splits as single-label tables)."""
     """Extra options of `from_pretrained` (e.g. the multi-label problem type)."""
+    ensembles: ClassVar[bool] = False
+    """Its models give each text every label's probability (`text_probabilities`): `ensemble` combines them."""
 
     card_metrics: ClassVar[list[tuple[str, str, str]]]
     """The model card's overall test metrics: (hub metric type, key in metrics.json "test", display name)."""
@@ -138,6 +140,10 @@ class Task:
     def predict_texts(self, predictor, texts: list[str], pairs: list[str] | None, all_scores: bool,
                       batch_size: int) -> list[dict]:
         """The rows `Predictor.predict` returns for this task's models."""
+        raise NotImplementedError
+
+    def text_probabilities(self, predictor, texts: list[str], pairs: list[str] | None, batch_size: int) -> np.ndarray:
+        """Per text, every label's probability as the model predicts it (what an ensemble combines)."""
         raise NotImplementedError
 
     def split_texts(self, split) -> list[str]:

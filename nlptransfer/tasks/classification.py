@@ -91,6 +91,7 @@ class Classification(Task):
     pooled_head = True
     multilabel = False
     learning_curves = True
+    ensembles = True
     architecture_suffix = "ForSequenceClassification"
     card_metrics = [("accuracy", "accuracy", "Accuracy"), ("f1", "macro_f1", "Macro F1")]
     pipeline_options = ", truncation=True"  # the text-classification pipeline does not truncate by itself
@@ -301,10 +302,16 @@ class Classification(Task):
         import torch
 
         with torch.inference_mode():
-            probabilities = class_probabilities(predictor, texts, pairs, batch_size)
+            probabilities = predictor.probabilities(texts, pairs, batch_size)  # an ensemble's: its members' combined
         rows = [classification_row(predictor, p, all_scores) for p in probabilities]
         return [{"text": text} | ({"text_pair": pairs[i]} if pairs else {}) | row
                 for i, (text, row) in enumerate(zip(texts, rows))]
+
+    def text_probabilities(self, predictor, texts: list[str], pairs: list[str] | None, batch_size: int) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            return class_probabilities(predictor, texts, pairs, batch_size)
 
     def split_texts(self, split: TextSplit) -> list[str]:
         return split.texts
