@@ -19,8 +19,11 @@ METRIC_MODULES = Path(__file__).parent / "metric_modules"
 
 @cache
 def load_metric(name: str) -> evaluate.EvaluationModule:
-    """An evaluate module shipped in `nlptransfer/metric_modules/<name>/`, loaded by path."""
-    return evaluate.load(str(METRIC_MODULES / name))
+    """An evaluate module shipped in `nlptransfer/metric_modules/<name>/`, loaded by path.
+
+    `keep_in_memory`: each `compute` holds its predictions in memory, not in an Arrow cache file behind a file
+    lock (whose debug lines, a few hundred a run, would reach a caller's root logger at DEBUG)."""
+    return evaluate.load(str(METRIC_MODULES / name), keep_in_memory=True)
 
 
 def classification_metrics(

@@ -122,8 +122,7 @@ def setup(cfg: RunConfig) -> tuple[Accelerator, RunFolder]:
     if accelerator.is_main_process:
         folder.open(overwrite=cfg.overwrite, resume=bool(cfg.resume), inputs=config_inputs(cfg))
     accelerator.wait_for_everyone()
-    console.quiet_libraries()
-    console.setup_logging(output_dir, accelerator.is_main_process)
+    console.start_run_logging(output_dir, accelerator.is_main_process)
     logger.info("config: %s (all options in %s)", console.config_summary(cfg), output_dir / "config.yaml")
     logger.debug("resolved config:\n%s", to_yaml(cfg))
     distributed.log_processes(accelerator.num_processes, accelerator.state.backend, cfg.train)
@@ -223,14 +222,14 @@ def run(cfg: RunConfig, inputs: Inputs | None = None) -> Results:
     try:
         results = run_in_folder(cfg, task, strategy, inputs, accelerator, folder, started)
     except BaseException:
-        console.stop_file_logging()
+        console.stop_run_logging()
         if accelerator.is_main_process:
             folder.discard()  # failed before saving anything trained, in a folder it created: it goes again
         raise
     finally:
         if accelerator.is_main_process:
             folder.release()
-        console.stop_file_logging()
+        console.stop_run_logging()
     return results
 
 

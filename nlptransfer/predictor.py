@@ -27,13 +27,16 @@ from transformers import Pipeline, PreTrainedModel, pipeline
 from . import catalog, combiners, models, runtimes, tasks
 from .config import RunConfig, load_yaml
 from .engine import speed
+from .engine.onnx_model import OnnxModel
 from .errors import ConfigError, DataError, ModelError
 from .modeling_nlptransfer import PooledForSequenceClassification
-from .outputs import folders
+from .outputs import console, folders
 from .outputs.model_files import adapter_labels, first_line
 
 HUB_IGNORE = ["*.h5", "*.msgpack", "*.onnx", "*.ot", "*.tflite", "onnx/*", "openvino/*", *models.PICKLE_WEIGHTS]
 """Weights of other frameworks, and pickled weights (never loaded: they can run code), that a hub download skips."""
+PREDICT_CHUNK = 16
+"""`Predictor.predict` reads its texts in chunks of this many batches, the progress bar advancing after each."""
 
 
 @dataclass
@@ -70,7 +73,15 @@ class Predictor:
         check_batch_size(batch_size)
         if not texts:
             return []
-        return tasks.get(self.task).predict_texts(self, texts, pairs, all_scores, batch_size)
+        task, chunk, rows = tasks.get(self.task), batch_size * PREDICT_CHUNK, []
+        bar = console.progress_bar(None, total=len(texts), desc="predicting", unit="text", leave=False)
+        for start in range(0, len(texts), chunk):  # in chunks of batches, so that a long input shows progress
+            part = slice(start, start + chunk)
+            rows += task.predict_texts(self, texts[part], pairs[part] if pairs is not None else None, all_scores,
+                                       batch_size)
+            bar.update(len(texts[part]))
+        bar.close()
+        return rows
 
     def probabilities(self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 32):
         """Per text, every label's probability (a numpy array; tasks whose models give one, see `Task.ensembles`)."""
@@ -194,7 +205,7 @@ def pipeline_accepts(model: PreTrainedModel):
 
     base = hf_logging.get_logger("transformers.pipelines.base")
     level = base.level
-    if isinstance(model, PooledForSequenceClassification | runtimes.OnnxModel):
+    if isinstance(model, PooledForSequenceClassification | OnnxModel):
         base.setLevel(logging.CRITICAL)
     try:
         yield

@@ -336,39 +336,36 @@ def test_the_console_level_chosen_before_the_first_run_holds_in_the_second(choos
         assert "epoch 1: train loss" in (tmp_path / name / "train.log").read_text()
 
 
-CHATTER = ("LOAD REPORT", "newly initialized", "Loading weights", "Writing model shards")
-"""What transformers prints while a run loads and saves models, unless asked for."""
-
-
-def test_library_chatter_is_hidden_in_python_runs_until_asked_for(tiny_model_dir, reviews_csv, tmp_path):
-    # a fresh process, as a notebook's kernel: transformers' logging handler holds the stderr of its import
+def test_a_run_in_a_fresh_process_shows_its_lines_and_leaves_logging_as_it_was(tiny_model_dir, reviews_csv,
+                                                                                 tmp_path):
+    # a fresh process, as a notebook's kernel: nothing handles nlptransfer's records but the run itself
     script = textwrap.dedent("""
-        import logging, sys
+        import logging, sys, warnings
         import pandas as pd
         import transformers
         from nlptransfer import run
-        from nlptransfer.outputs.console import set_console
 
         model_dir, frame, out = sys.argv[1], pd.read_csv(sys.argv[2]), sys.argv[3]
         quick = {"train": {"epochs": 1, "batch_size": 8, "max_steps": 2}, "data_options": {"max_length": 32}}
-        model = transformers.BertModel.from_pretrained(model_dir)
-        tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
-        for name, given in (("objects", model), ("folder", model_dir), ("asked", model_dir)):
-            if name == "asked":
-                set_console(logging.INFO, libraries=True)
+        package = logging.getLogger("nlptransfer")
+        for name in ("first", "second"):
+            before = (package.level, package.propagate, list(package.handlers), transformers.logging.get_verbosity(),
+                      transformers.utils.logging.is_progress_bar_enabled(), len(warnings.filters))
             print(f"===== {name}", file=sys.stderr, flush=True)
-            run(data=frame, model=given, tokenizer=tokenizer if name == "objects" else None,
-                output_dir=f"{out}/{name}", **quick)
+            run(data=frame, model=model_dir, output_dir=f"{out}/{name}", **quick)
+            after = (package.level, package.propagate, list(package.handlers), transformers.logging.get_verbosity(),
+                     transformers.utils.logging.is_progress_bar_enabled(), len(warnings.filters))
+            assert after == before or name == "first" and after[:5] == before[:5], (before, after)
     """)
     env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
     done = subprocess.run([sys.executable, "-c", script, tiny_model_dir, str(reviews_csv), str(tmp_path)],
                           capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    _, objects, folder, asked = done.stderr.split("===== ")
-    for name, err in (("objects", objects), ("folder", folder)):
-        assert "epoch 1: train loss" in err, name  # the run's own lines
-        assert not [chatter for chatter in CHATTER if chatter in err], name
-    assert "newly initialized" in asked and "Loading weights" in asked and "resolved config:" not in asked
+    _, first, second = done.stderr.split("===== ")
+    for name, err in (("first", first), ("second", second)):
+        assert "config: recipe custom" in err and "epoch 1: train loss" in err, name  # the run's own lines
+        assert "resolved config:" not in err, name  # DEBUG: train.log only
+        assert "resolved config:" in (tmp_path / name / "train.log").read_text(), name
 
 
 # bad inputs
@@ -383,6 +380,9 @@ def test_library_chatter_is_hidden_in_python_runs_until_asked_for(tiny_model_dir
     ([], {}, DataError, "data= is an empty list"),
     (["a good movie", "a bad movie", "fine"], {}, DataError, "data= as a list takes records"),
     ([{"text": "a", "label": "x"}, {"text": "b"}], {}, DataError, "record 2 has no 'label'"),
+    ("reviews", {"data_options": {"train_file": "reviews.csv"}}, ConfigError,
+     "data= gives the data and data_options names data.train_file='reviews.csv' too; pass one of them"),
+    ("reviews", {"data_options": DataConfig(name="tweets")}, ConfigError, "data_options names data.name='tweets'"),
     ({"max_length": 32}, {}, DataError, "data_options="),
     (DataConfig(max_length=32), {}, DataError, "data_options="),
     ("reviews", {"strategi": "lora"}, ConfigError, "unknown option 'strategi'; did you mean strategy"),

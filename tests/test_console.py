@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import os
 import subprocess
 import sys
@@ -77,7 +78,7 @@ def test_progress_lines_come_every_tenth_of_the_run(capsys, restore_bars):
     from nlptransfer.outputs import console
 
     console.set_console(logging.INFO)
-    console.setup_logging(None, is_main=True)
+    console.take_process_logging()  # as the command line does
     bar = progress_bar(SimpleNamespace(is_local_main_process=True), total=95, desc="training", unit="step")
     for _ in range(95):
         bar.update(1)
@@ -135,3 +136,120 @@ def test_progress_bars_only_on_the_main_process_of_a_terminal_and_when_shown(sho
     bar = progress_bar(SimpleNamespace(is_local_main_process=main_process), total=3, desc="x")
     assert bool(bar.disable) is disabled  # tqdm keeps None for "draw it"
     bar.close()
+
+
+# Jupyter, redirected logs and the loops that go away when done (evaluation, prediction, feature extraction)
+
+
+class Kernel:
+    """What IPython's get_ipython() answers in a Jupyter kernel."""
+
+    config = {"IPKernelApp": {}}
+
+
+def test_a_jupyter_kernel_gets_a_live_bar(monkeypatch):
+    from tqdm import notebook
+
+    from nlptransfer.outputs import console
+
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    assert console.bar_kind() == (console.ProgressBar, None)  # a terminal only
+    monkeypatch.setitem(sys.modules, "IPython", SimpleNamespace(get_ipython=lambda: Kernel()))
+    monkeypatch.setattr(notebook, "IProgress", object)  # ipywidgets installed
+    bar_class, disable = console.bar_kind()
+    assert issubclass(bar_class, notebook.tqdm) and issubclass(bar_class, console.ProgressLines) and disable is False
+    monkeypatch.setattr(notebook, "IProgress", None)  # without ipywidgets: a text bar, drawn although not a tty
+    assert console.bar_kind() == (console.ProgressBar, False)
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    assert console.bar_kind() == (console.ProgressBar, True)
+
+
+def test_a_loop_that_goes_away_writes_plain_lines_once_it_is_long(capsys, monkeypatch, restore_bars):
+    import logging
+
+    from nlptransfer.outputs import console
+
+    console.set_console(logging.INFO)
+    console.take_process_logging()
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    for _ in progress_bar(None, range(20), desc="evaluating", unit="ex", leave=False):
+        pass  # short: no line
+    assert "evaluating" not in capsys.readouterr().err
+    monkeypatch.setattr(console, "TRANSIENT_SECONDS", 0.0)  # a long evaluation
+    for _ in progress_bar(None, range(20), desc="evaluating", unit="ex", leave=False):
+        pass  # iterated, not updated: counted all the same
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("evaluating")]
+    assert lines[0] == "evaluating: 2/20 exs (10%)" and lines[-1] == "evaluating: 20/20 exs (100%)" and len(lines) == 10
+
+
+def test_evaluation_shows_progress(capsys, monkeypatch, restore_bars):
+    import logging
+
+    import torch
+    from accelerate import Accelerator
+    from torch.utils.data import DataLoader
+
+    from nlptransfer.engine.loop import predict
+    from nlptransfer.outputs import console
+
+    class Logits(torch.nn.Module):
+        def forward(self, input_ids, **unused):
+            return SimpleNamespace(logits=input_ids.float())
+
+    rows = [{"input_ids": torch.tensor([i]), "example_index": torch.tensor(i)} for i in range(30)]
+    batches = DataLoader(rows, batch_size=3)
+    console.set_console(logging.INFO)
+    console.take_process_logging()
+    monkeypatch.setattr(console, "TRANSIENT_SECONDS", 0.0)
+    logits = predict(Logits(), batches, Accelerator(cpu=True), desc="evaluating")
+    assert logits[:, 0].tolist() == list(range(30))
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("evaluating")]
+    assert lines[-1] == "evaluating: 30/30 exs (100%)" and len(lines) == 10
+
+
+# a run from Python configures nothing global
+
+
+class Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_a_python_run_leaves_the_callers_logging_and_other_libraries_as_it_found_them(tiny_model_dir, reviews_csv,
+                                                                                       tmp_path, monkeypatch):
+    import warnings
+
+    import transformers
+
+    from nlptransfer import run
+    from nlptransfer.outputs import console
+
+    monkeypatch.setitem(console._console, "cli", False)  # a notebook's process, not the command line's
+    options = {"model": tiny_model_dir, "data_options": {"train_file": str(reviews_csv), "max_length": 32},
+               "train": {"epochs": 1, "batch_size": 8, "max_steps": 2}}
+    package = logging.getLogger("nlptransfer")
+    monkeypatch.setattr(package, "level", package.level)  # put back whatever this test does
+    mine = Records()
+    package.addHandler(mine)
+    try:
+        package.setLevel(logging.INFO)
+        run(**options, output_dir=str(tmp_path / "info"))  # (the first run imports what adds its own filters)
+        messages = [record.getMessage() for record in mine.records]
+        assert any(message.startswith("epoch 1: train loss") for message in messages)
+        assert not [record for record in mine.records if record.levelno < logging.INFO]
+        package.setLevel(logging.WARNING)
+        mine.records.clear()
+        before = (package.level, package.propagate, list(package.handlers), transformers.logging.get_verbosity(),
+                  transformers.utils.logging.is_progress_bar_enabled(), list(warnings.filters))
+        run(**options, output_dir=str(tmp_path / "warning"))
+        after = (package.level, package.propagate, list(package.handlers), transformers.logging.get_verbosity(),
+                 transformers.utils.logging.is_progress_bar_enabled(), list(warnings.filters))
+    finally:
+        package.removeHandler(mine)
+        package.setLevel(logging.NOTSET)
+    assert after == before
+    assert all(record.levelno >= logging.WARNING for record in mine.records)  # the level the caller chose

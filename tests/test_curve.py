@@ -212,6 +212,13 @@ def test_refusals_are_one_line_and_train_nothing(tiny_model_dir, reviews_csv, tm
     assert err.startswith("error: strategies must be") and "lora" in err and "lorra" in err and "\n" not in err
     assert main(common + ["sizes=8,all", "per_class=true", f"output_dir={tmp_path / 'b'}"]) == 2
     assert capsys.readouterr().err.strip().startswith("error: sizes=all does not combine with per_class=true")
+    for options, message in ((["min_steps=-1"], "error: min_steps must be 0 (the recipe's epochs) or more; got -1"),
+                             (["strategies=full,zeroshot"], "error: strategy=zeroshot learns nothing from the labeled "
+                                                            "examples, so its learning curve is flat"),
+                             (["strategy=zeroshot"], "error: strategy=zeroshot learns nothing")):
+        assert main(common + options + [f"output_dir={tmp_path / 'refused'}"]) == 2
+        assert capsys.readouterr().err.strip().startswith(message)
+        assert not (tmp_path / "refused").exists()
 
     rows = pd.read_csv(reviews_csv)  # make 'neu' the rarest class
     skewed = tmp_path / "skewed.csv"

@@ -111,8 +111,13 @@ def check_class_counts(sizes: list[int], class_counts: dict[str, int]) -> None:
 
 def strategy_names(cfg: RunConfig, strategies: str | None) -> list[str]:
     """The strategies to draw a curve for (default: the config's), each one's config validated."""
+    from .. import strategies as registry
+
     names = [cfg.strategy] if strategies is None else strategy_list(strategies)
     for name in names:
+        if not registry.get(name).needs_examples:
+            raise ConfigError(f"strategy={name} learns nothing from the labeled examples, so its learning curve is "
+                              "flat; draw curves of strategies that train (e.g. strategies=frozen,full)")
         validate(with_strategy(cfg, name, own_only=strategies is not None))
     return names
 
@@ -243,6 +248,8 @@ def curve(recipe: str, cfg: RunConfig | None = None, sizes: str = "50,200,1000,a
     names = strategy_names(cfg, strategies)  # a bad option or combination fails before any training
     if seeds < 1:
         raise ConfigError("seeds must be at least 1")
+    if min_steps < 0:
+        raise ConfigError(f"min_steps must be 0 (the recipe's epochs) or more; got {min_steps}")
     if per_class:  # checked against the classes' counts once the data is split
         point_sizes = parse_per_class_sizes(sizes)
         extra = parse_per_class_sizes(scratch_sizes or sizes) if from_scratch else None

@@ -29,6 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0
+    if argv and argv[0] == "--version":
+        from .run import version_line
+
+        print(version_line())
+        return 0
     if not argv or "=" not in argv[0] and not argv[0].startswith("-"):
         print(USAGE, file=sys.stderr)
         if argv:

@@ -30,7 +30,7 @@ __all__ = ["configure_console", "main", "parse_args", "parse_options", "quiet_li
 T = TypeVar("T")
 
 USAGE = """usage: python -m nlptransfer.run recipe=NAME|path/to/recipe.py [key=value ...] [--config file.yaml]
-                                  [--help] [--debug] [--quiet | --verbose]
+                                  [--help] [--version] [--debug] [--quiet | --verbose]
 
 recipes: {recipes}
 strategies: {strategies}
@@ -59,7 +59,8 @@ def parse_args(argv: list[str]) -> tuple[dict, list[str], str | None]:
         elif item.startswith("--config="):
             config_file = item.split("=", 1)[1]
         elif item.startswith("-"):
-            raise ConfigError(f"unknown flag '{item}'; flags: --help, --debug, --quiet, --verbose, --config FILE")
+            raise ConfigError(f"unknown flag '{item}'; flags: --help, --version, --debug, --quiet, --verbose, "
+                              "--config FILE")
         else:
             overrides.append(item)
     if flags["quiet"] and flags["verbose"]:
@@ -92,15 +93,20 @@ def configure_console(quiet: bool = False, verbose: bool = False) -> None:
     """What a run prints: by default nlptransfer's INFO lines and progress bars (on a terminal; plain progress
     lines otherwise), without library chatter;
     `quiet`: warnings and errors only, no bars; `verbose`: nlptransfer's DEBUG lines and the libraries' own
-    warnings and messages too."""
+    warnings and messages too. The command owns its process: it sets up its logging (a run from Python does not)."""
     console.set_console(logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO, libraries=verbose)
     console.show_progress_bars(not quiet)
+    console.take_process_logging()
     console.quiet_libraries()
 
 
 def run_command(command: Callable[[list[str]], int], argv: list[str] | None = None) -> int:
-    """Run a command line: a user error prints one line on stderr and returns 2; `--debug` raises it."""
+    """Run a command line: a user error prints one line on stderr and returns 2; `--debug` raises it;
+    `--version` prints the versions and returns 0."""
     argv = sys.argv[1:] if argv is None else argv
+    if "--version" in argv:
+        print(version_line())
+        return 0
     try:
         return command(argv)
     except NlpTransferError as e:
@@ -119,6 +125,22 @@ def run_command(command: Callable[[list[str]], int], argv: list[str] | None = No
 
 def main(argv: list[str] | None = None) -> int:
     return run_command(run_recipe, argv)
+
+
+def version_line() -> str:
+    """`nlptransfer 0.1.0 (torch 2.x, transformers 5.x)`: the installed versions, read without importing them."""
+    from importlib import metadata
+
+    from .. import __version__
+
+    def installed(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    return f"nlptransfer {__version__} (" + ", ".join(f"{name} {installed(name)}" for name in
+                                                       ("torch", "transformers", "peft", "accelerate")) + ")"
 
 
 def run_recipe(argv: list[str]) -> int:
