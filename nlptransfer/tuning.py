@@ -28,15 +28,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .config import RunConfig, apply_overrides, load_yaml, only_own_sections, to_yaml, validate
-from .engine.loop import Callback
+from .engine.hooks import Callback
 from .errors import ConfigError, TrainingError
 from .outputs import folders
 from .outputs.files import write_text
 from .outputs.run_folder import pid_alive
-from .pipeline import Inputs, Results, check_input_files, flat
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the pipeline (torch, transformers) loads when a trial runs, not with sweep's --help
     import optuna
+
+    from .pipeline import Inputs, Results
 
 logger = logging.getLogger("nlptransfer")
 
@@ -237,6 +238,8 @@ def objective(trial: optuna.Trial, base: RunConfig, space: SearchSpace, out: Pat
     pruning = Pruning(trial, metric)
     logger.info("sweep: trial %d: %s", trial.number, ", ".join(d.override(trial.params[d.key])
                                                                for d in space.dimensions))
+    from .pipeline import Inputs
+
     results = run_trial(cfg, Inputs(callbacks=[pruning]))
     scores = [epoch["validation"][metric] for epoch in results.history if metric in (epoch.get("validation") or {})]
     trial.set_user_attr("epochs_run", len(results.history))
@@ -325,6 +328,8 @@ def default_pruner() -> optuna.pruners.BasePruner:
 
 def sweep_options(base: RunConfig) -> dict[str, Any]:
     """The fixed options of the sweep's runs, flat and JSON-comparable."""
+    from .pipeline import flat
+
     return json.loads(json.dumps(flat(dataclasses.asdict(base)), default=str))
 
 
@@ -469,6 +474,8 @@ def search(base: RunConfig, space: SearchSpace | Sequence[str], run_trial: Calla
         raise ConfigError("data.examples_per_class: such runs have no validation split, and a sweep selects on it")
     space.check(base)
     out = Path(output_dir)
+    from .pipeline import check_input_files
+
     check_input_files(base)
     prepare_folder(out, overwrite, resume, folders.config_inputs(base))
     out.mkdir(parents=True, exist_ok=True)

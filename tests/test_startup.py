@@ -15,8 +15,8 @@ HEAVY = ("torch", "transformers", "accelerate", "peft", "sklearn", "pandas", "da
          "optuna", "pyarrow", "numpy")
 LIGHT_MODULES = ["nlptransfer", "nlptransfer.config", "nlptransfer.api", "nlptransfer.cli.main", "nlptransfer.cli.run",
                  "nlptransfer.cli.predict", "nlptransfer.cli.export", "nlptransfer.cli.push", "nlptransfer.cli.compare",
-                 "nlptransfer.cli.curve", "nlptransfer.run", "nlptransfer.predict", "nlptransfer.recipes.sentiment",
-                 "nlptransfer.recipes.ner"]
+                 "nlptransfer.cli.curve", "nlptransfer.cli.sweep", "nlptransfer.run", "nlptransfer.predict",
+                 "nlptransfer.recipes.sentiment", "nlptransfer.recipes.ner"]
 ENV = os.environ | {"PYTHONPATH": str(Path(__file__).parents[1])}
 
 
