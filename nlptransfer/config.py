@@ -187,9 +187,12 @@ def dotted_keys(cfg: Any, prefix: str = "") -> list[str]:
     return keys
 
 
-def apply_overrides(cfg: C, overrides: list[str]) -> C:
+def apply_overrides(cfg: C, overrides: list[str], interpolate: bool = True) -> C:
     """Return a copy of `cfg` with dotted `key=value` overrides applied and checked, each value read by its
-    option's declared type (`option_values`: `no` stays the text no, `null` unsets an optional option)."""
+    option's declared type (`option_values`: `no` stays the text no, `null` unsets an optional option).
+
+    With `interpolate`, `${oc.env:VAR}` and `${section.key}` are resolved (a run's options); without, every value
+    is taken as written (a command's own options: `predict text='${x}'` predicts that text)."""
     updates: dict = {}
     for item in overrides:
         check_not_hydra(item)
@@ -198,12 +201,19 @@ def apply_overrides(cfg: C, overrides: list[str]) -> C:
         key, text = item.split("=", 1)
         key = key.strip()
         section, name = option_owner(cfg, key)
-        value = option_values.from_text(text, option_values.field_types(type(section))[name], key)
+        value = option_values.from_text(text, option_values.field_types(type(section))[name], key, interpolate)
         target = updates
         for part in key.split(".")[:-1]:
             target = target.setdefault(part, {})
         target[name] = value
-    return _merge(cfg, updates)
+    return _merge(cfg, updates) if interpolate else with_values(cfg, updates)
+
+
+def with_values(cfg: C, updates: dict) -> C:
+    """A copy of `cfg` with already typed values (nested dicts for sections), no interpolation."""
+    return dataclasses.replace(cfg, **{
+        name: with_values(getattr(cfg, name), value) if isinstance(value, dict)
+        and dataclasses.is_dataclass(getattr(cfg, name)) else value for name, value in updates.items()})
 
 
 def option_owner(cfg: Any, key: str) -> tuple[Any, str]:

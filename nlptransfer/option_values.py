@@ -87,10 +87,11 @@ def field_types(cls: type) -> dict[str, Any]:
     return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(cls)}
 
 
-def from_text(text: str, hint: Any, key: str) -> Any:
-    """A command-line value (the text after `key=`) read by the option's type."""
+def from_text(text: str, hint: Any, key: str, interpolate: bool = True) -> Any:
+    """A command-line value (the text after `key=`) read by the option's type; with `interpolate`, a value holding
+    `${...}` is kept as text for OmegaConf to resolve."""
     target = inner_type(hint)
-    if INTERPOLATION in text:
+    if interpolate and INTERPOLATION in text:
         return text
     if target is str or (target is Any and not text.lstrip().startswith(("[", "{"))):
         unquoted = unquote(text)

