@@ -122,10 +122,16 @@ class PooledForSequenceClassification(PreTrainedModel):
             inputs["token_type_ids"] = token_type_ids
         inputs.pop("return_dict", None)
         logits = self.score(self.dropout(self.embed(input_ids, attention_mask, **inputs)))
-        loss = None
-        if labels is not None:
-            if self.config.problem_type == "multi_label_classification":
-                loss = nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
-            else:
-                loss = nn.functional.cross_entropy(logits, labels)
-        return SequenceClassifierOutput(loss=loss, logits=logits)
+        return classifier_output(logits, labels, self.config.problem_type)
+
+
+def classifier_output(logits: torch.Tensor, labels: torch.Tensor | None, problem_type: str | None
+                      ) -> SequenceClassifierOutput:
+    """The logits with their loss: binary cross-entropy per label for multi-label, else cross-entropy."""
+    loss = None
+    if labels is not None:
+        if problem_type == "multi_label_classification":
+            loss = nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+        else:
+            loss = nn.functional.cross_entropy(logits, labels)
+    return SequenceClassifierOutput(loss=loss, logits=logits)

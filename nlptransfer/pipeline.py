@@ -282,7 +282,7 @@ def run_in_folder(cfg: RunConfig, task: tasks.Task, strategy: strategies.Strateg
         lr=cfg.train.lr or strategy.default_lr, validate_on=task.validator(data, encoded, cfg, accelerator),
         loss_fn=task.loss_fn(data, cfg), callbacks=loop_callbacks(cfg, checkpoints, resume_from, inputs.callbacks,
                                                                   validation),
-        model_source=inputs.model_path)
+        model_source=inputs.model_path, data=data)
     model, fitted = strategy.train(fitting)
 
     outcome = task.test(model, data, encoded, tokenizer, cfg, accelerator)

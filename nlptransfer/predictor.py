@@ -122,6 +122,41 @@ class EnsemblePredictor:
     predict = Predictor.predict
 
 
+@dataclass
+class StackedPredictor:
+    """A stacked model (`strategy=frozen stack.models=[...]`): every member encodes the texts with its own tokenizer,
+    one head reads their concatenated features; answers `predict` as a `Predictor` of its task does."""
+
+    model: torch.nn.Module
+    task: str
+    source: str
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def label_names(self) -> list[str]:
+        return [self.model.config.id2label[i] for i in sorted(self.model.config.id2label)]
+
+    @property
+    def multilabel(self) -> bool:
+        return self.model.config.problem_type == "multi_label_classification"
+
+    def probabilities(self, texts: list[str], pairs: list[str] | None = None, batch_size: int = 32):
+        logits = self.model.text_logits(texts, pairs, batch_size, self.settings.get("max_length", 512))
+        return (torch.sigmoid(logits) if self.multilabel else torch.softmax(logits, dim=-1)).numpy()
+
+    predict = Predictor.predict
+
+
+def load_stacked(model_dir: Path, runtime: str) -> StackedPredictor:
+    from .engine import stacking
+
+    if runtime != "torch":
+        raise ConfigError(f"runtime={runtime}: a stacked model ({model_dir}) runs in torch only; pass runtime=torch")
+    model = stacking.load(model_dir)
+    return StackedPredictor(model=model, task=task_of(model.config.architectures, model_dir), source=str(model_dir),
+                            settings=getattr(model.config, "nlptransfer", None) or {})
+
+
 def check_batch_size(batch_size) -> None:
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size must be a whole number of at least 1, got {batch_size!r}; e.g. batch_size=32")
@@ -139,6 +174,8 @@ def load_model(location: str | Path, base_model: str | None = None, runtime: str
     if folders.kind_of(folder) in FOLDER_LOADERS:  # a folder of another kind than a model's: an ensemble
         return FOLDER_LOADERS[folders.kind_of(folder)](folder, runtime)
     kind, model_dir = find_model(folder, str(location))
+    if kind == "model" and stacking_folder(model_dir):
+        return load_stacked(model_dir, runtime)
     if serving.file:
         model, task = open_exported(model_dir, kind, serving, base_model)
     else:
@@ -154,6 +191,12 @@ def load_model(location: str | Path, base_model: str | None = None, runtime: str
         pipe = pipeline(tasks.get(task).pipeline_tag, model=model.eval(), tokenizer=tokenizer, device=device)
     settings = getattr(model.config, "nlptransfer", None) or {}
     return Predictor(pipe=pipe, task=task, source=str(model_dir), stride=stride, settings=settings)
+
+
+def stacking_folder(model_dir: Path) -> bool:
+    from .engine import stacking
+
+    return stacking.is_stacked(model_dir)
 
 
 def load_torch(folder: Path, kind: str, model_dir: Path, base_model: str | None) -> tuple[PreTrainedModel, str]:

@@ -50,6 +50,8 @@ class Fitting:
     model_source: str | None = None
     """Where the checkpoint was loaded from (identifies its weights, e.g. for the feature cache); default cfg.model."""
     """Checkpointing, early stopping, tracking and the user's own; the strategy adds its own."""
+    data: Any = None
+    """The task's data (texts and labels of each split), for strategies that read the texts themselves (stacking)."""
 
     def loader(self, split: str) -> DataLoader:
         """Evaluation batches (ordered, no shuffling) of a split, prepared for the accelerator."""
