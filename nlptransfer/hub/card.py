@@ -41,11 +41,30 @@ BASELINES = {
 """Baselines a run may record in metrics.json, with their display names."""
 MUST_BEAT = [("accuracy", "majority_accuracy", "the majority-class baseline"),
              ("f1", "word_lookup_f1", "a word-lookup tagger")]
+ENCODER_FROM = "encoder_from"
+"""metrics.json's record of the run whose encoder a run fine-tuned (`model=runs/A`: hub/lineage.py), if any."""
 
 
 def base_model_id(model: str) -> str | None:
     """The hub id of the base checkpoint, or None for a local folder the hub does not know."""
     return catalog.base_model_id(model)
+
+
+def card_base(cfg: RunConfig, metrics: dict) -> str | None:
+    """The hub id the card names as the base: `model=`'s, or for an encoder fine-tuned from an earlier run (sequential
+    transfer) that run's own base, which the Hub knows; None where it is a local folder."""
+    source = metrics.get(ENCODER_FROM)
+    return source.get("base_model") if isinstance(source, dict) else base_model_id(cfg.model)
+
+
+def source_run_text(source: dict, quote: str = "") -> str:
+    """The run an encoder came from in a few words: `run A (recipe topic: task classification, strategy full, data
+    bbc_news (packaged corpus), test accuracy 0.9000)`; `quote` marks names in markdown (a backtick)."""
+    value = source.get("test_value")
+    score = f", test {source.get('test_metric')} {value:.4f}" if isinstance(value, (int, float)) else ""
+    return (f"run {quote}{source.get('run')}{quote} (recipe {quote}{source.get('recipe')}{quote}: task "
+            f"{quote}{source.get('task')}{quote}, strategy {quote}{source.get('strategy')}{quote}, data "
+            f"{source.get('data')}{score})")
 
 
 def hub_dataset(cfg: RunConfig) -> str | None:
@@ -116,12 +135,13 @@ def eval_results(cfg: RunConfig, test: dict) -> list[EvalResult]:
     return results
 
 
-def metadata(cfg: RunConfig, test: dict, model_name: str, adapter_only: bool = False,
+def metadata(cfg: RunConfig, metrics: dict, model_name: str, adapter_only: bool = False,
              license: str | None = None) -> ModelCardData:
     """The card's YAML header."""
-    base = base_model_id(cfg.model)
+    # an adapter loads onto the model it was trained on: an earlier run's (sequential transfer), not that run's base
+    base = None if adapter_only and metrics.get(ENCODER_FROM) else card_base(cfg, metrics)
     dataset = hub_dataset(cfg)
-    results = eval_results(cfg, test)
+    results = eval_results(cfg, metrics.get("test", {}))
     task, strategy = tasks.get(cfg.task), strategies.get(cfg.strategy)
     return ModelCardData(
         library_name="peft" if adapter_only else "transformers",
@@ -274,7 +294,7 @@ def limitations_section(cfg: RunConfig, metrics: dict, sizes: dict[str, int] | N
         if baselines.get(baseline) is not None and test.get(key, 1) <= baselines[baseline]:
             items.append(f"It does not beat {name} on the test split: do not rely on it.")
     items += task_items[-1:]
-    if base_model_id(cfg.model) is None:
+    if card_base(cfg, metrics) is None:
         items.append("The base checkpoint was a local folder, so the card does not link it.")
     items.append("The license follows the base model's; check the training data's terms before commercial use.")
     return "\n".join(["## Limitations", ""] + [f"- {item}" for item in items])
@@ -319,10 +339,13 @@ def usage_section(cfg: RunConfig, repo: str, label_names: list[str], adapter_onl
     ])
 
 
-def intro_section(cfg: RunConfig, model_name: str, label_names: list[str]) -> str:
-    """The title and what the model was trained for."""
-    base = base_model_id(cfg.model)
+def intro_section(cfg: RunConfig, model_name: str, label_names: list[str], metrics: dict) -> str:
+    """The title and what the model was trained for (from which checkpoint, or which earlier run's encoder)."""
+    base, source = card_base(cfg, metrics), metrics.get(ENCODER_FROM)
     start = f"[{base}](https://huggingface.co/{base})" if base else "A local checkpoint"
+    if isinstance(source, dict):  # sequential transfer: the encoder of an earlier run, under a new head
+        head = "and its head (keep_head=true)" if cfg.keep_head else "under a new head"
+        start = f"The encoder of {source_run_text(source, '`')}, itself from {start[0].lower() + start[1:]}, {head},"
     kind, what, names = tasks.get(cfg.task).card_intro(label_names)
     verb = strategies.get(cfg.strategy).card_verb
     return (f"# {model_name}\n\n{start} {verb} {kind} on {describe_data(cfg)}, with nlptransfer (recipe "
@@ -333,10 +356,10 @@ def render(cfg: RunConfig, metrics: dict, label_names: list[str], *, run_dir: Pa
            adapter_only: bool = False, license: str | None = None) -> str:
     """The whole README.md: YAML metadata between `---` lines, then the body."""
     model_name = repo_id.split("/")[-1] if repo_id else f"{cfg.recipe}-{cfg.strategy}"
-    header = metadata(cfg, metrics.get("test", {}), model_name, adapter_only, license)
+    header = metadata(cfg, metrics, model_name, adapter_only, license)
     sizes = split_sizes(run_dir, metrics)
     sections = [
-        intro_section(cfg, model_name, label_names), training_section(cfg, metrics), data_section(cfg, sizes),
+        intro_section(cfg, model_name, label_names, metrics), training_section(cfg, metrics), data_section(cfg, sizes),
         results_section(cfg, metrics), figures_section(run_dir), limitations_section(cfg, metrics, sizes),
         usage_section(cfg, repo_id or "path/to/this/folder", label_names, adapter_only, trained_length(cfg, run_dir)),
     ]
