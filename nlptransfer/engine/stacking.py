@@ -236,6 +236,8 @@ def train(fitting, settings) -> tuple[StackedForSequenceClassification, object]:
     sources = [(cfg.model, fitting.model_source or resolve_member(cfg.model))]
     sources += [(name, check_member(name, cfg.trust_remote_code)) for name in settings.models or ()]
     members = [load_member(name, path, settings.pooling, cfg.trust_remote_code) for name, path in sources]
+    for member in members:
+        member.encoder.to(accelerator.device)
     encoded = [fitting.encoded] + [task.encode(data, member.tokenizer, cfg) for member in members[1:]]
     texts = {split: joined(getattr(data, split).texts, getattr(data, split).text_pairs) for split in SPLITS}
     tfidf = TfidfMember.fit(texts["train"], settings.tfidf_features) if settings.tfidf else None
