@@ -68,6 +68,14 @@ def test_the_encoder_carries_over_and_the_head_is_new(full_run, task, labels):
     assert torch.all(model.classifier.bias == 0)  # A's label count: a fresh one, as transformers initializes a head
 
 
+def test_an_adapter_run_gives_its_merged_model(lora_run):
+    model = models.load_model(str(lora_run), tasks.get("token-classification"), NER_LABELS)
+    merged = "bert.encoder.layer.0.attention.self.query.weight"  # a LoRA target: its update merged in
+    for key in (ENCODER_WEIGHT, merged):
+        assert torch.equal(model.state_dict()[key], saved_weights(lora_run)[key]), key
+    assert model.classifier.out_features == len(NER_LABELS)
+
+
 def test_an_ner_run_then_classification(ner_run):
     model = models.load_model(str(ner_run), tasks.get("classification"), ["a", "b"])
     assert torch.equal(model.state_dict()[ENCODER_WEIGHT], saved_weights(ner_run)[ENCODER_WEIGHT])
