@@ -19,11 +19,15 @@ def write(path: Path, content: str | bytes) -> Path:
 
 @contextmanager
 def run_logs(caplog):
-    """The run's INFO records in `caplog.messages` (a run's logger does not propagate to caplog's root handler)."""
+    """The run's INFO records in `caplog.messages`, once each (a run from Python propagates to caplog's root handler;
+    after a command line in this process, which takes the process's logging, the package logger may not)."""
     package_logger = logging.getLogger("nlptransfer")
-    package_logger.addHandler(caplog.handler)
+    attach = not package_logger.propagate
+    if attach:
+        package_logger.addHandler(caplog.handler)
     try:
         with caplog.at_level(logging.INFO, logger="nlptransfer"):
             yield
     finally:
-        package_logger.removeHandler(caplog.handler)
+        if attach:
+            package_logger.removeHandler(caplog.handler)

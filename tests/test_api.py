@@ -309,17 +309,6 @@ def test_run_is_the_function_in_this_process():
 # the console across runs
 
 
-def test_a_second_run_prints_what_the_first_did_and_no_debug_lines(tiny_model_dir, reviews, tmp_path, capsys,
-                                                                    restore_console):
-    set_console(logging.INFO)  # the default, whatever an earlier test of the session chose
-    for name in ("first", "second"):
-        run(data=reviews, model=tiny_model_dir, output_dir=str(tmp_path / name), **QUICK)
-        err = capsys.readouterr().err
-        assert "config: recipe custom" in err and "epoch 1: train loss" in err, name
-        assert "resolved config:" not in err and "recipe: custom" not in err, name  # DEBUG: train.log only
-        assert "resolved config:" in (tmp_path / name / "train.log").read_text()
-
-
 @pytest.mark.parametrize("choose", ["set_console", "quiet"])
 def test_the_console_level_chosen_before_the_first_run_holds_in_the_second(choose, tiny_model_dir, reviews, tmp_path,
                                                                           capsys, restore_console):

@@ -99,8 +99,11 @@ def test_existing_run_folder_is_not_overwritten(capsys, tmp_path):
     output_dir.mkdir()
     (output_dir / "metrics.json").write_text('{"precious": true}')
     assert main(["recipe=sentiment", f"output_dir={output_dir}", "--quiet"]) == 2
+    assert "holds files that nlptransfer did not write (metrics.json)" in error_line(capsys)  # no config.yaml
+    (output_dir / "config.yaml").write_text("recipe: sentiment\n")  # a finished run written before the markers
+    assert main(["recipe=sentiment", f"output_dir={output_dir}", "--quiet"]) == 2
     assert "overwrite=true" in error_line(capsys)
-    assert [p.name for p in output_dir.iterdir()] == ["metrics.json"]
+    assert sorted(p.name for p in output_dir.iterdir()) == ["config.yaml", "metrics.json"]
     assert (output_dir / "metrics.json").read_text() == '{"precious": true}'
 
 
