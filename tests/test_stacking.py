@@ -93,6 +93,7 @@ def test_a_stacked_run_trains_tests_saves_and_predicts_with_all_members(stacked_
     assert [p["score"] for p in predicted] == pytest.approx([row["score"] for row in rows], abs=1e-4)
     card = (out / "README.md").read_text()
     assert "stacked members" in card and other_model_dir in card
+    assert "library_name: nlptransfer" in card and "pipeline(" not in card and "load_model(" in card
     with pytest.raises((ValueError, KeyError, OSError)):  # plain transformers refuses it, never a random head
         AutoModelForSequenceClassification.from_pretrained(out / "model")
 

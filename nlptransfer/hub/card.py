@@ -144,7 +144,8 @@ def metadata(cfg: RunConfig, metrics: dict, model_name: str, adapter_only: bool 
     results = eval_results(cfg, metrics.get("test", {}))
     task, strategy = tasks.get(cfg.task), strategies.get(cfg.strategy)
     return ModelCardData(
-        library_name="peft" if adapter_only else "transformers",
+        library_name="peft" if adapter_only else "transformers" if strategy.loads_in_transformers(cfg)
+        else "nlptransfer",
         pipeline_tag=task.pipeline_tag,
         base_model=base,
         base_model_relation=("adapter" if adapter_only else "finetune") if base else None,
@@ -325,6 +326,11 @@ def usage_section(cfg: RunConfig, repo: str, label_names: list[str], adapter_onl
                 f"    id2label={id2label!r},\n    label2id={label2id!r},\n)\n"
                 f'{name} = pipeline("{pipeline_tag}", model=model.merge_and_unload(), '
                 f'tokenizer=AutoTokenizer.from_pretrained("{repo}"){extra})\n')
+    elif not strategies.get(cfg.strategy).loads_in_transformers(cfg):
+        return "\n".join([
+            "## Usage", "", "This model loads with nlptransfer only (`pip install nlptransfer`): transformers refuses "
+            "its model type.", "", "```python",
+            f'from nlptransfer import load_model\n\nprint(load_model("{repo}").predict(["Your text here"]))', "```"])
     else:
         extra += ", trust_remote_code=True" if pooled(cfg) else ""
         load = f'from transformers import pipeline\n\n{name} = pipeline("{pipeline_tag}", model="{repo}"{extra})\n'

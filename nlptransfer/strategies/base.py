@@ -138,6 +138,11 @@ class Strategy:
         """Extra hyperparameter rows of the model card (e.g. the LoRA rank)."""
         return []
 
+    def loads_in_transformers(self, cfg) -> bool:
+        """Whether the saved `model/` loads in transformers (a pooled head with trust_remote_code); a model only
+        nlptransfer loads (stacked encoders) says so on its card instead of a transformers snippet."""
+        return True
+
     def unused_train_options(self, cfg) -> tuple[str, ...]:
         """The `train.*` options this run does not use (its own section's replace them): the card leaves them out."""
         return ()

@@ -73,6 +73,9 @@ class Frozen(Strategy):
                 stacked.check_member(name, cfg.trust_remote_code)
         return checks
 
+    def loads_in_transformers(self, cfg) -> bool:
+        return not stacking(cfg)
+
     def card_rows(self, cfg) -> list[tuple[str, Any]]:
         if not stacking(cfg):
             return []
