@@ -45,6 +45,7 @@ from .options import (
 from .strategies.full import FreezeConfig
 from .strategies.gradual import GradualConfig
 from .strategies.lora import LoraSettings
+from .tasks.multitask import MultitaskConfig
 
 __all__ = ["CheckpointConfig", "DataConfig", "FreezeConfig", "GradualConfig", "LoraSettings", "LossConfig",
            "PretrainConfig", "PushConfig", "RunConfig", "TrainConfig", "apply_overrides", "describe", "load_yaml",
@@ -81,6 +82,8 @@ class RunOptions:
     """Share the finished run on the Hugging Face Hub (push.repo_id=user/name)."""
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     """Checkpoints a killed run resumes from (resume=auto)."""
+    multitask: MultitaskConfig = field(default_factory=MultitaskConfig)
+    """task=multitask: the sub-tasks (each with its own data section) and the batch sampler."""
     resume: str | None = None
     """`auto` (newest complete checkpoint of output_dir) or a checkpoint folder; null starts afresh."""
     resume_force: bool = False
@@ -256,9 +259,22 @@ def typed_tree(cfg: Any, loaded: dict, prefix: str = "") -> dict:
             if not isinstance(value, dict):
                 raise ConfigError(section_value_error(key, section, in_file=True))
             typed[name] = typed_tree(section, value, f"{key}.")
+        elif (item_type := section_list_type(types[name])) is not None and isinstance(value, list):
+            typed[name] = [typed_tree(item_type(), item, f"{key}[{i}].") if isinstance(item, dict) else item
+                           for i, item in enumerate(value)]
         else:
             typed[name] = option_values.convert(value, types[name], key)
     return typed
+
+
+def section_list_type(declared: Any) -> type | None:
+    """The section type of a list of sections (`multitask.tasks`), None for any other type."""
+    import typing
+
+    args = typing.get_args(declared)
+    if typing.get_origin(declared) is list and args and dataclasses.is_dataclass(args[0]):
+        return args[0]
+    return None
 
 
 def check_not_hydra(item: str) -> None:
@@ -343,9 +359,9 @@ def validate(cfg: RunConfig) -> RunConfig:
          "data.examples_per_class must be 0 or more (or null); e.g. data.examples_per_class=8"),
         (cfg.data.backend in BACKENDS, f"data.backend must be one of {', '.join(BACKENDS)}"),
         (cfg.data.num_proc is None or cfg.data.num_proc >= 1, "data.num_proc must be at least 1 (or null)"),
-        (cfg.train.metric_for_best in task.metrics,
+        (cfg.train.metric_for_best in task.best_metrics(cfg),
          f"train.metric_for_best={cfg.train.metric_for_best} is not a metric of task={task.name}: metric_for_best "
-         f"must be one of {', '.join(task.metrics)}"),
+         f"must be one of {', '.join(task.best_metrics(cfg))}"),
     ]
     for ok, message in (plain_value_checks(cfg) + secret_checks(cfg) + checks + strategy_checks(cfg, strategy)
                         + task.checks(cfg) + head_checks(cfg, task, strategy)

@@ -169,14 +169,19 @@ def checkpointing(cfg: RunConfig, fingerprint: dict, folder: RunFolder, accelera
     return checkpoints, resume_from
 
 
-def build_model(cfg: RunConfig, task: tasks.Task, strategy: strategies.Strategy, tokenizer, label_names: list[str],
+def build_model(cfg: RunConfig, task: tasks.Task, strategy: strategies.Strategy, tokenizer, data,
                 model_path: str | None = None) -> tuple[nn.Module, tuple[int, int]]:
-    """The checkpoint with a new head for `label_names` (its own kind, or on a pooled embedding: `head.pooling`),
-    adapted by the strategy; logs what trains."""
+    """The checkpoint with a new head for the data's labels (its own kind, or on a pooled embedding:
+    `head.pooling`; the task may hold several: multitask), adapted by the strategy; logs what trains."""
     pooled = head_pooling(cfg, strategy, model_path)
-    model = models.load_model(cfg.model, task, label_names, cfg.trust_remote_code, path=model_path,
-                              keep_head=cfg.keep_head, pooling=pooled)
-    models.check_vocabulary(tokenizer, model, cfg.model)
+
+    def load(head_task: tasks.Task, label_names: list[str]) -> nn.Module:
+        loaded = models.load_model(cfg.model, head_task, label_names, cfg.trust_remote_code, path=model_path,
+                                   keep_head=cfg.keep_head, pooling=pooled)
+        models.check_vocabulary(tokenizer, loaded, cfg.model)
+        return loaded
+
+    model = task.build_model(cfg, data, load)
     model = strategy.prepare(model, cfg, task)
     if cfg.train.speedups:
         speed_up(model)
@@ -277,7 +282,7 @@ def run_in_folder(cfg: RunConfig, task: tasks.Task, strategy: strategies.Strateg
     logger.info(task.describe_data(data))
     tokenizer = models.load_tokenizer(cfg.model, cfg.trust_remote_code, path=inputs.model_path)
     encoded = task.encode(data, tokenizer, cfg)
-    model, (trainable, total) = build_model(cfg, task, strategy, tokenizer, data.label_names, inputs.model_path)
+    model, (trainable, total) = build_model(cfg, task, strategy, tokenizer, data, inputs.model_path)
 
     fingerprint = trajectory_fingerprint(cfg, strategy, data.label_names, len(data.train))
     checkpoints, resume_from = checkpointing(cfg, fingerprint, folder, accelerator)
@@ -305,7 +310,8 @@ def run_in_folder(cfg: RunConfig, task: tasks.Task, strategy: strategies.Strateg
     if accelerator.is_main_process:  # a full disk here: one line, nothing half-written, resume=auto finishes
         with folder.writing_outputs(lambda: sum(t.numel() * t.element_size() for t in model.state_dict().values())):
             save_run(results, folder, task, strategy, data, encoded, cfg)
-            publish(results, cfg)  # the model card; pushed when push.repo_id is set
+            if task.model_card:
+                publish(results, cfg)  # the model card; pushed when push.repo_id is set
     tracking.finish(accelerator, outcome.metrics, fitted.optimizer_steps)
     accelerator.wait_for_everyone()
     results.timing["wall_seconds"] = time.perf_counter() - started
@@ -348,7 +354,9 @@ def save_run(results: Results, folder: RunFolder, task: tasks.Task, strategy: st
     # the length it was trained with (data.max_length, capped as encode capped it): pipeline(..., truncation=True)
     # then reads a text as the run did
     results.tokenizer.model_max_length = models.max_length(results.tokenizer, cfg.data.max_length)
-    results.model_dir, results.adapter_dir = strategy.save(results.model, results.tokenizer, out, cfg)
+    model_dir = task.save_model(results.model, results.tokenizer, out, cfg, data)
+    results.model_dir, results.adapter_dir = ((model_dir, None) if model_dir is not None
+                                              else strategy.save(results.model, results.tokenizer, out, cfg))
     plots.write_run_plots(out, results.history, results.test_metrics, data.label_names, cfg.train.metric_for_best)
     # Last: a run folder with metrics.json is a finished run.
     folder.finish({"test": results.test_metrics, "epochs": results.history, "baselines": results.baselines,

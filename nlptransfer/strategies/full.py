@@ -42,6 +42,7 @@ class Full(Strategy):
     default_lr = 1e-4
     sections = {"freeze": FreezeConfig}
     layerwise_lr = True
+    shared_encoder = True
 
     def checks(self, cfg) -> list[tuple[bool, str]]:
         return [(cfg.freeze.layers >= 0, "freeze.layers must be 0 or more")]

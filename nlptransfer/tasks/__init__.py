@@ -5,10 +5,11 @@ from __future__ import annotations
 from ..errors import ConfigError
 from .base import Task, TestOutcome
 from .classification import Classification, MultiLabel
+from .multitask import Multitask
 from .token_classification import TokenClassification
 
 REGISTRY: dict[str, Task] = {task.name: task for task in (
-    Classification(), MultiLabel(), TokenClassification(),
+    Classification(), MultiLabel(), TokenClassification(), Multitask(),
 )}
 
 

@@ -55,6 +55,8 @@ class Task:
     learning_curves: ClassVar[bool] = False
     """`curve` can draw learning curves of this task (it writes the fixed splits as single-label tables)."""
     """Extra options of `from_pretrained` (e.g. the multi-label problem type)."""
+    model_card: ClassVar[bool] = True
+    """The run writes a model card (README.md) for its model (multitask: not yet)."""
     ensembles: ClassVar[bool] = False
     """Its models give each text every label's probability (`text_probabilities`): `ensemble` combines them."""
 
@@ -78,6 +80,18 @@ class Task:
 
     def checks(self, cfg) -> list[tuple[bool, str]]:
         return []
+
+    def best_metrics(self, cfg) -> tuple[str, ...]:
+        """The names `train.metric_for_best` may take for this run."""
+        return self.metrics
+
+    def build_model(self, cfg, data, load) -> nn.Module:
+        """The model to train: `load(task, label_names)` loads the checkpoint with a new head of `task`."""
+        return load(self, data.label_names)
+
+    def save_model(self, model, tokenizer, output_dir, cfg, data):
+        """Save the model itself and return its folder; None: the strategy saves it (`model/`, `adapter/`)."""
+        return None
 
     def card_intro(self, label_names: list[str]) -> tuple[str, str, list[str]]:
         """(what the model does, how the labels are introduced, the names listed) for the card's first lines."""

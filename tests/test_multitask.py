@@ -1,0 +1,101 @@
+"""task=multitask: config checks, the single-task batch sampler, a run with a classification and an NER task,
+and each task's exported model in plain transformers.pipeline()."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from nlptransfer.config import RunConfig, validate
+from nlptransfer.errors import ConfigError
+from nlptransfer.tasks.multitask import TaskBatches, task_weights
+
+ASSETS = Path(__file__).parent / "assets"
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def tasks_list(reviews: Path) -> list[dict]:
+    return [{"name": "sentiment", "task": "classification", "data": {"train_file": str(reviews), "max_length": 32}},
+            {"name": "ner", "task": "token-classification", "weight": 2.0,
+             "data": {"train_file": str(ASSETS / "ner_tiny.conll"), "max_length": 32}}]
+
+
+def config(model: str, reviews: Path, output_dir: Path | None = None, **multitask) -> RunConfig:
+    return RunConfig(task="multitask", model=model, output_dir=str(output_dir) if output_dir else None,
+                     multitask={"tasks": tasks_list(reviews)} | multitask,
+                     train={"epochs": 3, "batch_size": 4, "metric_for_best": "mean", "lr": 1e-3})
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"tasks": []}, "non-empty multitask.tasks"),
+    ({"temperature": 0.0}, "multitask.temperature must be above 0"),
+    ({"sampler": "uniform"}, "multitask.sampler must be one of"),
+])
+def test_bad_multitask_options_are_one_line(reviews_csv, change, message):
+    with pytest.raises(ConfigError, match=message) as error:
+        validate(config("minilm", reviews_csv, **change))
+    assert "\n" not in str(error.value)
+
+
+def test_tasks_sharing_a_name_no_data_or_another_checkpoint_are_refused(reviews_csv):
+    shared = tasks_list(reviews_csv)
+    shared[1]["name"] = "sentiment"
+    no_data = tasks_list(reviews_csv)
+    no_data[1]["data"] = {}
+    other = tasks_list(reviews_csv)
+    other[1]["model"] = "bert"
+    for tasks, message in ((shared, "share the name sentiment"), (no_data, "ner has no data"),
+                           (other, "names another checkpoint")):
+        with pytest.raises(ConfigError, match=message):
+            validate(config("minilm", reviews_csv, tasks=tasks))
+    with pytest.raises(ConfigError, match="strategy=lora does not train a multi-task model"):
+        validate(RunConfig(**{**config("minilm", reviews_csv).__dict__, "strategy": "lora"}))
+
+
+@pytest.mark.parametrize("sampler", ["proportional", "temperature", "round_robin"])
+def test_batches_are_single_task_and_follow_the_sampler(sampler):
+    sizes = [300, 60]
+    batches = TaskBatches(sizes, batch_size=4, seed=0, sampler=sampler, temperature=3.0)
+    counts = Counter()
+    for epoch in range(20):
+        batches.set_epoch(epoch)
+        for batch in batches:
+            tasks = {int(index >= sizes[0]) for index in batch}
+            assert len(tasks) == 1
+            counts[tasks.pop()] += 1
+    share = counts[0] / sum(counts.values())
+    assert share == pytest.approx(task_weights(sizes, sampler, 3.0)[0], abs=0.03)
+    batches.set_epoch(5)
+    order = list(batches)
+    batches.skip = 7
+    assert list(batches) == order[7:]  # a resumed run's position
+
+
+def test_multitask_run_trains_both_heads_and_exports_each_task(tiny_model_dir, reviews_csv, tmp_path):
+    import json
+
+    import torch
+    from transformers import pipeline
+
+    from nlptransfer.pipeline import run
+
+    results = run(config(tiny_model_dir, reviews_csv, tmp_path / "run"))
+    history = results.history
+    assert {"sentiment", "ner", "mean", "sentiment.accuracy"} <= set(history[0]["validation"])
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert set(metrics["test"]) == {"sentiment", "ner", "mean"}
+    model = results.model.eval()
+    texts = ["the food was fine", "john lives in paris"]
+    for name, kind in (("sentiment", "text-classification"), ("ner", "token-classification")):
+        folder = tmp_path / "run" / "model" / name
+        exported = pipeline(kind, model=str(folder), device="cpu")
+        assert type(exported.model).__name__.startswith("Bert")
+        inputs = exported.tokenizer(texts[0], return_tensors="pt")
+        with torch.no_grad():
+            expected = model.task_models[name](**inputs).logits
+            got = exported.model(**inputs).logits
+        torch.testing.assert_close(got, expected)
+        assert exported(texts[0]) is not None
