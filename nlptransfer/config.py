@@ -259,22 +259,12 @@ def typed_tree(cfg: Any, loaded: dict, prefix: str = "") -> dict:
             if not isinstance(value, dict):
                 raise ConfigError(section_value_error(key, section, in_file=True))
             typed[name] = typed_tree(section, value, f"{key}.")
-        elif (item_type := section_list_type(types[name])) is not None and isinstance(value, list):
+        elif (item_type := option_values.list_entry_type(types[name])) is not None and isinstance(value, list):
             typed[name] = [typed_tree(item_type(), item, f"{key}[{i}].") if isinstance(item, dict) else item
                            for i, item in enumerate(value)]
         else:
             typed[name] = option_values.convert(value, types[name], key)
     return typed
-
-
-def section_list_type(declared: Any) -> type | None:
-    """The section type of a list of sections (`multitask.tasks`), None for any other type."""
-    import typing
-
-    args = typing.get_args(declared)
-    if typing.get_origin(declared) is list and args and dataclasses.is_dataclass(args[0]):
-        return args[0]
-    return None
 
 
 def check_not_hydra(item: str) -> None:

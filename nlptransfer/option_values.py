@@ -252,6 +252,23 @@ def field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
+def list_entry_type(hint: Any) -> type | None:
+    """The section type of a list of sections (`multitask.tasks`), None for any other type."""
+    args = typing.get_args(inner_type(hint))
+    if typing.get_origin(inner_type(hint)) is list and args and dataclasses.is_dataclass(args[0]):
+        return args[0]
+    return None
+
+
+def entry_fields(entry: type) -> str:
+    """`--help`'s line on a list of sections: each entry's fields, and that the list is written in a --config YAML."""
+    names = [f"{f.name}.*" if dataclasses.is_dataclass(f.default_factory()
+                                                       if f.default_factory is not dataclasses.MISSING else f.default)
+             else f.name for f in dataclasses.fields(entry)]
+    return (f"Each entry has the fields {', '.join(names)} (a section's options under its name); give the list in a "
+            f"--config YAML file, one `- name: ...` item per entry.")
+
+
 def describe(cfg: Any) -> str:
     """Every option with its default and one-line doc, for `--help`."""
     lines = []
@@ -264,8 +281,11 @@ def describe(cfg: Any) -> str:
                 walk(value, f"{prefix}{f.name}.")
                 continue
             lines.append(f"  {prefix}{f.name}={format_value(value)}")
-            if f.name in docs:
-                lines.extend(textwrap.wrap(" ".join(docs[f.name].split()), width=114, initial_indent="      ",
+            text = " ".join(docs.get(f.name, "").split())
+            if (entry := list_entry_type(field_types(type(obj))[f.name])) is not None:
+                text += f" {entry_fields(entry)}"
+            if text.strip():
+                lines.extend(textwrap.wrap(text.strip(), width=114, initial_indent="      ",
                                            subsequent_indent="      "))
 
     walk(cfg, "")

@@ -182,3 +182,12 @@ def test_the_command_line_says_one_line_and_exits_2(argv, capsys, tmp_path):
     captured = capsys.readouterr()
     assert captured.err.startswith("error: ") and len(captured.err.strip().splitlines()) == 1
     assert "Traceback" not in captured.err and not (tmp_path / "run").exists()
+
+
+def test_help_documents_a_list_of_sections_and_its_default_is_accepted():
+    options = sentiment.Config()
+    text = " ".join(describe(options).split())
+    assert "multitask.tasks=[]" in text and "multitask.sampler=proportional" in text
+    assert "multitask.temperature=2.0" in text
+    assert "Each entry has the fields name, task, data.*, weight" in text and "--config YAML" in text
+    assert apply_overrides(options, ["multitask.tasks=[]"]).multitask.tasks == []
