@@ -75,12 +75,14 @@ def load_recipe(name: str) -> ModuleType:
     return module
 
 
-def load_model(location: str | Path, base_model: str | None = None, runtime: str = "torch") -> Predictor:
+def load_model(location: str | Path, base_model: str | None = None, runtime: str = "torch",
+               task: str | None = None) -> Predictor:
     """A `Predictor` (`.predict(texts)`) for a run folder, a model folder, an adapter folder or a hub id;
-    `runtime=int8|onnx|onnx-int8` for faster approximate serving on CPU (`nlptransfer.runtimes`)."""
+    `runtime=int8|onnx|onnx-int8` for faster approximate serving on CPU (`nlptransfer.runtimes`). A multi-task run
+    answers every task (each row's `tasks`), or one task by its name (`task="ner"`)."""
     from .predictor import load_model as load_predictor
 
-    return load_predictor(location, base_model=base_model, runtime=runtime)
+    return load_predictor(location, base_model=base_model, runtime=runtime, task=task)
 
 
 def run(cfg: RunConfig | None = None, *, recipe: str | None = None, data: Any = None,

@@ -162,17 +162,70 @@ def check_batch_size(batch_size) -> None:
         raise ConfigError(f"batch_size must be a whole number of at least 1, got {batch_size!r}; e.g. batch_size=32")
 
 
-def load_model(location: str | Path, base_model: str | None = None, runtime: str = "torch") -> Predictor:
+@dataclass
+class MultitaskPredictor:
+    """A multi-task run (task=multitask): each task's exported model (model/<task>/) loaded as `load_model` loads it;
+    `predict` answers every task for each text."""
+
+    members: dict[str, Predictor]
+    """Each task's `Predictor`, by task name."""
+    source: str
+    """The run folder."""
+
+    def predict(self, texts: str | Iterable[str], all_scores: bool = False, batch_size: int = 32,
+                text_pairs: str | Iterable[str] | None = None) -> list[dict]:
+        """One dict per text: its `text` and `tasks`, each task's prediction (as its own `Predictor` gives it) by
+        task name."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        each = {name: member.predict(texts, all_scores, batch_size, text_pairs)
+                for name, member in self.members.items()}
+        return [{"text": text, "tasks": {name: {k: v for k, v in rows[i].items() if k != "text"}
+                                         for name, rows in each.items()}} for i, text in enumerate(texts)]
+
+
+def task_folders(folder: Path) -> dict[str, Path]:
+    """A multi-task run's exported tasks (model/<task>/, each a transformers model) by name; {} for any other
+    folder."""
+    model_dir = folder / "model"
+    if not model_dir.is_dir() or (model_dir / "config.json").is_file():
+        return {}
+    found = {path.name: path for path in sorted(model_dir.iterdir()) if (path / "config.json").is_file()}
+    cfg = run_config(folder)
+    order = [sub.name for sub in cfg.multitask.tasks] if cfg is not None else []
+    return {name: found[name] for name in order if name in found} | found
+
+
+def load_tasks(folder: Path, location: str, task: str | None, base_model: str | None,
+               runtime: str) -> Predictor | MultitaskPredictor:
+    """A multi-task run: one task's `Predictor` (`task`), or every task's in a `MultitaskPredictor`."""
+    found = task_folders(folder)
+    if task is None:
+        return MultitaskPredictor({name: load_model(path, base_model, runtime) for name, path in found.items()},
+                                  source=str(folder))
+    if not found:
+        raise ModelError(f"task={task}: {location} is not a multi-task run (no model/<task>/ folders); leave task "
+                         "unset")
+    if task not in found:
+        raise ModelError(f"task={task}: the multi-task run {location} has no such task; its tasks: "
+                         f"{', '.join(found)}")
+    return load_model(found[task], base_model, runtime)
+
+
+def load_model(location: str | Path, base_model: str | None = None, runtime: str = "torch",
+               task: str | None = None) -> Predictor:
     """A `Predictor` for a run folder, a model folder, an adapter folder (LoRA, IA3) or a hub id.
 
     `base_model` replaces the base checkpoint an adapter names (e.g. a local copy of it). `runtime` (see
     `nlptransfer.runtimes`): `torch`, the exact fp32 model (default); `int8`, its linear layers quantized as it
-    loads; `onnx` and `onnx-int8`, the files `export_model` wrote beside the model, in onnxruntime.
+    loads; `onnx` and `onnx-int8`, the files `export_model` wrote beside the model, in onnxruntime. A multi-task
+    run (task=multitask) loads every task as a `MultitaskPredictor`, or one task's `Predictor` by its name (`task`).
     """
     serving = runtimes.get(runtime)
     folder = local_folder(str(location))
     if folders.kind_of(folder) in FOLDER_LOADERS:  # a folder of another kind than a model's: an ensemble
         return FOLDER_LOADERS[folders.kind_of(folder)](folder, runtime)
+    if task is not None or task_folders(folder):
+        return load_tasks(folder, str(location), task, base_model, runtime)
     kind, model_dir = find_model(folder, str(location))
     if kind == "model" and stacking_folder(model_dir):
         return load_stacked(model_dir, runtime)

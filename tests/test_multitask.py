@@ -73,15 +73,22 @@ def test_batches_are_single_task_and_follow_the_sampler(sampler):
     assert list(batches) == order[7:]  # a resumed run's position
 
 
-def test_multitask_run_trains_both_heads_and_exports_each_task(tiny_model_dir, reviews_csv, tmp_path):
+@pytest.fixture(scope="module")
+def trained(tiny_model_dir, reviews_csv, tmp_path_factory):
+    """One multi-task run (sentiment and ner) and its folder, shared by the tests that read it."""
+    from nlptransfer.pipeline import run
+
+    folder = tmp_path_factory.mktemp("multitask") / "run"
+    return run(config(tiny_model_dir, reviews_csv, folder)), folder
+
+
+def test_multitask_run_trains_both_heads_and_exports_each_task(trained):
     import json
 
     import torch
     from transformers import pipeline
 
-    from nlptransfer.pipeline import run
-
-    results = run(config(tiny_model_dir, reviews_csv, tmp_path / "run"))
+    results, tmp_path = trained[0], trained[1].parent
     history = results.history
     assert {"sentiment", "ner", "mean", "sentiment.accuracy"} <= set(history[0]["validation"])
     assert history[-1]["train_loss"] < history[0]["train_loss"]
@@ -99,3 +106,27 @@ def test_multitask_run_trains_both_heads_and_exports_each_task(tiny_model_dir, r
             got = exported.model(**inputs).logits
         torch.testing.assert_close(got, expected)
         assert exported(texts[0]) is not None
+
+
+def test_a_multitask_run_predicts_every_task_or_one_by_name(trained, capsys):
+    import json
+
+    from nlptransfer import load_model
+    from nlptransfer.cli.predict import main
+    from nlptransfer.errors import ModelError
+
+    folder = trained[1]
+    texts = ["the food was fine", "john lives in paris"]
+    alone = {name: load_model(folder / "model" / name).predict(texts) for name in ("sentiment", "ner")}
+    rows = load_model(folder).predict(texts)
+    assert [row["text"] for row in rows] == texts and list(rows[0]["tasks"]) == ["sentiment", "ner"]
+    for name, expected in alone.items():
+        assert [{"text": row["text"]} | row["tasks"][name] for row in rows] == expected
+        assert load_model(str(folder), task=name).predict(texts) == expected
+    assert main([f"model={folder}", "task=ner", f"text={texts[1]}"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1]) == alone["ner"][1]
+    for location, task, message in ((folder, "pos", "has no such task; its tasks: sentiment, ner"),
+                                    (folder / "model" / "ner", "ner", "is not a multi-task run")):
+        with pytest.raises(ModelError, match=message) as error:
+            load_model(location, task=task)
+        assert "\n" not in str(error.value)

@@ -46,6 +46,8 @@ class PredictOptions:
     """LoRA adapter: load it onto this checkpoint instead of the one its adapter_config.json names."""
     runtime: str = "torch"
     """torch (exact fp32), int8 (int8 linear layers), onnx, onnx-int8 (python -m nlptransfer.export first)."""
+    task: str | None = None
+    """A multi-task run: predict this task only (its name); unset, every task answers under each row's `tasks`."""
 
 
 INPUTS = (".txt", ".csv", ".tsv", ".json", ".jsonl", ".parquet")
@@ -53,7 +55,7 @@ TABLE_OUTPUTS = (".csv", ".tsv", ".parquet", ".xlsx", ".xls")
 """Output names that promise another format than the JSON lines predict writes."""
 
 USAGE = """usage: python -m nlptransfer.predict model=RUN_OR_MODEL_DIR_OR_HUB_ID (text="..." | input=FILE [output=FILE])
-                                      [all_scores=true] [batch_size=32] [runtime=torch|int8|onnx|onnx-int8]
+                                      [all_scores=true] [batch_size=32] [runtime=torch|int8|onnx|onnx-int8] [task=NAME]
                                       [--debug] [--quiet] [--help]
 examples:
   python -m nlptransfer.predict model=runs/sentiment-full-20250101-120000 text="what a great day"
@@ -254,7 +256,8 @@ def predict_command(argv: list[str]) -> int:
               "their predictions read no text", file=sys.stderr)
     from ..predictor import load_model
 
-    predictor = load_model(options.model, base_model=options.base_model, runtime=options.runtime)
+    predictor = load_model(options.model, base_model=options.base_model, runtime=options.runtime,
+                           task=options.task)
     predictions = predictor.predict(rows_in.texts, all_scores=options.all_scores, batch_size=options.batch_size,
                                     text_pairs=rows_in.pairs)
     renamed: set[str] = set()
