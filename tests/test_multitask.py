@@ -130,3 +130,25 @@ def test_a_multitask_run_predicts_every_task_or_one_by_name(trained, capsys):
         with pytest.raises(ModelError, match=message) as error:
             load_model(location, task=task)
         assert "\n" not in str(error.value)
+
+
+def test_a_multitask_run_writes_one_card_for_every_task_and_refuses_push(trained):
+    import yaml
+
+    from nlptransfer.config import PushConfig
+    from nlptransfer.errors import ModelError
+    from nlptransfer.hub.push import push_run
+
+    folder = trained[1]
+    card = (folder / "README.md").read_text(encoding="utf-8")
+    header = yaml.safe_load(card.split("---")[1])
+    names = [metric["name"] for result in header["model-index"][0]["results"] for metric in result["metrics"]]
+    assert "sentiment: Test Accuracy" in names and "ner: Test F1 (entity level)" in names
+    assert {"multitask", "text-classification", "token-classification"} <= set(header["tags"])
+    assert header["library_name"] == "transformers"
+    for text in ("## Task `sentiment`", "## Task `ner`", "strategy `full`", "A local checkpoint",
+                 'pipeline("token-classification", model="path/to/run/model/ner")', 'load_model("path/to/run")'):
+        assert text in card
+    with pytest.raises(ModelError, match="multi-task run, which does not push") as error:
+        push_run(folder, PushConfig(repo_id="user/name"))
+    assert "\n" not in str(error.value)

@@ -211,6 +211,10 @@ def portable_json(text: str) -> str:
 def check_run(run_dir: Path) -> RunConfig:
     """The run's config; a `ModelError` when `run_dir` is not a finished run folder."""
     needed = ["config.yaml", "metrics.json", "model/config.json"]
+    if (run_dir / "config.yaml").is_file() and load_yaml(RunConfig(), run_dir / "config.yaml").multitask.tasks:
+        raise ModelError(f"{run_dir} is a multi-task run, which does not push to the Hub yet; each model/<task>/ "
+                         "folder is a transformers model with the run's README.md describing it: upload one "
+                         "with huggingface-cli upload")
     missing = [name for name in needed if not (run_dir / name).is_file()]
     if missing:
         raise ModelError(f"{run_dir} is not a finished run folder (missing {', '.join(missing)}); pass the "

@@ -56,7 +56,7 @@ class Task:
     """`curve` can draw learning curves of this task (it writes the fixed splits as single-label tables)."""
     """Extra options of `from_pretrained` (e.g. the multi-label problem type)."""
     model_card: ClassVar[bool] = True
-    """The run writes a model card (README.md) for its model (multitask: not yet)."""
+    """The run writes a model card (README.md) for its model."""
     ensembles: ClassVar[bool] = False
     """Its models give each text every label's probability (`text_probabilities`): `ensemble` combines them."""
 

@@ -192,7 +192,6 @@ class Multitask(Task):
     features = "none"
     architecture_suffix = "ForMultitask"
     card_metrics = [("mean", "mean", "Mean of the tasks' headline metrics")]
-    model_card = False
 
     def best_metrics(self, cfg) -> tuple[str, ...]:
         """`train.metric_for_best`: `mean` of the tasks' headline metrics, or one task's by its name."""
@@ -219,7 +218,8 @@ class Multitask(Task):
             (cfg.multitask.sampler in SAMPLERS, f"multitask.sampler must be one of {', '.join(SAMPLERS)}"),
             (cfg.multitask.temperature > 0, "multitask.temperature must be above 0 (1 is proportional)"),
             (all(sub.weight > 0 for sub in subs), "a multitask task's weight must be above 0"),
-            (not cfg.push.repo_id, "task=multitask does not push to the Hub yet (no model card): unset push.repo_id"),
+            (not cfg.push.repo_id, "task=multitask does not push to the Hub yet (its card is written to the run "
+                                   "folder): unset push.repo_id"),
             (strategies.get(cfg.strategy).shared_encoder,
              f"strategy={cfg.strategy} does not train a multi-task model yet; use strategy=full"),
         ]
