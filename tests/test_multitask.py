@@ -152,3 +152,15 @@ def test_a_multitask_run_writes_one_card_for_every_task_and_refuses_push(trained
     with pytest.raises(ModelError, match="multi-task run, which does not push") as error:
         push_run(folder, PushConfig(repo_id="user/name"))
     assert "\n" not in str(error.value)
+
+
+def test_the_readme_example_is_a_valid_multitask_config(tmp_path):
+    from nlptransfer.config import load_yaml
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    example = readme.split("## Multi-task learning", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "multitask.yaml").write_text(example, encoding="utf-8")
+    cfg = validate(load_yaml(RunConfig(), tmp_path / "multitask.yaml"))
+    assert [(sub.name, sub.data.name, sub.weight) for sub in cfg.multitask.tasks] == [
+        ("sentiment", "tweets", 1.0), ("ner", "wnut16", 2.0)]
+    assert cfg.multitask.sampler == "temperature" and cfg.train.metric_for_best == "mean"
