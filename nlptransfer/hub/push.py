@@ -39,6 +39,7 @@ from ..outputs.files import write_json, write_text
 from ..outputs.model_files import LABELS_FILE, first_line
 from ..outputs.plots import PLOT_FILES
 from .card import base_model_id, run_card, run_label_names
+from .multitask_card import multitask_run_card
 
 try:  # huggingface_hub >= 2 talks through httpx2, 1.x through httpx
     from httpx2 import NetworkError, TimeoutException
@@ -343,6 +344,9 @@ def publish(results_or_run_dir, cfg: RunConfig, sleep: Callable[[float], None] =
     Takes the `Results` of `pipeline.run` (or the run folder); returns the repo URL when it pushed.
     """
     run_dir = Path(getattr(results_or_run_dir, "output_dir", results_or_run_dir))
+    if cfg.multitask.tasks:  # one card for every task (a multi-task run does not push)
+        write_text(run_dir / "README.md", multitask_run_card(run_dir, repo_id=cfg.push.repo_id))
+        return None
     write_text(run_dir / "README.md", run_card(run_dir, repo_id=cfg.push.repo_id))
     if not cfg.push.repo_id:
         return None
