@@ -349,12 +349,12 @@ def validate(cfg: RunConfig) -> RunConfig:
          "data.examples_per_class must be 0 or more (or null); e.g. data.examples_per_class=8"),
         (cfg.data.backend in BACKENDS, f"data.backend must be one of {', '.join(BACKENDS)}"),
         (cfg.data.num_proc is None or cfg.data.num_proc >= 1, "data.num_proc must be at least 1 (or null)"),
-        (cfg.train.metric_for_best in task.best_metrics(cfg),
-         f"train.metric_for_best={cfg.train.metric_for_best} is not a metric of task={task.name}: metric_for_best "
-         f"must be one of {', '.join(task.best_metrics(cfg))}"),
     ]
+    metric = [(cfg.train.metric_for_best in task.best_metrics(cfg),  # after the task's own checks: they say more
+               f"train.metric_for_best={cfg.train.metric_for_best} is not a metric of task={task.name}: "
+               f"metric_for_best must be one of {', '.join(task.best_metrics(cfg))}")]
     for ok, message in (plain_value_checks(cfg) + secret_checks(cfg) + checks + strategy_checks(cfg, strategy)
-                        + task.checks(cfg) + head_checks(cfg, task, strategy)
+                        + task.checks(cfg) + metric + head_checks(cfg, task, strategy)
                         + adaptation_checks(cfg) + tracking_checks(cfg)):
         if not ok:
             raise ConfigError(message)

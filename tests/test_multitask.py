@@ -39,6 +39,11 @@ def test_bad_multitask_options_are_one_line(reviews_csv, change, message):
     assert "\n" not in str(error.value)
 
 
+def test_an_empty_task_list_is_named_before_the_metric_it_cannot_have():
+    with pytest.raises(ConfigError, match="non-empty multitask.tasks"):  # not "metric_for_best=accuracy ..."
+        validate(RunConfig(task="multitask"))
+
+
 def test_tasks_sharing_a_name_no_data_or_another_checkpoint_are_refused(reviews_csv):
     shared = tasks_list(reviews_csv)
     shared[1]["name"] = "sentiment"
