@@ -353,7 +353,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     metric = [(cfg.train.metric_for_best in task.best_metrics(cfg),  # after the task's own checks: they say more
                f"train.metric_for_best={cfg.train.metric_for_best} is not a metric of task={task.name}: "
                f"metric_for_best must be one of {', '.join(task.best_metrics(cfg))}")]
-    for ok, message in (plain_value_checks(cfg) + secret_checks(cfg) + checks + strategy_checks(cfg, strategy)
+    for ok, message in (plain_value_checks(cfg) + secret_checks(cfg) + checks + strategy_checks(cfg, strategy, task)
                         + task.checks(cfg) + metric + head_checks(cfg, task, strategy)
                         + adaptation_checks(cfg) + tracking_checks(cfg)):
         if not ok:
@@ -417,16 +417,21 @@ def plain_value_checks(cfg: RunConfig) -> list[tuple[bool, str]]:
          f"data.{name} takes a file path, not a {type(value).__name__}; {OBJECTS_HINT}") for name, value in files]
 
 
-def strategy_checks(cfg: RunConfig, strategy: strategies.Strategy) -> list[tuple[bool, str]]:
-    """The strategy's own checks; options of another strategy's section and layer-wise rates it cannot use."""
+def strategy_checks(cfg: RunConfig, strategy: strategies.Strategy, task) -> list[tuple[bool, str]]:
+    """The strategy's own checks; options of another strategy's section, layer-wise rates and several tasks it
+    cannot train."""
     layerwise = cfg.train.layer_lr_decay is not None or cfg.train.head_lr is not None
     layerwise_names = [s.name for s in strategies.REGISTRY.values() if s.layerwise_lr]
+    shared_names = [s.name for s in strategies.REGISTRY.values() if s.shared_encoder]
     foreign = [(name, owner) for name in strategies.foreign_sections(strategy)
                for owner in strategies.REGISTRY.values() if name in owner.sections
                if getattr(cfg, name) != owner.sections[name]()]
     return strategy.checks(cfg) + [
         (strategy.layerwise_lr or not layerwise,
          f"train.layer_lr_decay and train.head_lr work with strategy={' or '.join(layerwise_names)}"),
+        (strategy.shared_encoder or not task.several_tasks,
+         f"strategy={strategy.name} does not train a model of several tasks (task={task.name}) yet; use "
+         f"strategy={' or '.join(shared_names)}"),
     ] + [(False, f"{name}.* options combine with strategy={owner.name} only; drop them or set strategy={owner.name}")
          for name, owner in foreign]
 

@@ -55,7 +55,7 @@ def test_tasks_sharing_a_name_no_data_or_another_checkpoint_are_refused(reviews_
                            (other, "names another checkpoint")):
         with pytest.raises(ConfigError, match=message):
             validate(config("minilm", reviews_csv, tasks=tasks))
-    with pytest.raises(ConfigError, match="strategy=lora does not train a multi-task model"):
+    with pytest.raises(ConfigError, match="strategy=lora does not train a model of several tasks"):
         validate(RunConfig(**{**config("minilm", reviews_csv).__dict__, "strategy": "lora"}))
 
 

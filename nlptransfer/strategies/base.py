@@ -85,9 +85,9 @@ class Strategy:
     needs_examples: ClassVar[bool] = True
     """Trains on labeled examples: a run with none (`data.examples_per_class=0`) is refused."""
     sentence_embeddings: ClassVar[bool] = False
+    """Trains or reads a pooled sentence embedding: needs a task with a pooled head (classification)."""
     shared_encoder: ClassVar[bool] = False
     """Trains a multi-task model (one encoder shared by several task models) as it trains one model."""
-    """Trains or reads a pooled sentence embedding: needs a task with a pooled head (classification)."""
 
     def checks(self, cfg) -> list[tuple[bool, str]]:
         """Checks of this strategy's own options: (condition that must hold, message if not)."""

@@ -55,6 +55,8 @@ class Task:
     learning_curves: ClassVar[bool] = False
     """`curve` can draw learning curves of this task (it writes the fixed splits as single-label tables)."""
     """Extra options of `from_pretrained` (e.g. the multi-label problem type)."""
+    several_tasks: ClassVar[bool] = False
+    """Trains one encoder under several tasks' heads: only a strategy with `shared_encoder` applies."""
     model_card: ClassVar[bool] = True
     """The run writes a model card (README.md) for its model."""
     ensembles: ClassVar[bool] = False

@@ -192,14 +192,13 @@ class Multitask(Task):
     features = "none"
     architecture_suffix = "ForMultitask"
     card_metrics = [("mean", "mean", "Mean of the tasks' headline metrics")]
+    several_tasks = True
 
     def best_metrics(self, cfg) -> tuple[str, ...]:
         """`train.metric_for_best`: `mean` of the tasks' headline metrics, or one task's by its name."""
         return ("mean", *(sub.name for sub in cfg.multitask.tasks))
 
     def checks(self, cfg) -> list[tuple[bool, str]]:
-        from .. import strategies
-
         subs = cfg.multitask.tasks
         names = [sub.name for sub in subs]
         repeated = sorted({name for name in names if names.count(name) > 1})
@@ -220,8 +219,6 @@ class Multitask(Task):
             (all(sub.weight > 0 for sub in subs), "a multitask task's weight must be above 0"),
             (not cfg.push.repo_id, "task=multitask does not push to the Hub yet (its card is written to the run "
                                    "folder): unset push.repo_id"),
-            (strategies.get(cfg.strategy).shared_encoder,
-             f"strategy={cfg.strategy} does not train a multi-task model yet; use strategy=full"),
         ]
 
     def load_data(self, cfg, source: tuple | None = None) -> MultitaskData:
