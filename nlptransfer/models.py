@@ -298,8 +298,11 @@ def head_module_names(model: PreTrainedModel) -> list[str]:
     """The top-level modules that are not the pretrained encoder: the task head.
 
     BERT has `classifier`; DistilBERT `pre_classifier` + `classifier`; DeBERTa `pooler` +
-    `classifier`. All of them are new and must train under every strategy.
+    `classifier`. All of them are new and must train under every strategy. A model of several task models on
+    one encoder (task=multitask) names its tasks' heads itself.
     """
+    if callable(own := getattr(model, "head_module_names", None)):
+        return own()
     return [
         name for name, module in model.named_children()
         if module is not model.base_model and any(True for _ in module.parameters())

@@ -55,8 +55,8 @@ def test_tasks_sharing_a_name_no_data_or_another_checkpoint_are_refused(reviews_
                            (other, "names another checkpoint")):
         with pytest.raises(ConfigError, match=message):
             validate(config("minilm", reviews_csv, tasks=tasks))
-    with pytest.raises(ConfigError, match="strategy=lora does not train a model of several tasks"):
-        validate(RunConfig(**{**config("minilm", reviews_csv).__dict__, "strategy": "lora"}))
+    with pytest.raises(ConfigError, match="strategy=contrastive does not train a model of several tasks"):
+        validate(RunConfig(**{**config("minilm", reviews_csv).__dict__, "strategy": "contrastive"}))
 
 
 @pytest.mark.parametrize("sampler", ["proportional", "temperature", "round_robin"])
@@ -169,3 +169,108 @@ def test_the_readme_example_is_a_valid_multitask_config(tmp_path):
     assert [(sub.name, sub.data.name, sub.weight) for sub in cfg.multitask.tasks] == [
         ("sentiment", "tweets", 1.0), ("ner", "wnut16", 2.0)]
     assert cfg.multitask.sampler == "temperature" and cfg.train.metric_for_best == "mean"
+
+
+def two_task_model():
+    """A tiny random MultitaskModel: a 3-label classifier and a 5-tag token classifier on one 2-layer BERT."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertForTokenClassification
+
+    from nlptransfer.tasks.multitask import shared_model
+
+    torch.manual_seed(0)
+    sizes = {"vocab_size": 100, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+             "intermediate_size": 64}
+    task_models = {"sentiment": BertForSequenceClassification(BertConfig(**sizes, num_labels=3)),
+                   "ner": BertForTokenClassification(BertConfig(**sizes, num_labels=5))}
+    return shared_model({"models": task_models, "weights": [1.0, 1.0]})
+
+
+def trained_names(model) -> set[str]:
+    return {name.removeprefix("base_model.model.") for name, p in model.named_parameters() if p.requires_grad}
+
+
+HEADS = {f"task_models.{task}.classifier.{kind}" for task in ("sentiment", "ner") for kind in ("weight", "bias")}
+
+
+@pytest.mark.parametrize("strategy", ["full", "frozen", "bitfit", "gradual", "lora", "ia3"])
+def test_every_strategy_trains_the_shared_encoder_as_it_trains_one_model(strategy):
+    from nlptransfer import models, strategies, tasks
+
+    model = two_task_model()
+    encoder = {f"task_models.sentiment.bert.{name}" for name, _ in model.base_model.named_parameters()}
+    cfg = RunConfig(task="multitask", strategy=strategy, freeze={"embeddings": True} if strategy == "full" else {})
+    prepared = strategies.get(strategy).prepare(model, cfg, tasks.get("multitask"))
+    trained = trained_names(prepared)
+    heads = {name.replace(".modules_to_save.default.", ".") for name in trained if "modules_to_save" in name}
+    if strategy == "full":  # freeze.embeddings=true: all but the embeddings
+        assert trained == HEADS | {name for name in encoder if ".embeddings." not in name}
+    elif strategy in ("frozen", "gradual"):  # gradual: stage 0
+        assert trained == HEADS
+    elif strategy == "bitfit":
+        assert trained == HEADS | {name for name in encoder if name.endswith("bias")}
+    else:  # the adapters on the one encoder and each task's head (peft's trainable copy)
+        adapters = trained - {name for name in trained if "modules_to_save" in name}
+        assert heads == HEADS and adapters
+        assert all((".lora_" if strategy == "lora" else ".ia3_l.") in name and ".sentiment.bert." in name
+                   for name in adapters)
+    assert models.count_parameters(prepared)[0] == sum(
+        p.numel() for name, p in prepared.named_parameters() if p.requires_grad and ".original_module." not in name)
+    if strategy == "gradual":
+        from nlptransfer.strategies.gradual import unfreeze_stage
+
+        unfreeze_stage(model, 2, cfg.gradual, epochs=2)  # the last stage: everything
+        assert trained_names(model) == HEADS | encoder
+
+
+def tiny_run_argv(model: str, reviews: Path, folder: Path, tmp_path: Path) -> list[str]:
+    """A one-epoch lora multi-task run on the CLI, checkpointed every 2 steps (11 steps an epoch)."""
+    import yaml
+
+    settings = {"task": "multitask", "model": model, "strategy": "lora", "multitask": {"tasks": tasks_list(reviews)},
+                "train": {"epochs": 1, "batch_size": 8, "lr": 1e-3, "metric_for_best": "mean", "patience": None},
+                "checkpoint": {"every_steps": 2, "keep": 2}}
+    (tmp_path / "multitask.yaml").write_text(yaml.safe_dump(settings), encoding="utf-8")
+    return ["recipe=sentiment", "--config", str(tmp_path / "multitask.yaml"), f"output_dir={folder}", "--quiet"]
+
+
+def test_a_lora_multitask_run_exports_merged_task_models_and_resumes_bit_identically(
+        tiny_model_dir, reviews_csv, tmp_path, monkeypatch):
+    """One lora run in this process (the reference); the same run on the CLI killed mid-epoch and resumed."""
+    import json
+
+    import torch
+    from nlptransfer.recipes.sentiment import Config
+    from safetensors.torch import load_file
+    from test_checkpoint import drive
+    from transformers import pipeline
+
+    from nlptransfer.config import load_yaml
+    from nlptransfer.pipeline import run
+
+    reference = tmp_path / "reference"
+    tiny_run_argv(tiny_model_dir, reviews_csv, reference, tmp_path)  # the YAML the CLI runs read
+    cfg = load_yaml(Config(output_dir=str(reference)), tmp_path / "multitask.yaml")
+    model = run(cfg).model.eval()
+    assert not (reference / "adapter").exists() and "adapter/" not in (reference / "README.md").read_text()
+    for name, kind in (("sentiment", "text-classification"), ("ner", "token-classification")):
+        exported = pipeline(kind, model=str(reference / "model" / name), device="cpu")
+        assert type(exported.model).__name__.startswith("Bert")  # plain transformers: no peft, no adapter
+        inputs = exported.tokenizer(["the food was fine", "john lives in paris"], return_tensors="pt", padding=True)
+        with torch.no_grad():
+            torch.testing.assert_close(exported.model(**inputs).logits, model.task_models[name](**inputs).logits)
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # as this process (one_thread): the same sums, bit for bit
+    run_dir = tmp_path / "run"
+    argv = tiny_run_argv(tiny_model_dir, reviews_csv, run_dir, tmp_path)
+    killed, _ = drive(tmp_path, argv, "step", 5, name="killed")  # mid-epoch, after the step-4 checkpoint
+    assert killed.returncode == -9 and not (run_dir / "metrics.json").exists()
+    resumed, resumed_ids = drive(tmp_path, argv + ["resume=auto"], name="resumed")
+    assert resumed.returncode == 0, resumed.stderr
+    assert len(resumed_ids) == 11 - 4  # the sampler went on where the checkpoint stopped
+    expected, got = (json.loads((folder / "metrics.json").read_text()) for folder in (reference, run_dir))
+    assert got["test"] == expected["test"]
+    assert [e["train_loss"] for e in got["epochs"]] == [e["train_loss"] for e in expected["epochs"]]
+    for name in ("sentiment", "ner"):
+        want, have = (load_file(str(folder / "model" / name / "model.safetensors")) for folder in (reference, run_dir))
+        assert want.keys() == have.keys() and all(torch.equal(want[k], have[k]) for k in want)

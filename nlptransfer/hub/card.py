@@ -172,16 +172,16 @@ def split_sizes(run_dir: Path, metrics: dict) -> dict[str, int] | None:
     return dict(zip(("train", "validation", "test"), map(int, found.groups()))) if found else None
 
 
-def training_section(cfg: RunConfig, metrics: dict) -> str:
-    """Strategy, trainable parameters and the hyperparameters as a table."""
+def training_section(cfg: RunConfig, metrics: dict, note: str | None = None) -> str:
+    """Strategy, trainable parameters and the hyperparameters as a table; `note` replaces the strategy's card note."""
     parameters, timing, train = metrics.get("parameters", {}), metrics.get("timing", {}), cfg.train
     strategy = strategies.get(cfg.strategy)
     lines = ["## Training", "", f"- Transfer strategy: `{strategy.name}`, {strategy.card_text}."]
     if parameters.get("total"):
         share = 100 * parameters["trainable"] / parameters["total"]
         lines.append(f"- Trainable parameters: {parameters['trainable']:,} of {parameters['total']:,} ({share:.2f}%).")
-    if strategy.card_note:
-        lines.append(f"- {strategy.card_note}")
+    if note or strategy.card_note:
+        lines.append(f"- {note or strategy.card_note}")
     lines += few_shot_lines(cfg, metrics)
     validated = bool(metrics.get("data", {}).get("examples", {}).get("validation", 1))
     if timing.get("train_seconds") is not None:
@@ -195,8 +195,9 @@ def training_section(cfg: RunConfig, metrics: dict) -> str:
                                                          train.grad_accum_steps),
         ("lr", "learning rate", train.lr or strategy.default_lr), ("weight_decay", "weight decay", train.weight_decay),
         ("warmup_ratio", "warmup ratio", train.warmup_ratio), ("max_grad_norm", "max grad norm", train.max_grad_norm),
-        (None, "max length (tokens)", cfg.data.max_length), ("mixed_precision", "mixed precision",
-                                                              train.mixed_precision),
+        (None, "max length (tokens)", cfg.data.max_length),
+        ("mixed_precision", "mixed precision", train.mixed_precision + (f" ({timing['precision_reason']})"
+                                                                        if timing.get("precision_reason") else "")),
         ("metric_for_best", "best epoch by", best_by),
         ("patience", "early-stopping patience", train.patience if validated else None), (None, "seed", cfg.seed)]
     unused = strategy.unused_train_options(cfg)  # replaced by the strategy's own options, in its rows below

@@ -25,6 +25,9 @@ from .card import (
     training_section,
 )
 
+MERGED_NOTE = ("The adapters are merged into the shared encoder of each task's model in `model/<task>/`; a multi-task "
+               "run writes no adapter folder.")
+
 
 def task_metrics(metrics: dict, name: str) -> dict:
     """One task of a multi-task run's metrics.json as a single-task run's: its test, baselines and data."""
@@ -61,7 +64,7 @@ def multitask_card(cfg: RunConfig, metrics: dict, *, run_dir: Path, repo_id: str
                 f"per task), with nlptransfer (recipe `{cfg.recipe}`, task `multitask`, strategy "
                 f"`{cfg.strategy}`, sampler `{cfg.multitask.sampler}`): {names}. Each task is saved as its own "
                 "transformers model (the shared encoder and that task's head) in `model/<task>/`.",
-                training_section(cfg, metrics)]
+                training_section(cfg, metrics, note=MERGED_NOTE if strategy.adapter else None)]
     for name, sub_cfg, sub_metrics in subs:
         sizes = split_sizes(run_dir / "model" / name, sub_metrics)  # its own data only
         intro = tasks.get(sub_cfg.task).card_intro(saved_label_names(run_dir / "model" / name / "config.json"))

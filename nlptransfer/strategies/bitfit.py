@@ -33,6 +33,7 @@ class BitFit(Strategy):
     # fine-tuning of the small packaged MiniLM already runs at 1e-4 here (the bottom of BitFit's range), so bitfit
     # gets the top of it, 1e-3, 10x full; the new head trains at it too.
     default_lr = 1e-3
+    shared_encoder = True
 
     def prepare(self, model: nn.Module, cfg, task) -> nn.Module:
         if not bias_only(model):

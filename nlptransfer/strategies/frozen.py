@@ -44,6 +44,7 @@ class Frozen(Strategy):
     card_tag = "frozen-encoder"
     default_lr = 1e-2
     sections = {"stack": StackSettings}
+    shared_encoder = True
 
     def checks(self, cfg) -> list[tuple[bool, str]]:
         if not stacking(cfg):
@@ -100,10 +101,16 @@ class Frozen(Strategy):
         return model
 
     def train(self, fitting: Fitting) -> tuple[nn.Module, FitResult]:
-        """Run the encoder once over train and validation (through the disk cache), then fit the head alone."""
+        """Run the encoder once over train and validation (through the disk cache), then fit the head alone.
+
+        A task without a feature kind (`features` None: multitask, whose heads read one encoder under several
+        tasks, while the cache holds one model's features) trains its heads over the frozen encoder in the loop.
+        """
         from ..engine import features
 
         cfg, task = fitting.cfg, fitting.task
+        if task.features is None:
+            return super().train(fitting)
         if stacking(cfg):
             from ..engine import stacking as stack
 

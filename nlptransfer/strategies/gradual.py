@@ -81,6 +81,7 @@ class Gradual(Strategy):
     card_text = "gradual unfreezing: the new head trained first, then the encoder unfrozen from the top layer down"
     card_tag = "gradual-unfreezing"
     default_lr = 1e-4
+    shared_encoder = True
     sections = {"gradual": GradualConfig}
     layerwise_lr = True
 

@@ -49,6 +49,7 @@ class IA3(Strategy):
     # few epochs. 3e-3 keeps the paper's value, 6x LoRA's here; the new head trains at it too (frozen: 1e-2).
     # No weight decay on the vectors: it would pull them towards 0, not towards their start, 1.
     default_lr = 3e-3
+    shared_encoder = True
     sections = {"ia3": IA3Settings}
     adapter = True
     card_note = ("The IA3 vectors are merged into the model weights; the adapter alone, with its head, is in "

@@ -53,6 +53,7 @@ class Lora(Strategy):
     card_text = "LoRA: low-rank adapters on the attention projections and the new head trained"
     card_tag = "lora"
     default_lr = 5e-4
+    shared_encoder = True
     sections = {"lora": LoraSettings}
     adapter = True
     card_note = ("The LoRA update is merged into the model weights; the adapter alone, with its head, is in "

@@ -36,7 +36,7 @@ def for_architectures(architectures: list[str]) -> Task | None:
 
 def for_peft_type(task_type: str | None) -> str | None:
     """The name of the task a peft adapter of `task_type` (`SEQ_CLS`, ...) was trained for."""
-    return next((task.name for task in REGISTRY.values() if task.peft_task_type == task_type), None)
+    return next((task.name for task in REGISTRY.values() if task_type and task.peft_task_type == task_type), None)
 
 
 __all__ = ["Task", "TestOutcome", "for_architectures", "for_peft_type", "get", "names"]

@@ -35,8 +35,8 @@ class Task:
     name: ClassVar[str]
     auto_class_name: ClassVar[str]
     """The transformers Auto class whose head this task trains (`auto_class`), by name."""
-    peft_task_type: ClassVar[str]
-    """peft's task type (`SEQ_CLS`, `TOKEN_CLS`) for adapter strategies."""
+    peft_task_type: ClassVar[str | None]
+    """peft's task type (`SEQ_CLS`, `TOKEN_CLS`) for adapter strategies; None: peft's custom-module mode."""
     pipeline_tag: ClassVar[str]
     """The Hub's pipeline tag and the `transformers.pipeline` task of the saved model."""
     metrics: ClassVar[tuple[str, ...]]
@@ -47,8 +47,9 @@ class Task:
     """What the training throughput counts."""
     pooled_head: ClassVar[bool] = False
     """Its head can read a pooled sentence embedding (`head.pooling`; contrastive and zero-shot strategies)."""
-    features: ClassVar[str]
-    """What a frozen encoder's cached features are for this head: a kind of `engine.features.EXTRACTIONS`."""
+    features: ClassVar[str | None]
+    """What a frozen encoder's cached features are for this head: a kind of `engine.features.EXTRACTIONS`; None:
+    no cache, `frozen` trains the head over the frozen encoder in the plain loop."""
     architecture_suffix: ClassVar[str]
     """How a saved model's `architectures` entry ends for this task's head (e.g. `ForTokenClassification`)."""
     extra_model_options: ClassVar[dict] = {}

@@ -160,7 +160,12 @@ def shared_model(models: dict):
     from torch import nn
 
     class MultitaskModel(nn.Module):
-        """`forward(task=k, **inputs)`: task k's model on the batch; its loss times the task's weight."""
+        """`forward(task=k, **inputs)`: task k's model on the batch; its loss times the task's weight.
+
+        `base_model` (the shared encoder), `config` and `get_input_embeddings` answer as a single transformers
+        model's do, so the strategies' parameter tools (freeze, bias-only, layers, unfreezing) and peft's
+        adapters apply to it unchanged; every module that is not the encoder is a task's head.
+        """
 
         def __init__(self, task_models: dict, weights: list[float]):
             super().__init__()
@@ -171,6 +176,21 @@ def shared_model(models: dict):
             prefix = first.base_model_prefix
             for model in task_models.values():
                 setattr(model, prefix, getattr(first, prefix))
+
+        @property
+        def base_model(self) -> nn.Module:
+            """The shared encoder (a property: its weights stay registered once, under the task models)."""
+            return next(iter(self.task_models.values())).base_model
+
+        def get_input_embeddings(self) -> nn.Module:
+            return self.base_model.get_input_embeddings()
+
+        def head_module_names(self) -> list[str]:
+            """Each task model's head modules (`classifier`, ...): what trains in full beside the encoder."""
+            from .. import models
+
+            return list(dict.fromkeys(name for model in self.task_models.values()
+                                      for name in models.head_module_names(model)))
 
         def forward(self, task, **inputs):
             index = int(task)
@@ -185,11 +205,11 @@ def shared_model(models: dict):
 class Multitask(Task):
     name = "multitask"
     auto_class_name = "AutoModelForSequenceClassification"
-    peft_task_type = "MULTITASK"
+    peft_task_type = None  # peft's custom-module mode: its adapters on the shared encoder, each task's head saved
     pipeline_tag = "text-classification"
     metrics = ("mean",)
     headline = "mean"
-    features = "none"
+    features = None  # no feature cache (it holds one model's features): strategy=frozen trains the heads in the loop
     architecture_suffix = "ForMultitask"
     card_metrics = [("mean", "mean", "Mean of the tasks' headline metrics")]
     several_tasks = True
@@ -323,9 +343,12 @@ class Multitask(Task):
                           for name, d in data.tasks.items()}}
 
     def save_model(self, model, tokenizer, output_dir: Path, cfg, data: MultitaskData) -> Path:
-        """model/<task>/: each task a standalone transformers model (shared encoder + its head)."""
+        """model/<task>/: each task a standalone transformers model (shared encoder + its head), adapters (lora,
+        ia3) merged into the encoder; no `adapter/` folder (peft's adapter would hold every task's head)."""
         from ..outputs import export
 
+        if callable(getattr(model, "merge_and_unload", None)):  # a peft model: its adapters merged in a copy
+            model = export.merged_copy(model)
         folder = output_dir / "model"
         for name, task_model in model.task_models.items():
             export.save_pretrained(task_model, tokenizer, folder / name)
