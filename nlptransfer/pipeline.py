@@ -303,6 +303,7 @@ def run_in_folder(cfg: RunConfig, task: tasks.Task, strategy: strategies.Strateg
     logger.info("test (best epoch %d):\n%s", fitted.best_epoch, task.report(outcome.metrics, data))
     baselines, baseline_line = task.baselines(data)
     logger.info(baseline_line)
+    task.run_companions(cfg, data, outcome.metrics, folder.path, run, fitting.lr)  # e.g. each task of several alone
     results = Results(output_dir=folder.path, test_metrics=outcome.metrics, history=fitted.history,
                       baselines=baselines, parameters={"trainable": trainable, "total": total},
                       timing=timing(fitted, started), model=model, tokenizer=tokenizer,

@@ -84,7 +84,29 @@ def trained(tiny_model_dir, reviews_csv, tmp_path_factory):
     from nlptransfer.pipeline import run
 
     folder = tmp_path_factory.mktemp("multitask") / "run"
-    return run(config(tiny_model_dir, reviews_csv, folder)), folder
+    return run(config(tiny_model_dir, reviews_csv, folder, compare_alone=True)), folder
+
+
+def test_compare_alone_trains_each_task_alone_and_reports_it_beside_the_multitask_score(trained):
+    import json
+
+    import yaml
+
+    folder = trained[1]
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert list(metrics["alone"]) == ["sentiment", "ner"]
+    for name, metric in (("sentiment", "accuracy"), ("ner", "f1")):
+        entry, alone_dir = metrics["alone"][name], folder / "alone" / name
+        alone = json.loads((alone_dir / "metrics.json").read_text())  # a finished run of that task alone
+        assert entry["metric"] == metric and entry["alone"] == alone["test"][metric] == entry["test"][metric]
+        assert entry["multitask"] == metrics["test"][name][metric]
+        assert entry["difference"] == pytest.approx(entry["multitask"] - entry["alone"])
+        options = yaml.safe_load((alone_dir / "config.yaml").read_text())
+        assert options["task"] != "multitask" and options["strategy"] == "full" and options["seed"] == 42
+        assert options["train"]["epochs"] == 3 and options["train"]["lr"] == 1e-3
+        assert (f"test {metric} {entry['alone']:.4f}, against {entry['multitask']:.4f}"
+                in (folder / "README.md").read_text())
+    assert "each task trained alone with the same options" in (folder / "train.log").read_text()
 
 
 def test_multitask_run_trains_both_heads_and_exports_each_task(trained):
@@ -253,6 +275,7 @@ def test_a_lora_multitask_run_exports_merged_task_models_and_resumes_bit_identic
     cfg = load_yaml(Config(output_dir=str(reference)), tmp_path / "multitask.yaml")
     model = run(cfg).model.eval()
     assert not (reference / "adapter").exists() and "adapter/" not in (reference / "README.md").read_text()
+    assert not (reference / "alone").exists()  # multitask.compare_alone is off: nothing more is trained
     for name, kind in (("sentiment", "text-classification"), ("ner", "token-classification")):
         exported = pipeline(kind, model=str(reference / "model" / name), device="cpu")
         assert type(exported.model).__name__.startswith("Bert")  # plain transformers: no peft, no adapter

@@ -39,6 +39,7 @@ def multitask_card(cfg: RunConfig, metrics: dict, *, run_dir: Path, repo_id: str
                    license: str | None = None) -> str:
     """The README.md of a multi-task run: every task's data, test results (model-index entries named by task) and
     usage; the shared encoder's base and the strategy once."""
+    from ..tasks.alone import card_line
     from ..tasks.multitask import sub_task
 
     model_name = repo_id.split("/")[-1] if repo_id else f"{cfg.recipe}-multitask-{cfg.strategy}"
@@ -70,7 +71,8 @@ def multitask_card(cfg: RunConfig, metrics: dict, *, run_dir: Path, repo_id: str
         intro = tasks.get(sub_cfg.task).card_intro(saved_label_names(run_dir / "model" / name / "config.json"))
         sections.append("\n\n".join([
             f"## Task `{name}`", f"{intro[1]}: {', '.join(f'`{n}`' for n in intro[2])}.",
-            "#" + data_section(sub_cfg, sizes), "#" + results_section(sub_cfg, sub_metrics)]))
+            "#" + data_section(sub_cfg, sizes), "#" + results_section(sub_cfg, sub_metrics),
+            *filter(None, [card_line(metrics.get("alone", {}).get(name))])]))
     if "mean" in metrics.get("test", {}):
         sections.append(f"Mean of the tasks' headline test metrics: {metrics['test']['mean']:.4f}.")
     sections.append("\n".join([

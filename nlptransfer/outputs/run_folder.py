@@ -54,7 +54,7 @@ FINISHED_MARKER = "metrics.json"
 UNTRAINED = {*STARTED_ONLY, "tensorboard"}
 """What a run writes before it has trained anything worth keeping."""
 RUN = folders.Kind("run", ("config.yaml", "train.log", FINISHED_MARKER, "predictions.jsonl", "README.md", "model",
-                           "adapter", "checkpoints", "export", "adapted-encoder", "tensorboard", "*.png"),
+                           "adapter", "checkpoints", "export", "adapted-encoder", "alone", "tensorboard", "*.png"),
                   ("train.log", "config.yaml"))
 """What a run writes at the top of its folder: overwrite=true removes these and nothing else."""
 

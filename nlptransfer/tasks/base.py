@@ -92,6 +92,10 @@ class Task:
         """The model to train: `load(task, label_names)` loads the checkpoint with a new head of `task`."""
         return load(self, data.label_names)
 
+    def run_companions(self, cfg, data, metrics: dict, output_dir, train, lr: float) -> None:
+        """Runs this task trains beside the run, after its test (each task of several alone); `train(cfg)` is the run
+        skeleton, `lr` the learning rate the run trained with. None by default."""
+
     def save_model(self, model, tokenizer, output_dir, cfg, data):
         """Save the model itself and return its folder; None: the strategy saves it (`model/`, `adapter/`)."""
         return None

@@ -54,6 +54,9 @@ class MultitaskConfig:
     """Which task each batch comes from: `proportional` (to examples), `temperature` (n**(1/T)) or `round_robin`."""
     temperature: float = 2.0
     """T of sampler=temperature (> 0): 1 is proportional, larger evens the tasks out."""
+    compare_alone: bool = False
+    """Then train each task alone with the same options (strategy, epochs, lr, seed, its data) in alone/<task>/ and
+    report its test metric beside the multi-task one (log, metrics.json `alone`, the card)"""
 
 
 @dataclass
@@ -63,6 +66,8 @@ class MultitaskData:
     tasks: dict[str, Any]
     configs: dict[str, Any]
     """Each sub-task's run config (the run's options with its task and data section)."""
+    alone: dict = field(default_factory=dict)
+    """Each task trained alone (multitask.compare_alone): metrics.json's `alone`."""
 
     @property
     def label_names(self) -> list[str]:
@@ -340,7 +345,15 @@ class Multitask(Task):
 
     def data_summary(self, data: MultitaskData, encoded: dict, cfg) -> dict:
         return {"tasks": {name: self.task_of(data, name).data_summary(d, encoded["train"][name], data.configs[name])
-                          for name, d in data.tasks.items()}}
+                          for name, d in data.tasks.items()}} | ({"alone": data.alone} if data.alone else {})
+
+    def run_companions(self, cfg, data: MultitaskData, metrics: dict, output_dir: Path, train, lr: float) -> None:
+        """multitask.compare_alone: each task trained alone at the same budget (`alone.py`), kept for metrics.json."""
+        if cfg.multitask.compare_alone:
+            from .alone import train_each_alone
+
+            headlines = {name: self.task_of(data, name).headline for name in data.tasks}
+            data.alone = train_each_alone(cfg, data, metrics, output_dir, train, lr, headlines)
 
     def save_model(self, model, tokenizer, output_dir: Path, cfg, data: MultitaskData) -> Path:
         """model/<task>/: each task a standalone transformers model (shared encoder + its head), adapters (lora,
