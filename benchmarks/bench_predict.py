@@ -6,7 +6,7 @@
 
 The texts are the run's own test split (its predictions.jsonl, with the gold labels). Each method runs in a
 process of its own (its peak RSS is its own): `pipeline` is transformers' text-classification pipeline on the
-saved fp32 model, batch 32, truncated to the run's max_length; `torch` (nlptransfer's exact default), `int8`,
+saved fp32 model, batch 32, truncated to the run's max_length; `torch` (nlptransfer's exact default), `bf16`, `int8`,
 `onnx` and `onnx-int8` are `nlptransfer.load_model(run, runtime=...).predict(texts, batch_size=32)`. The ONNX
 files are exported first when missing or stale (`python -m nlptransfer.export`, timed). Without `--model` it
 takes the newest finished `recipe=sentiment` run under runs/, and trains one when there is none (~10 minutes).
@@ -29,8 +29,9 @@ from bench import run_child
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-METHODS = ("pipeline", "torch", "int8", "onnx", "onnx-int8")
+METHODS = ("pipeline", "torch", "bf16", "int8", "onnx", "onnx-int8")
 LABELS = {"pipeline": "transformers.pipeline(batch_size=32), fp32", "torch": "nlptransfer predict, fp32 (default)",
+          "bf16": "nlptransfer predict runtime=bf16",
           "int8": "nlptransfer predict runtime=int8", "onnx": "nlptransfer predict runtime=onnx",
           "onnx-int8": "nlptransfer predict runtime=onnx-int8"}
 GOAL_SPEEDUP, GOAL_POINTS = 2.0, 1.0
@@ -170,6 +171,7 @@ def machine() -> dict:
     return {"cpu": cpu, "cores": len(os.sched_getaffinity(0)), "torch": torch.__version__,
             "transformers": transformers.__version__, "onnxruntime": onnxruntime.__version__,
             "int8_instructions": [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags],
+            "bf16_instructions": [f for f in ("avx512_bf16", "amx_bf16", "amx_tile") if f in flags],
             "quantized_engine": torch.backends.quantized.engine}
 
 

@@ -70,7 +70,8 @@ def render(measured: dict, host: dict, command: str) -> str:
         f"Model: `{host['run']}` (its test split, {texts} texts, batch 32, each method in a fresh process). "
         f"Machine: {host['cpu']}, {host['cores']} cores, torch {host['torch']} (quantized engine "
         f"`{host['quantized_engine']}`), transformers {host['transformers']}, onnxruntime {host['onnxruntime']}; "
-        f"int8-relevant CPU flags: {', '.join(host['int8_instructions']) or 'none'}. Load average "
+        f"int8-relevant CPU flags: {', '.join(host['int8_instructions']) or 'none'}; bf16: "
+        f"{', '.join(host.get('bf16_instructions', [])) or 'none (runtime=bf16 is emulated, slow)'}. Load average "
         f"{host['load_before'][0]:.2f} before, {host['load_after'][0]:.2f} after; "
         f"{host['total_seconds']:.0f} s in all. "
         f"ONNX files ({export}): {sizes}.", "",

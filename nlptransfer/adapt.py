@@ -29,7 +29,7 @@ from . import catalog, models, tasks
 from .config import RunConfig, TrainConfig
 from .data.readers import read_table
 from .data.splits import dedup_key
-from .engine import batches
+from .engine import batches, precision
 from .engine.loop import OptimizerSettings, TrainData, fit
 from .errors import DataError, ModelError
 from .outputs import export, folders
@@ -118,6 +118,7 @@ def adapt_encoder(cfg: RunConfig, folder: Path, accelerator: Accelerator | None 
             return record
     folders.check_writable(folder, ADAPTED, "pretrain.output_dir", replacing=True, whole=True,
                            inputs=folders.config_inputs(cfg))  # before training: it replaces the folder
+    cfg, _ = precision.resolved(cfg)  # auto when called alone (a run passes its resolved config)
     accelerator = accelerator or Accelerator(mixed_precision=cfg.train.mixed_precision)
     started = time.perf_counter()
     tokenizer = models.load_tokenizer(cfg.model, cfg.trust_remote_code)

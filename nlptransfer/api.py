@@ -78,7 +78,7 @@ def load_recipe(name: str) -> ModuleType:
 def load_model(location: str | Path, base_model: str | None = None, runtime: str = "torch",
                task: str | None = None) -> Predictor:
     """A `Predictor` (`.predict(texts)`) for a run folder, a model folder, an adapter folder or a hub id;
-    `runtime=int8|onnx|onnx-int8` for faster approximate serving on CPU (`nlptransfer.runtimes`). A multi-task run
+    `runtime=bf16|int8|onnx|onnx-int8` for faster approximate serving on CPU (`nlptransfer.runtimes`). A multi-task run
     answers every task (each row's `tasks`), or one task by its name (`task="ner"`)."""
     from .predictor import load_model as load_predictor
 

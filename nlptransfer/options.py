@@ -13,7 +13,7 @@ from typing import Any
 LONG_TEXT = ("truncate", "head_tail", "sliding")
 BACKENDS = ("auto", "memory", "arrow")
 POOLING = ("mean", "max")
-MIXED_PRECISION = ("no", "fp16", "bf16")
+MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
 LOG_WITH = ("tensorboard", "wandb", "mlflow", "none")
 LOG_WITH_EXTRAS = ("tensorboard",)
 """Trackers that nlptransfer's own extras install (`pip install 'nlptransfer[tensorboard]'`)."""
@@ -104,8 +104,9 @@ class TrainConfig:
     """Accumulate gradients over this many batches per optimizer step."""
     max_grad_norm: float | None = 1.0
     """Clip the gradient norm to this value; null disables clipping."""
-    mixed_precision: str = "no"
-    """`no`, `fp16` or `bf16` (GPU); passed to Accelerate."""
+    mixed_precision: str = "auto"
+    """`auto` (bf16 on a GPU or CPU that computes it fast, fp16 on an older GPU, else fp32), `no` (fp32), `fp16`,
+    `bf16`; passed to Accelerate."""
     metric_for_best: str = "accuracy"
     """Validation metric that picks the best epoch (higher is better)."""
     patience: int | None = 2

@@ -23,7 +23,7 @@ from torch import nn
 
 from . import adapt, catalog, models, pooling, strategies, tasks
 from .config import RunConfig, to_yaml, validate
-from .engine import distributed
+from .engine import distributed, precision
 from .engine.callbacks import Checkpointing, EarlyStopping, Tracking
 from .engine.checkpoint import Checkpoints
 from .engine.loop import Callback, FitResult
@@ -222,7 +222,7 @@ def run(cfg: RunConfig, inputs: Inputs | None = None) -> Results:
     """Fine-tune, evaluate on the held-out test split and save; returns the `Results`."""
     started = time.perf_counter()
     inputs = inputs or Inputs()
-    cfg = validate(cfg)
+    cfg, precision_choice = precision.resolved(validate(cfg))  # auto: the device's fast precision
     task, strategy = tasks.get(cfg.task), strategies.get(cfg.strategy)
     check_push(cfg.push)  # a bad repo id or a missing token fails now, not after training
     if inputs.source is None:
@@ -230,8 +230,9 @@ def run(cfg: RunConfig, inputs: Inputs | None = None) -> Results:
     if inputs.model_path is None and isinstance(cfg.model, str):
         catalog.resolve_model(cfg.model)  # an unfinished run or an ensemble as model= is refused before too
     accelerator, folder = setup(cfg)
+    logger.info("mixed precision: %s (%s)", cfg.train.mixed_precision, precision_choice.reason)
     try:
-        results = run_in_folder(cfg, task, strategy, inputs, accelerator, folder, started)
+        results = run_in_folder(cfg, task, strategy, inputs, accelerator, folder, started, precision_choice)
     except BaseException:
         console.stop_run_logging()
         if accelerator.is_main_process:
@@ -263,7 +264,8 @@ def check_input_files(cfg: RunConfig) -> None:
 
 
 def run_in_folder(cfg: RunConfig, task: tasks.Task, strategy: strategies.Strategy, inputs: Inputs,
-                  accelerator: Accelerator, folder: RunFolder, started: float) -> Results:
+                  accelerator: Accelerator, folder: RunFolder, started: float,
+                  precision_choice: precision.Choice | None = None) -> Results:
     """The run's steps once its folder is taken."""
     cfg = within_model_length(cfg, models.load_tokenizer(cfg.model, cfg.trust_remote_code, path=inputs.model_path))
     if not cfg.resume and accelerator.is_main_process:
@@ -306,7 +308,8 @@ def run_in_folder(cfg: RunConfig, task: tasks.Task, strategy: strategies.Strateg
     task.run_companions(cfg, data, outcome.metrics, folder.path, run, fitting.lr)  # e.g. each task of several alone
     results = Results(output_dir=folder.path, test_metrics=outcome.metrics, history=fitted.history,
                       baselines=baselines, parameters={"trainable": trainable, "total": total},
-                      timing=timing(fitted, started), model=model, tokenizer=tokenizer,
+                      timing=timing(fitted, started) | precision_record(cfg, precision_choice), model=model,
+                      tokenizer=tokenizer,
                       predictions=task.prediction_rows(data, outcome), config=cfg, encoder_from=encoder_from)
     if accelerator.is_main_process:  # a full disk here: one line, nothing half-written, resume=auto finishes
         with folder.writing_outputs(lambda: sum(t.numel() * t.element_size() for t in model.state_dict().values())):
@@ -329,6 +332,11 @@ def within_model_length(cfg: RunConfig, tokenizer) -> RunConfig:
     if length == cfg.data.max_length:
         return cfg
     return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, max_length=length))
+
+
+def precision_record(cfg: RunConfig, choice: precision.Choice | None) -> dict:
+    """metrics.json's record of the precision the run computed in, and why (`auto`'s reason)."""
+    return {"mixed_precision": cfg.train.mixed_precision} | ({"precision_reason": choice.reason} if choice else {})
 
 
 def timing(fitted: FitResult, started: float) -> dict:

@@ -4,6 +4,7 @@ ones on CPU, each a `Runtime` registered by name.
 | runtime | what runs | needs |
 |---|---|---|
 | `torch` | the saved fp32 weights in torch: exactly what the run evaluated | nothing |
+| `bf16` | torch, the weights cast to bfloat16 as the model loads | to be fast: a GPU, or AMX/AVX-512 BF16 |
 | `int8` | torch, each `nn.Linear` quantized to int8 as the model loads (dynamic, per channel) | nothing |
 | `onnx` | onnxruntime on the fp32 graph exported by `export` | `onnx/model.onnx` |
 | `onnx-int8` | onnxruntime on that graph with int8 weights (`quantize_dynamic`, per channel) | `onnx/model_int8.onnx` |
@@ -65,6 +66,13 @@ class Runtime:
         raise NotImplementedError
 
 
+class BF16(Runtime):
+    def prepare(self, model: nn.Module) -> nn.Module:
+        import torch
+
+        return model.to(torch.bfloat16)  # scores come back as float32 (the tasks read logits.float())
+
+
 class Int8(Runtime):
     def prepare(self, model: nn.Module) -> nn.Module:
         return quantize_int8(model)
@@ -92,6 +100,8 @@ class Onnx(Runtime):
 
 REGISTRY = {runtime.name: runtime for runtime in (
     Runtime("torch", "the saved fp32 weights in torch, exactly as the run evaluated them (default)", gpu=True),
+    BF16("bf16", "torch in bfloat16 (approximate; fast on GPUs and CPUs with AMX or AVX-512 BF16, slow elsewhere)",
+         gpu=True),
     Int8("int8", "torch with int8 linear layers, quantized as the model loads (approximate, CPU)"),
     Onnx("onnx", "onnxruntime on the exported fp32 graph (CPU)", f"{EXPORT_FOLDER}/model.onnx"),
     Onnx("onnx-int8", "onnxruntime on the exported graph with int8 weights (approximate, CPU)",

@@ -88,7 +88,7 @@ PREDICT_CASES = [
     ("base model for a whole model", lambda t, f, lo: [f"model={f}", "text=hi", f"base_model={f}"],
      "base_model= is for an adapter"),
     ("unknown runtime", lambda t, f, lo: [f"model={f}", "text=hi", "runtime=fast"],
-     "unknown runtime 'fast'; pass one of torch, int8, onnx, onnx-int8"),
+     "unknown runtime 'fast'; pass one of torch, bf16, int8, onnx, onnx-int8"),
     ("onnx runtime on a model never exported", lambda t, f, lo: [f"model={f}", "text=hi", "runtime=onnx"],
      "model.onnx, which this model folder lacks; export it first: python -m nlptransfer.export"),
     ("onnx-int8 runtime on a model never exported", lambda t, f, lo: [f"model={f}", "text=hi", "runtime=onnx-int8"],

@@ -11,6 +11,7 @@ from huggingface_hub.repocard_data import model_index_to_eval_results
 
 from nlptransfer import catalog, strategies
 from nlptransfer.config import DataConfig, RunConfig
+from nlptransfer.engine import precision
 from nlptransfer.hub.card import base_model_id, render, run_card
 
 CLASSIFICATION_TEST = {
@@ -69,6 +70,12 @@ def test_run_card_body(full_run):
         assert f"| {label} | {row['precision']:.3f} | {row['recall']:.3f} | {row['f1']:.3f} | {row['support']} |" \
             in card_text
     assert 'pipeline("text-classification", model="path/to/this/folder", truncation=True)' in card_text
+    # train.mixed_precision=auto (the default): the choice is in config.yaml, metrics.json, the log and the card
+    reason = precision.choose("auto").reason  # fp32 on every CPU in the suite (conftest: NLPTRANSFER_NO_BF16)
+    assert reason.startswith("auto: fp32")
+    assert "mixed_precision: 'no'" in (full_run / "config.yaml").read_text()
+    assert metrics["timing"]["mixed_precision"] == "no" and metrics["timing"]["precision_reason"] == reason
+    assert f"mixed precision: no ({reason})" in sizes and f"| mixed precision | no ({reason}) |" in card_text
 
 
 def test_lora_card_names_the_strategy_and_the_adapter(lora_run):

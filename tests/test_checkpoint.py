@@ -149,6 +149,26 @@ def test_killed_run_resumes_to_identical_results(tmp_path, tiny_model_dir, revie
     assert killed_ids[:len(reference_ids) - len(resumed_ids)] == reference_ids[:len(reference_ids) - len(resumed_ids)]
 
 
+def test_a_killed_bf16_run_resumes_to_the_same_bf16_run_uninterrupted(tmp_path, tiny_model_dir, reviews_csv,
+                                                                     uninterrupted):
+    """bf16 autocast (emulated on a CPU without it): resuming must not change what the bf16 run computes."""
+    def argv(run_dir: Path) -> list[str]:
+        return run_args(tiny_model_dir, reviews_csv, run_dir) + ["train.mixed_precision=bf16", "train.epochs=2"]
+    reference, _ = drive(tmp_path, argv(tmp_path / "reference"), name="reference")
+    assert reference.returncode == 0, reference.stderr
+    killed, _ = drive(tmp_path, argv(tmp_path / "run"), "step", 4, name="killed")
+    assert killed.returncode == -signal.SIGKILL
+    resumed, _ = drive(tmp_path, argv(tmp_path / "run") + ["resume=auto"], name="resumed")
+    assert resumed.returncode == 0, resumed.stderr
+    expected, got = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("reference", "run"))
+    assert got["timing"]["mixed_precision"] == "bf16" and got["test"] == expected["test"]
+    assert [e["train_loss"] for e in got["epochs"]] == [e["train_loss"] for e in expected["epochs"]]
+    reference_weights, weights = final_weights(tmp_path / "reference"), final_weights(tmp_path / "run")
+    assert all(torch.equal(reference_weights[k], weights[k]) for k in reference_weights)
+    fp32 = json.loads((uninterrupted[0] / "metrics.json").read_text())  # bf16 did compute otherwise
+    assert got["epochs"][0]["train_loss"] != fp32["epochs"][0]["train_loss"]
+
+
 @pytest.mark.parametrize("kill_mode, kill_at", [
     ("full_disk_save", 3),  # the 3rd checkpoint's weights cannot be written
     ("full_disk_final", 0),  # training is done; the final model/ cannot be written

@@ -44,8 +44,8 @@ def test_onnx_predicts_what_torch_predicts(exported_run):
     assert set(served[0]) == set(exact[0])
 
 
-@pytest.mark.parametrize("runtime", ["int8", "onnx-int8"])
-def test_int8_runtimes_stay_close_to_torch(exported_run, runtime):
+@pytest.mark.parametrize("runtime", ["bf16", "int8", "onnx-int8"])
+def test_approximate_runtimes_stay_close_to_torch(exported_run, runtime):
     exact = load_model(exported_run).predict(TEXTS, all_scores=True)
     served = load_model(exported_run, runtime=runtime).predict(TEXTS, all_scores=True)
     assert scores(served) == pytest.approx(scores(exact), abs=0.05)
@@ -172,7 +172,7 @@ def test_a_file_of_an_earlier_export_is_never_served(exported_run, tmp_path, mon
 
 
 def test_unknown_runtime_in_the_python_api(full_run):
-    with pytest.raises(ConfigError, match="unknown runtime 'fast'; pass one of torch, int8, onnx, onnx-int8"):
+    with pytest.raises(ConfigError, match="unknown runtime 'fast'; pass one of torch, bf16, int8, onnx, onnx-int8"):
         load_model(full_run, runtime="fast")
 
 

@@ -45,7 +45,8 @@ class PredictOptions:
     base_model: str | None = None
     """LoRA adapter: load it onto this checkpoint instead of the one its adapter_config.json names."""
     runtime: str = "torch"
-    """torch (exact fp32), int8 (int8 linear layers), onnx, onnx-int8 (python -m nlptransfer.export first)."""
+    """torch (exact fp32), bf16 (fast on GPUs and AMX/AVX-512 BF16 CPUs), int8 (int8 linear layers); after
+    python -m nlptransfer.export: onnx, onnx-int8."""
     task: str | None = None
     """A multi-task run: predict this task only (its name); unset, every task answers under each row's `tasks`."""
 
@@ -55,7 +56,8 @@ TABLE_OUTPUTS = (".csv", ".tsv", ".parquet", ".xlsx", ".xls")
 """Output names that promise another format than the JSON lines predict writes."""
 
 USAGE = """usage: python -m nlptransfer.predict model=RUN_OR_MODEL_DIR_OR_HUB_ID (text="..." | input=FILE [output=FILE])
-                                      [all_scores=true] [batch_size=32] [runtime=torch|int8|onnx|onnx-int8] [task=NAME]
+                                      [all_scores=true] [batch_size=32] [task=NAME]
+                                      [runtime=torch|bf16|int8|onnx|onnx-int8]
                                       [--debug] [--quiet] [--help]
 examples:
   python -m nlptransfer.predict model=runs/sentiment-full-20250101-120000 text="what a great day"
