@@ -323,11 +323,6 @@ def validate(cfg: RunConfig) -> RunConfig:
         (cfg.train.eval_batch_size >= 1, "train.eval_batch_size must be at least 1"),
         (cfg.train.grad_accum_steps >= 1, "train.grad_accum_steps must be at least 1"),
         (cfg.train.lr is None or cfg.train.lr > 0, "train.lr must be positive"),
-        (cfg.data.max_length >= 8, "data.max_length must be at least 8"),
-        (0 <= cfg.data.validation_fraction < 1, "data.validation_fraction must be in [0, 1)"),
-        (0 < cfg.data.test_fraction < 1, "data.test_fraction must be in (0, 1)"),
-        (cfg.data.validation_fraction + cfg.data.test_fraction < 0.9,
-         "data.validation_fraction + data.test_fraction must leave at least 10% for training"),
         (cfg.train.max_nonfinite_steps >= 1, "train.max_nonfinite_steps must be at least 1"),
         (cfg.train.max_grad_norm is None or cfg.train.max_grad_norm > 0,
          "train.max_grad_norm must be positive (the largest gradient norm kept), or null for no clipping"),
@@ -342,23 +337,39 @@ def validate(cfg: RunConfig) -> RunConfig:
         (cfg.train.warmup_ratio >= 0 and cfg.train.warmup_ratio < 1, "train.warmup_ratio must be in [0, 1)"),
         (cfg.train.weight_decay >= 0, "train.weight_decay must be 0 or more"),
         (cfg.train.max_steps is None or cfg.train.max_steps >= 1, "train.max_steps must be at least 1 (or null)"),
-        (all(n is None or n >= 1 for n in (cfg.data.max_train_samples, cfg.data.max_validation_samples,
-                                           cfg.data.max_test_samples)),
-         "data.max_train_samples, max_validation_samples and max_test_samples must be at least 1 (or null)"),
-        (cfg.data.examples_per_class is None or cfg.data.examples_per_class >= 0,
-         "data.examples_per_class must be 0 or more (or null); e.g. data.examples_per_class=8"),
-        (cfg.data.backend in BACKENDS, f"data.backend must be one of {', '.join(BACKENDS)}"),
-        (cfg.data.num_proc is None or cfg.data.num_proc >= 1, "data.num_proc must be at least 1 (or null)"),
-    ]
+    ] + data_checks(cfg.data)
     metric = [(cfg.train.metric_for_best in task.best_metrics(cfg),  # after the task's own checks: they say more
                f"train.metric_for_best={cfg.train.metric_for_best} is not a metric of task={task.name}: "
                f"metric_for_best must be one of {', '.join(task.best_metrics(cfg))}")]
     for ok, message in (plain_value_checks(cfg) + secret_checks(cfg) + checks + strategy_checks(cfg, strategy, task)
-                        + task.checks(cfg) + metric + head_checks(cfg, task, strategy)
+                        + task.checks(cfg) + sub_task_checks(cfg, task) + metric + head_checks(cfg, task, strategy)
                         + adaptation_checks(cfg) + tracking_checks(cfg)):
         if not ok:
             raise ConfigError(message)
     return cfg
+
+
+def data_checks(data: DataConfig) -> list[tuple[bool, str]]:
+    """The checks of a data section: the run's, or one of several tasks' (`sub_task_checks`)."""
+    return [
+        (data.max_length >= 8, "data.max_length must be at least 8"),
+        (0 <= data.validation_fraction < 1, "data.validation_fraction must be in [0, 1)"),
+        (0 < data.test_fraction < 1, "data.test_fraction must be in (0, 1)"),
+        (data.validation_fraction + data.test_fraction < 0.9,
+         "data.validation_fraction + data.test_fraction must leave at least 10% for training"),
+        (all(n is None or n >= 1 for n in (data.max_train_samples, data.max_validation_samples, data.max_test_samples)),
+         "data.max_train_samples, max_validation_samples and max_test_samples must be at least 1 (or null)"),
+        (data.examples_per_class is None or data.examples_per_class >= 0,
+         "data.examples_per_class must be 0 or more (or null); e.g. data.examples_per_class=8"),
+        (data.backend in BACKENDS, f"data.backend must be one of {', '.join(BACKENDS)}"),
+        (data.num_proc is None or data.num_proc >= 1, "data.num_proc must be at least 1 (or null)"),
+    ]
+
+
+def sub_task_checks(cfg: RunConfig, task) -> list[tuple[bool, str]]:
+    """A run of several tasks (multitask): each task's data section and its task's own checks, named by task."""
+    return [(ok, f"multitask task {name}: {message}") for name, sub, sub_cfg in task.sub_tasks(cfg)
+            for ok, message in data_checks(sub_cfg.data) + sub.checks(sub_cfg)]
 
 
 def template_fields(template: str) -> list[str] | None:

@@ -177,6 +177,42 @@ CASES += [
 ]
 
 
+
+def multitask(tmp_path: Path, change, **section) -> list[str]:
+    """task=multitask with a sentiment and an ner task (`change(tasks)` edits them) as a --config YAML."""
+    import yaml
+
+    tasks = [{"name": "sentiment", "task": "classification", "data": {"train_file": str(ASSETS / "reviews.csv")}},
+             {"name": "ner", "task": "token-classification", "data": {"train_file": str(ASSETS / "ner_tiny.conll")}}]
+    change(tasks)
+    config = {"task": "multitask", "train": {"metric_for_best": "mean"}, "multitask": {"tasks": tasks} | section}
+    return ["--config", str(write(tmp_path / "multitask.yaml", yaml.safe_dump(config)))]
+
+
+CASES += [
+    ("multitask: tasks sharing a name", lambda t, m: multitask(t, lambda ts: ts[1].update(name="sentiment")),
+     "multitask.tasks share the name sentiment: give each task its own name"),
+    ("multitask: a task without data", lambda t, m: multitask(t, lambda ts: ts[1].update(data={})),
+     "multitask task ner has no data"),
+    ("multitask: a task without a test split", lambda t, m: multitask(
+        t, lambda ts: ts[0]["data"].update(test_fraction=0.0)),
+     "multitask task sentiment: data.test_fraction must be in (0, 1)"),
+    ("multitask: a task naming another checkpoint", lambda t, m: multitask(t, lambda ts: ts[1].update(model="bert")),
+     "multitask task ner names another checkpoint than model="),
+    ("multitask: a sampler temperature of 0", lambda t, m: multitask(t, lambda ts: None, sampler="temperature",
+                                                                     temperature=0.0),
+     "multitask.temperature must be above 0"),
+    ("multitask: an empty task list", lambda t, m: multitask(t, lambda ts: ts.clear()),
+     "task=multitask needs a non-empty multitask.tasks list"),
+    ("multitask: a task named as a path", lambda t, m: multitask(t, lambda ts: ts[0].update(name="../x")),
+     "a multitask task's name is a folder name"),
+    ("multitask: a task named mean", lambda t, m: multitask(t, lambda ts: ts[0].update(name="mean")),
+     "may not be named mean"),
+    ("multitask: a task's data option out of range", lambda t, m: multitask(
+        t, lambda ts: ts[1]["data"].update(max_length=2)), "multitask task ner: data.max_length must be at least 8"),
+]
+
+
 @pytest.mark.parametrize("name, overrides, expected", CASES, ids=[c[0] for c in CASES])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(name, overrides, expected, tmp_path, tiny_model_dir,
                                                          reviews_csv, capsys):

@@ -84,6 +84,11 @@ class Task:
     def checks(self, cfg) -> list[tuple[bool, str]]:
         return []
 
+    def sub_tasks(self, cfg) -> list[tuple[str, Task, Any]]:
+        """(name, task, run config) of each task a run of several tasks trains (their data and checks are checked
+        as a run of each would check them); [] for a run of one task."""
+        return []
+
     def best_metrics(self, cfg) -> tuple[str, ...]:
         """The names `train.metric_for_best` may take for this run."""
         return self.metrics

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,8 @@ logger = logging.getLogger("nlptransfer")
 
 SAMPLERS = ("proportional", "temperature", "round_robin")
 SUB_TASKS = ("classification", "multilabel", "token-classification")
+NAME = re.compile(r"(?!\.{1,2}$)[A-Za-z0-9_.-]+")
+"""A task's name: its metrics' prefix and its model's folder name."""
 
 
 @dataclass
@@ -219,6 +222,9 @@ class Multitask(Task):
     card_metrics = [("mean", "mean", "Mean of the tasks' headline metrics")]
     several_tasks = True
 
+    def sub_tasks(self, cfg) -> list[tuple[str, Task, Any]]:
+        return [(sub.name, *sub_task(cfg, sub)) for sub in cfg.multitask.tasks if sub.task in SUB_TASKS]
+
     def best_metrics(self, cfg) -> tuple[str, ...]:
         """`train.metric_for_best`: `mean` of the tasks' headline metrics, or one task's by its name."""
         return ("mean", *(sub.name for sub in cfg.multitask.tasks))
@@ -232,6 +238,10 @@ class Multitask(Task):
         return [
             (bool(subs), "task=multitask needs a non-empty multitask.tasks list (each: name, task, data, weight)"),
             (all(names), "every multitask.tasks entry needs a name"),
+            (all(NAME.fullmatch(name) for name in names if name),
+             "a multitask task's name is a folder name (model/<name>): letters, digits, '_', '-' and '.' only, e.g. "
+             "sentiment"),
+            ("mean" not in names, "a multitask task may not be named mean (the tasks' mean metric is): rename it"),
             (not repeated, f"multitask.tasks share the name {', '.join(repeated)}: give each task its own name"),
             (all(sub.task in SUB_TASKS for sub in subs),
              f"a multitask.tasks entry's task must be one of {', '.join(SUB_TASKS)}"),
