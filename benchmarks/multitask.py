@@ -10,7 +10,8 @@ single-task models' and the shared model's distinct weights, and the CPU time to
 single-task models one after the other. With the CPU's model and flags, torch's threads and the load average.
 
     python benchmarks/multitask.py                                   # the full benchmark (see README.md)
-    python benchmarks/multitask.py --epochs 1 --train-samples 64 --test-samples 32 --texts 32 --results none
+    python benchmarks/multitask.py --epochs 1 --train-samples 64 --validation-samples 32 --test-samples 32 \\
+        --texts 32 --repeats 1 --output-dir /tmp/bench-multitask --results none   # a smoke run
 """
 
 from __future__ import annotations
@@ -162,8 +163,14 @@ def report(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from nlptransfer.errors import NlpTransferError
+
     args = parse_args(argv)
-    result = measure(args)
+    try:
+        result = measure(args)
+    except NlpTransferError as error:  # e.g. too few training sentences to hold every entity type
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     text = report(result)
     print(text)
     if args.results != "none":
