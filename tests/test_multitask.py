@@ -246,10 +246,14 @@ def test_every_strategy_trains_the_shared_encoder_as_it_trains_one_model(strateg
 
 
 def tiny_run_argv(model: str, reviews: Path, folder: Path, tmp_path: Path) -> list[str]:
-    """A one-epoch lora multi-task run on the CLI, checkpointed every 2 steps (11 steps an epoch)."""
+    """A one-epoch lora multi-task run on the CLI, 16 training examples a task, checkpointed every 2 steps (4 steps
+    an epoch)."""
     import yaml
 
-    settings = {"task": "multitask", "model": model, "strategy": "lora", "multitask": {"tasks": tasks_list(reviews)},
+    tasks = tasks_list(reviews)
+    for task in tasks:
+        task["data"]["max_train_samples"] = 16
+    settings = {"task": "multitask", "model": model, "strategy": "lora", "multitask": {"tasks": tasks},
                 "train": {"epochs": 1, "batch_size": 8, "lr": 1e-3, "metric_for_best": "mean", "patience": None},
                 "checkpoint": {"every_steps": 2, "keep": 2}}
     (tmp_path / "multitask.yaml").write_text(yaml.safe_dump(settings), encoding="utf-8")
@@ -286,11 +290,11 @@ def test_a_lora_multitask_run_exports_merged_task_models_and_resumes_bit_identic
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # as this process (one_thread): the same sums, bit for bit
     run_dir = tmp_path / "run"
     argv = tiny_run_argv(tiny_model_dir, reviews_csv, run_dir, tmp_path)
-    killed, _ = drive(tmp_path, argv, "step", 5, name="killed")  # mid-epoch, after the step-4 checkpoint
+    killed, _ = drive(tmp_path, argv, "step", 3, name="killed")  # mid-epoch, after the step-2 checkpoint
     assert killed.returncode == -9 and not (run_dir / "metrics.json").exists()
     resumed, resumed_ids = drive(tmp_path, argv + ["resume=auto"], name="resumed")
     assert resumed.returncode == 0, resumed.stderr
-    assert len(resumed_ids) == 11 - 4  # the sampler went on where the checkpoint stopped
+    assert len(resumed_ids) == 4 - 2  # the sampler went on where the checkpoint stopped
     expected, got = (json.loads((folder / "metrics.json").read_text()) for folder in (reference, run_dir))
     assert got["test"] == expected["test"]
     assert [e["train_loss"] for e in got["epochs"]] == [e["train_loss"] for e in expected["epochs"]]
