@@ -113,6 +113,7 @@ def setup(cfg: RunConfig) -> tuple[Accelerator, RunFolder]:
         raise CheckpointError(f"resume={cfg.resume}: no such checkpoint folder; use resume=auto or a "
                               f"folder under {Path(cfg.output_dir) / 'checkpoints'}")
     output_dir = Path(cfg.output_dir) if cfg.output_dir else default_output_dir(cfg)
+    precision.check_process(cfg.train.mixed_precision)
     # split_batches: train.batch_size is the global batch, shared by the processes (distributed.py)
     accelerator = Accelerator(cpu=distributed.launched_without_accelerator(),
                               dataloader_config=DataLoaderConfiguration(split_batches=True),
@@ -305,6 +306,8 @@ def run_in_folder(cfg: RunConfig, task: tasks.Task, strategy: strategies.Strateg
     logger.info("test (best epoch %d):\n%s", fitted.best_epoch, task.report(outcome.metrics, data))
     baselines, baseline_line = task.baselines(data)
     logger.info(baseline_line)
+    if warning := task.below_baseline(outcome.metrics, baselines):
+        logger.warning(warning)
     task.run_companions(cfg, data, outcome.metrics, folder.path, run, fitting.lr)  # e.g. each task of several alone
     results = Results(output_dir=folder.path, test_metrics=outcome.metrics, history=fitted.history,
                       baselines=baselines, parameters={"trainable": trainable, "total": total},

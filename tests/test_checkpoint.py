@@ -335,6 +335,10 @@ def test_killed_run_is_not_overwritten_and_resumes_only_with_its_settings(tmp_pa
     assert "cannot resume" in error and "batch_size (checkpoint: 8, now: 4)" in error and "resume_force" in error
     assert main(argv + ["resume=auto", "strategy=lora"]) == 2
     assert "strategy (checkpoint: full, now: lora)" in capsys.readouterr().err
+    refused, _ = drive(tmp_path, argv + ["resume=auto", "train.mixed_precision=bf16"], name="bf16")  # its own process
+    assert refused.returncode == 2 and "mixed_precision (checkpoint: no, now: bf16)" in refused.stderr  # auto: fp32
+    assert main(argv + ["resume=auto", "train.mixed_precision=bf16"]) == 2  # this process computes in fp32
+    assert "this process already computes in no" in capsys.readouterr().err
 
 
 class NaNAfter(torch.nn.Module):

@@ -6,6 +6,7 @@ import pytest
 
 from nlptransfer import config
 from nlptransfer.engine import precision
+from nlptransfer.errors import ConfigError
 
 AMX_CPUINFO = "processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16 amx_tile amx_bf16\n"
 AVX2_CPUINFO = "processor\t: 0\nflags\t\t: fpu sse avx2 fma\n"
@@ -50,7 +51,18 @@ def test_the_environment_keeps_auto_off_bf16_and_an_explicit_value_is_kept(cpu_o
     monkeypatch.setenv(precision.NO_BF16_ENV, "0")
     assert precision.choose("auto").value == "bf16"
     assert precision.choose("no") == precision.Choice("no", "set by train.mixed_precision")
-    assert precision.choose("bf16").value == "bf16"
+    assert precision.choose("bf16").value == "bf16"  # emulated on a CPU without it: slow, but it computes
+
+
+def test_fp16_on_a_cpu_is_refused_in_one_line(cpu_only, tiny_model_dir, reviews_csv, tmp_path, capsys):
+    from nlptransfer.cli.run import main
+
+    cpu_only(AVX2_CPUINFO)
+    with pytest.raises(ConfigError, match="fp16 needs a CUDA GPU; on a CPU use auto"):
+        precision.choose("fp16")
+    assert main(["recipe=sentiment", f"model={tiny_model_dir}", f"data.train_file={reviews_csv}", "data.name=null",
+                 "train.mixed_precision=fp16", f"output_dir={tmp_path / 'run'}"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1 and not (tmp_path / "run").exists()
 
 
 def test_a_gpu_gets_bf16_or_else_fp16(monkeypatch):
@@ -60,6 +72,8 @@ def test_a_gpu_gets_bf16_or_else_fp16(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Tesla T4")
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
     assert precision.choose("auto") == precision.Choice("fp16", "auto: Tesla T4 has no bf16, fp16 with loss scaling")
+    with pytest.raises(ConfigError, match="bf16: Tesla T4 has no bf16; use auto or fp16"):
+        precision.choose("bf16")
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     assert precision.choose("auto").value == "bf16"
 
@@ -69,5 +83,7 @@ def test_auto_is_the_default_and_every_value_is_accepted_and_resolved(cpu_only):
     assert config.RunConfig().train.mixed_precision == "auto"
     for value in ("auto", "no", "fp16", "bf16"):
         cfg = config.validate(config.apply_overrides(config.RunConfig(), [f"train.mixed_precision={value}"]))
+        if value == "fp16":  # read and validated; this CPU cannot compute it (above)
+            continue
         resolved, choice = precision.resolved(cfg)
         assert resolved.train.mixed_precision == ("no" if value == "auto" else value) == choice.value

@@ -40,6 +40,21 @@ def test_each_text_gets_the_label_whose_description_it_matches(tiny_model_dir, t
     assert metrics["test"]["accuracy"] == 1.0
     assert "without training (zero-shot)" in (results.output_dir / "README.md").read_text()
     assert results.predict(["match goal win"])[0]["label"] == "sport"
+    assert "below the majority class" not in caplog.text
+
+
+def test_a_run_below_the_majority_class_says_so(tiny_model_dir, tmp_path, caplog):
+    """Descriptions swapped: every text gets the other label, worse than always answering one label."""
+    test = pd.DataFrame({"text": ["match goal win", "market price stock"], "label": ["sport", "money"]})
+    with run_logs(caplog):
+        results = run(model=tiny_model_dir, strategy="zeroshot", data={"train": frame(), "test": test},
+                      output_dir=str(tmp_path / "run"), data_options={"max_length": 16},
+                      labels={"template": "{}", "descriptions": {"money": "match goal win player season team",
+                                                                  "sport": "market price stock bank money company"}})
+    assert results.test_metrics["accuracy"] == 0.0
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("test accuracy 0.0000 is below the majority class's 0.5000" in w and "labels.descriptions" in w
+               for w in warnings)
 
 
 def test_only_training_options_set_away_from_the_recipes_defaults_are_unused():

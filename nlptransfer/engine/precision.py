@@ -54,10 +54,11 @@ def cpu_bf16_flags() -> list[str]:
 
 def choose(requested: str) -> Choice:
     """The precision of a run asked for `requested` (`auto`, `no`, `fp16`, `bf16`) on this machine."""
-    if requested != "auto":
-        return Choice(requested, "set by train.mixed_precision")
     import torch
 
+    if requested != "auto":
+        check_device(requested, torch.cuda.is_available())
+        return Choice(requested, "set by train.mixed_precision")
     if torch.cuda.is_available():
         name = torch.cuda.get_device_name()
         if torch.cuda.is_bf16_supported():
@@ -69,6 +70,34 @@ def choose(requested: str) -> Choice:
     why = (f"{NO_BF16_ENV} is set" if flags else
            "the CPU has no AMX-BF16 or AVX-512 BF16 (bf16 would be emulated, slower)")
     return Choice("no", f"auto: fp32, {why}")
+
+
+def check_device(requested: str, gpu: bool) -> None:
+    """fp16 needs a GPU (Accelerate refuses it on a CPU); bf16 on a GPU needs one that has bf16."""
+    import torch
+
+    from ..errors import ConfigError
+
+    if requested == "fp16" and not gpu:
+        raise ConfigError("train.mixed_precision=fp16 needs a CUDA GPU; on a CPU use auto (bf16 where the CPU has "
+                          "AMX or AVX-512 BF16, else fp32), no or bf16")
+    if requested == "bf16" and gpu and not torch.cuda.is_bf16_supported():
+        raise ConfigError(f"train.mixed_precision=bf16: {torch.cuda.get_device_name()} has no bf16; use auto or fp16")
+
+
+def check_process(value: str) -> None:
+    """Accelerate keeps one precision per process: a run asking for another than the process's (a notebook that ran
+    an fp32 run, then asks for bf16) is refused in one line rather than changing the process's state under its
+    owner's own Accelerator."""
+    from accelerate.state import AcceleratorState, is_initialized
+
+    from ..errors import ConfigError
+
+    if is_initialized() and AcceleratorState().mixed_precision != value:
+        current = AcceleratorState().mixed_precision
+        raise ConfigError(f"train.mixed_precision={value}: this process already computes in {current} (Accelerate "
+                          f"keeps one precision per process); pass train.mixed_precision={current}, or run in a fresh "
+                          "process (restart the notebook's kernel)")
 
 
 def resolved(cfg, choice: Choice | None = None):

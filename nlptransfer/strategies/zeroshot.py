@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from ..engine.loop import FitResult
 
 logger = logging.getLogger("nlptransfer")
+ALIKE = 0.9
+"""Label prompts whose embeddings' cosine exceeds this are too alike to separate: a warning says so."""
 
 
 @dataclass
@@ -85,9 +87,10 @@ class ZeroShot(Strategy):
             multilabel = model.config.problem_type == "multi_label_classification"
             model.score.bias.fill_(-cfg.zeroshot.scale * cfg.zeroshot.threshold if multilabel else 0.0)
         closest = (rows @ rows.T).fill_diagonal_(-1).max().item()
-        logger.info("zero-shot: %d label prompts embedded; the two most similar have cosine %.3f%s", len(names),
-                    closest, " (close prompts are hard to tell apart: describe them more distinctly)"
-                    if closest > 0.9 else "")
+        logger.log(logging.WARNING if closest > ALIKE else logging.INFO,
+                   "zero-shot: %d label prompts embedded; the two most similar have cosine %.3f%s", len(names), closest,
+                   " (prompts this alike are hard to tell apart: describe the labels more distinctly with "
+                   "labels.descriptions)" if closest > ALIKE else "")
         state = LoopState(best_epoch=0)
         state.train_seconds = time.perf_counter() - started
         return model, state

@@ -152,6 +152,15 @@ class Task:
         """Simple baselines' test scores on the same data, and the log line that states them."""
         raise NotImplementedError
 
+    def below_baseline(self, metrics: dict, baselines: dict) -> str | None:
+        """A warning when the test accuracy is below always answering the most frequent label (None otherwise)."""
+        accuracy, majority = metrics.get("accuracy"), baselines.get("majority_accuracy")
+        if accuracy is None or majority is None or accuracy >= majority:
+            return None
+        return (f"test accuracy {accuracy:.4f} is below the majority class's {majority:.4f}: the model does worse than "
+                "always answering the most frequent label; train longer or on more examples, or (zero-shot) describe "
+                "the labels more distinctly (labels.descriptions) or label a few (strategy=contrastive)")
+
     def prediction_rows(self, data, outcome: TestOutcome) -> list[dict]:
         raise NotImplementedError
 
