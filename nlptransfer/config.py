@@ -363,6 +363,8 @@ def data_checks(data: DataConfig) -> list[tuple[bool, str]]:
          "data.examples_per_class must be 0 or more (or null); e.g. data.examples_per_class=8"),
         (data.backend in BACKENDS, f"data.backend must be one of {', '.join(BACKENDS)}"),
         (data.num_proc is None or data.num_proc >= 1, "data.num_proc must be at least 1 (or null)"),
+        (data.label_names != [], "data.label_names is an empty list: name the labels in order, e.g. "
+                                 "data.label_names=[negative,positive], or null for the training split's own"),
     ]
 
 

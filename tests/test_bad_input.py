@@ -172,6 +172,7 @@ CASES += [
     ("arrow backend for NER", lambda t, m: ["recipe=ner", "data.backend=arrow"],
      "data.backend=arrow holds single-label classification tables"),
     ("zero tokenizing processes", lambda t, m: ["data.num_proc=0"], "data.num_proc must be at least 1"),
+    ("no label names", lambda t, m: ["data.label_names=[]"], "data.label_names is an empty list"),
     ("a token cache from another tokenizer", other_tokenizer_cache,
      "holds train tokens of another tokenizer (BertTokenizer"),
 ]

@@ -60,9 +60,10 @@ class Frozen(Strategy):
                                              f"got '{stack.pooling}'"),
             (stack.tfidf_features >= 1, "stack.tfidf_features must be at least 1, e.g. stack.tfidf_features=10000"),
             (tasks.get(cfg.task).pooled_head,
-             f"stacking concatenates one pooled vector per text from each member, but task={cfg.task} predicts per "
-             "token (word-level stacked features are not implemented): stack for classification or multilabel, or "
-             "drop stack.models/stack.tfidf"),
+             f"stacking concatenates one pooled vector per text from each member under one head, but task={cfg.task} "
+             "has " + ("several tasks' heads" if tasks.get(cfg.task).several_tasks else "a head per token (word-level "
+                       "stacked features are not implemented)") + ": stack for classification or multilabel, or drop "
+             "stack.models/stack.tfidf"),
             (cfg.long_text == "truncate", "stacking reads each text's first data.max_length tokens in every member: "
                                           "set long_text=truncate (head_tail and sliding windows are not stacked)"),
             (cfg.data.backend != "arrow", "stacking numbers the examples in memory: use data.backend=memory"),
