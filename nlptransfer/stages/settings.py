@@ -156,6 +156,8 @@ def check(cfg: ContinualConfig) -> ContinualConfig:
             raise ConfigError(message)
     for method in cfg.methods:
         method_parts(method)
+    for stage in stages:
+        check_data(stage)
     defaults = TrainConfig(epochs=1, batch_size=16)
     unused = [name for name in UNUSED_TRAIN if getattr(cfg.train, name) != getattr(defaults, name)]
     if unused:
@@ -165,6 +167,16 @@ def check(cfg: ContinualConfig) -> ContinualConfig:
         raise ConfigError("extend= grows the run's own head; methods adapters and joint learn new models: use naive, "
                           "replay, ewc or lwf (replay+lwf)")
     return cfg
+
+
+def check_data(stage: StageConfig) -> None:
+    """A stage's data section, checked as a run checks its own (fractions, sizes, lengths)."""
+    from ..config import RunConfig, validate
+
+    try:
+        validate(RunConfig(data=stage.data))
+    except ConfigError as error:
+        raise ConfigError(f"stage {stage.name}: {error}") from None
 
 
 def check_labels(scenario: str, stage_labels: dict[str, list[str]]) -> None:

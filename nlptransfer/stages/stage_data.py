@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .. import tasks
 from ..config import RunConfig, load_yaml
 from ..errors import ConfigError, DataError
 from ..options import DataConfig
@@ -50,9 +49,14 @@ def extended_run(location: str) -> tuple[DataConfig, list[str]]:
     return run_cfg.data, labels
 
 
-def read_stage(stage: StageConfig, model: str, seed: int) -> StageData:
+def read_stage(stage: StageConfig, seed: int) -> StageData:
     """One stage's seeded splits, kept to its labels (in the order it names them)."""
-    data = tasks.get("classification").load_data(RunConfig(model=model, seed=seed, data=stage.data))
+    from ..data.classification import load_classification
+
+    try:
+        data = load_classification(stage.data, seed, single_class=True)  # a stage may teach one class
+    except DataError as error:
+        raise DataError(f"stage {stage.name}: {error}") from None
     names = list(data.label_names)
     keep = list(stage.labels) if stage.labels is not None else names
     unknown = [label for label in keep if label not in names]
@@ -76,7 +80,7 @@ def read_stage(stage: StageConfig, model: str, seed: int) -> StageData:
 
 def read_stages(cfg: ContinualConfig) -> list[StageData]:
     """Every stage's data, checked against the scenario (label sets) and the replay buffer's size."""
-    stages = [read_stage(stage, cfg.model, cfg.seed) for stage in all_stages(cfg)]
+    stages = [read_stage(stage, cfg.seed) for stage in all_stages(cfg)]
     check_labels(cfg.scenario, {stage.name: stage.label_names for stage in stages})
     if any("replay" in method_parts(method) for method in cfg.methods):
         small = next((stage for stage in stages[:-1] if cfg.replay.per_stage > len(stage.train)), None)
