@@ -6,8 +6,8 @@ import json
 
 import pytest
 import yaml
-
 from helpers import write
+
 from nlptransfer.cli.continual import main
 
 

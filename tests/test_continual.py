@@ -12,9 +12,9 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from helpers import write
 from torch import nn
 
-from helpers import write
 from nlptransfer.options import DataConfig, TrainConfig
 from nlptransfer.stages import methods, scores, sequence
 from nlptransfer.stages.settings import ContinualConfig, ReplaySettings, StageConfig

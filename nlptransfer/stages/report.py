@@ -70,7 +70,8 @@ def matrix_lines(values: dict, names: list[str]) -> list[str]:
     lines = ["| after \\ test on | " + " | ".join(names) + " |", "|" + " --- |" * (len(names) + 1),
              "| (start) | " + " | ".join(number(v) for v in values["before"]) + " |"]
     labels = names if len(values["matrix"]) == len(names) else ["all stages"]
-    lines += [f"| {label} | " + " | ".join(number(v) for v in row) + " |" for label, row in zip(labels, values["matrix"])]
+    lines += [f"| {label} | " + " | ".join(number(v) for v in row) + " |"
+              for label, row in zip(labels, values["matrix"])]
     return lines
 
 

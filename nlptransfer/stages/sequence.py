@@ -30,7 +30,7 @@ from ..errors import ConfigError
 from ..outputs import files, folders
 from ..outputs.run_folder import RunFolder
 from . import report
-from .learner import ALL, Examples, Learner, StageData
+from .learner import ALL, Examples, Learner
 from .methods import Guards, StageModule, replay_indices
 from .settings import ContinualConfig, check, method_parts
 from .stage_data import all_stages, read_stages

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .. import tasks
 from ..config import RunConfig, load_yaml
 from ..errors import ConfigError, DataError
 from ..options import DataConfig
@@ -33,7 +34,8 @@ def extended_run(location: str) -> tuple[DataConfig, list[str]]:
         raise ConfigError(f"extend={location} is not a finished run (no metrics.json and config.yaml); pass a "
                           "finished run's folder (runs/<run>)")
     run_cfg = load_yaml(RunConfig(), folder / "config.yaml")
-    if run_cfg.task != "classification":
+    task = tasks.get(run_cfg.task)
+    if task.multilabel or task.several_tasks or task.pipeline_tag != "text-classification":  # one label per text
         raise ConfigError(f"extend={location} is a {run_cfg.task} run; classes are added to classification runs")
     if not run_cfg.data.name and not run_cfg.data.train_file:
         raise ConfigError(f"extend={location} was trained on in-memory data: its splits cannot be read again; "
