@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import sys
 
-from ..config import apply_overrides, describe, load_yaml
+from ..config import apply_overrides, load_yaml
 from ..stages import settings
-from .run import configure_console, parse_args, run_command
+from .run import configure_console, parse_args, run_command, usage_exit
 
 USAGE = f"""usage: python -m nlptransfer.continual --config stages.yaml [key=value ...] [--debug] [--quiet] [--help]
        python -m nlptransfer.continual extend=runs/A data.train_file=new.csv [methods=[replay]] [key=value ...]
@@ -36,12 +36,9 @@ examples:
 
 def continual_command(argv: list[str]) -> int:
     flags, overrides, config_file = parse_args(argv)
-    if flags["help"]:
-        print(f"{USAGE}\noptions (key=default):\n{describe(settings.ContinualConfig())}")
-        return 0
-    if not overrides and not config_file:
-        print(USAGE, file=sys.stderr)
-        return 2
+    if (code := usage_exit(flags, overrides, config_file, USAGE, settings.ContinualConfig(), "continual",
+                           takes_config=True)) is not None:
+        return code
     cfg = settings.ContinualConfig()
     if config_file:
         cfg = load_yaml(cfg, config_file)

@@ -110,6 +110,15 @@ def inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
+def make_output_dir(folder: Path, option: str = "output_dir") -> Path:
+    """Create a command's output folder (and its parents); one line when it cannot be."""
+    try:
+        return files.make_dir(folder)
+    except OSError as error:
+        raise ConfigError(f"cannot create {option}={folder} ({error.strerror}); choose a folder you can write to") \
+            from None
+
+
 def claim(folder: Path, kind: Kind) -> None:
     """Mark `folder` (created if missing) as written by the toolkit as `kind`."""
     if kind_of(folder) != kind.name:

@@ -57,11 +57,7 @@ def learn(cfg: ContinualConfig) -> Path:
     start_model = cfg.extend or cfg.model
     tokenizer = models.load_tokenizer(start_model)
     max_length = models.max_length(tokenizer, max(stage.data.max_length for stage in all_stages(cfg)))
-    try:
-        files.make_dir(out)
-    except OSError as error:
-        raise ConfigError(f"cannot create output_dir={out} ({error.strerror}); choose a folder you can write to") \
-            from None
+    folders.make_output_dir(out)
     with RunFolder(out) as folder:
         folder.lock()
         check_output(out, cfg)  # again under the lock: another sequence may have finished there
