@@ -47,6 +47,7 @@ CASES = {
     "a negative replay buffer": (None, ["replay.per_stage=-1"], "replay.per_stage must be 0 or more"),
     "a replay buffer larger than the data seen": (None, ["methods=[replay]", "replay.per_stage=1000"],
                                                   "cannot hold more than the data seen"),
+    "an adapter for a one-label stage": (None, ["methods=[adapters]"], "stage b teaches one label (neu)"),
     "lwf alpha above 1": (None, ["lwf.alpha=1.5"], "lwf.alpha must be from 0 to 1"),
     "a train option a stage does not read": (None, ["train.patience=5"], "train.patience has no effect"),
     "extend under another scenario": (None, ["extend=RUN", "scenario=task-incremental"], "it is class-incremental"),
