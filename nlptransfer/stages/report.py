@@ -52,8 +52,20 @@ def write(out: Path, cfg: ContinualConfig, stages: list[StageData], state: dict)
                        "examples": {s.name: {"train": len(s.train), "test": len(s.test)} for s in stages}}}
     if cfg.extend:
         result["extend"] = {method: extend_scores(values["matrix"]) for method, values in methods.items()}
-    files.write_text(out / "report.md", "\n".join(report_lines(cfg, stages, methods, result)))
+    lines = report_lines(cfg, stages, methods, result)
+    files.write_text(out / "report.md", "\n".join(lines))
+    files.write_text(out / "README.md", "\n".join(card_lines(cfg, out) + lines))
     files.write_json(out / "metrics.json", result)
+
+
+def card_lines(cfg: ContinualConfig, out: Path) -> list[str]:
+    """The model card's head: what the folder holds and how to use it; the report follows."""
+    where = "model/" if len(cfg.methods) == 1 else "<method>/model/"
+    return ["---", "library_name: nlptransfer", "tags:", "- nlptransfer", "- continual-learning", "---", "",
+            f"Learned over stages ({cfg.scenario}) from `{cfg.extend or cfg.model}`. The final model of each method is "
+            f"in `{where}` (a plain transformers model, or one per stage in `model/<stage>/` where heads differ).", "",
+            "```bash", f"python -m nlptransfer.predict model={out if len(cfg.methods) == 1 else out / cfg.methods[0]} "
+            "text=\"...\"", "```", ""]
 
 
 def extend_scores(matrix: list[list[float]]) -> dict:

@@ -179,8 +179,9 @@ def check_data(stage: StageConfig) -> None:
         raise ConfigError(f"stage {stage.name}: {error}") from None
 
 
-def check_labels(scenario: str, stage_labels: dict[str, list[str]]) -> None:
-    """The stages' label sets against the scenario (once the data is read, before anything is written)."""
+def check_labels(scenario: str, stage_labels: dict[str, list[str]], extending: bool = False) -> None:
+    """The stages' label sets against the scenario (once the data is read, before anything is written). `extending`:
+    the stages after the run's may hold examples of its old classes too (old examples given with the new ones)."""
     seen: dict[str, str] = {}
     first = next(iter(stage_labels.values()))
     for name, labels in stage_labels.items():
@@ -188,7 +189,7 @@ def check_labels(scenario: str, stage_labels: dict[str, list[str]]) -> None:
             raise ConfigError(f"domain-incremental stages share one label set, and stage {name} has "
                               f"{', '.join(labels)}, not {', '.join(first)}; use scenario=class-incremental")
         if scenario != "domain-incremental":
-            clash = [label for label in labels if label in seen]
+            clash = [label for label in labels if label in seen and not (extending and seen[label] == EXTENDED)]
             if clash:
                 fix = ("give each stage's labels their own names (task-incremental heads are told apart by name)"
                        if scenario == "task-incremental" else

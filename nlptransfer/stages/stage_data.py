@@ -83,7 +83,7 @@ def read_stage(stage: StageConfig, seed: int) -> StageData:
 def read_stages(cfg: ContinualConfig) -> list[StageData]:
     """Every stage's data, checked against the scenario (label sets) and the replay buffer's size."""
     stages = [read_stage(stage, cfg.seed) for stage in all_stages(cfg)]
-    check_labels(cfg.scenario, {stage.name: stage.label_names for stage in stages})
+    check_labels(cfg.scenario, {stage.name: stage.label_names for stage in stages}, extending=bool(cfg.extend))
     single = next((stage for stage in stages if len(stage.label_names) < 2), None)
     if single is not None and ("adapters" in cfg.methods or cfg.scenario == "task-incremental"):
         raise ConfigError(f"stage {single.name} teaches one label ({single.label_names[0]}), and its own head "
