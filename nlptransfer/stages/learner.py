@@ -58,6 +58,13 @@ class StageData:
     test: Examples
 
 
+def above_chance(probabilities: np.ndarray) -> float:
+    """How far a head's top probability is above chance, from 0 (uniform) to 1 (certain): heads of different label
+    counts compare fairly (a 2-label head's top probability is at least 0.5, a 3-label head's at least 0.33)."""
+    chance = 1 / len(probabilities)
+    return float((probabilities.max() - chance) / (1 - chance)) if len(probabilities) > 1 else 0.0
+
+
 class Learner:
     """One method's models over a sequence: `heads` by name (plain transformers models, or peft-wrapped ones)."""
 
@@ -109,7 +116,7 @@ class Learner:
     def scoring_heads(self, stage: int, learned: int) -> list[str]:
         """The heads that answer for `stage` once `learned` stages are learned: its own head; or, for adapters under
         class- and domain-incremental learning (no stage is named at prediction), every learned stage's adapter (the
-        first stage's before any), the most confident answer winning."""
+        first stage's before any), the most confident answer winning (`above_chance`)."""
         if self.adapters and self.scenario != "task-incremental":
             return [self.stages[k].name for k in range(max(learned, 1))]
         return [self.head_of(stage)]
@@ -132,8 +139,8 @@ class Learner:
         for head in self.scoring_heads(stage, learned):
             scores, names = self.probabilities(head, texts, batch_size), self.label_names(head)
             for i, row in enumerate(scores):
-                if row.max() > best[i]:
-                    best[i], predicted[i] = float(row.max()), names[int(row.argmax())]
+                if above_chance(row) > best[i]:
+                    best[i], predicted[i] = above_chance(row), names[int(row.argmax())]
         return predicted
 
     def accuracy(self, stage: int, learned: int, batch_size: int) -> tuple[float, list[str]]:

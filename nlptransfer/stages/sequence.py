@@ -150,6 +150,7 @@ def learn_method(method: str, cfg: ContinualConfig, learner: Learner, out: Path,
                     ", ".join(f"{s.name} {a:.4f}" for s, a in zip(stages, record["rows"][-1])))
         save_checkpoint(out, method, index, learner, memory)
         save_state(out, state)
+        prune_checkpoints(out, method, index)  # only now: a kill before leaves the state's own checkpoint in place
     learner.save(method_folder(out, cfg, method))
     record["done"] = True
     save_state(out, state)
@@ -190,12 +191,16 @@ def learn_stage(index: int, learner: Learner, parts: list[str], cfg: ContinualCo
 
 
 def save_checkpoint(out: Path, method: str, index: int, learner: Learner, memory: dict) -> None:
-    """checkpoints/<method>/stage-<index>.pt (atomically), then the previous stage's goes."""
+    """checkpoints/<method>/stage-<index>.pt, atomically."""
     folder = files.make_dir(out / "checkpoints" / method)
     buffer = io.BytesIO()
     torch.save({"weights": learner.trained_state(), **memory}, buffer)
     files.write_bytes(folder / f"stage-{index}.pt", buffer.getvalue())
-    for older in folder.glob("stage-*.pt"):
+
+
+def prune_checkpoints(out: Path, method: str, index: int) -> None:
+    """Remove the method's checkpoints of stages before `index` (state.json names stage `index`'s now)."""
+    for older in (out / "checkpoints" / method).glob("stage-*.pt"):
         if older.name != f"stage-{index}.pt":
             older.unlink(missing_ok=True)
 
