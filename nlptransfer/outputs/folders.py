@@ -44,6 +44,10 @@ class Kind:
 ENSEMBLE = Kind("ensemble", ("ensemble.json", "metrics.json", "predictions.jsonl", "report.md", "README.md", "*.png"),
                 ("ensemble.json",))
 """An ensemble of finished runs (`nlptransfer.ensemble`): what it writes; `nlptransfer.predict` serves the folder."""
+CONTINUAL = Kind("continual", ("continual.yaml", "state.json", "checkpoints", "model", "report.md", "metrics.json",
+                                "*.png", "predictions.jsonl", "README.md", "naive", "adapters", "joint", "replay*",
+                                "ewc*", "lwf*"), ("continual.yaml",))
+"""A sequence of stages (`nlptransfer.continual`): what it writes (a method's own folder is named after it)."""
 
 
 def entries(folder: Path) -> list[Path]:

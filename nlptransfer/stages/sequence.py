@@ -40,10 +40,7 @@ logger = logging.getLogger("nlptransfer")
 
 STATE = "state.json"
 OPTIONS = "continual.yaml"
-CONTINUAL = folders.Kind("continual", (OPTIONS, STATE, "checkpoints", "model", "report.md", "metrics.json", "*.png",
-                                       "predictions.jsonl", "README.md", "naive", "adapters", "joint", "replay*",
-                                       "ewc*", "lwf*"), (OPTIONS,))
-"""A continual sequence's folder: what it writes (a method's own folder is named after it)."""
+CONTINUAL = folders.CONTINUAL
 NOT_LEARNING = ("output_dir", "overwrite")
 """Options that do not change what a sequence learns: a resume may change them."""
 
