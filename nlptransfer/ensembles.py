@@ -279,11 +279,7 @@ def write_folder(result: Ensemble, members: list[Member], data, combined: np.nda
                  overwrite: bool) -> None:
     """The ensemble folder, under its lock: marker, ensemble.json, predictions, report, plot, card, metrics last."""
     out, kind = result.output_dir, folders.ENSEMBLE
-    try:
-        files.make_dir(out)
-    except OSError as error:
-        raise ConfigError(f"cannot create output_dir={out} ({error.strerror}); choose a folder you can write to") \
-            from None
+    folders.make_output_dir(out)
     with RunFolder(out) as lock:
         lock.lock()
         check_output(out, overwrite, members)  # again under the lock: another ensemble may have finished there

@@ -222,7 +222,7 @@ def load_model(location: str | Path, base_model: str | None = None, runtime: str
     """
     serving = runtimes.get(runtime)
     folder = local_folder(str(location))
-    if folders.kind_of(folder) in FOLDER_LOADERS:  # a folder of another kind than a model's: an ensemble
+    if task is None and folders.kind_of(folder) in FOLDER_LOADERS:  # another kind than a model's: an ensemble
         return FOLDER_LOADERS[folders.kind_of(folder)](folder, runtime)
     if task is not None or task_folders(folder):
         return load_tasks(folder, str(location), task, base_model, runtime)
@@ -463,5 +463,20 @@ def load_ensemble(folder: Path, runtime: str = "torch") -> EnsemblePredictor:
                              settings={"thresholds": spec["thresholds"]} if spec.get("thresholds") else {})
 
 
-FOLDER_LOADERS = {folders.ENSEMBLE.name: load_ensemble}
+def load_continual(folder: Path, runtime: str = "torch") -> Predictor | MultitaskPredictor:
+    """A continual sequence's folder (`nlptransfer.continual`): its final model (model/, or model/<stage>/); with
+    several methods, one line naming their folders."""
+    if (folder / "model" / "config.json").is_file():
+        return load_model(folder / "model", runtime=runtime)
+    if task_folders(folder):
+        return load_tasks(folder, str(folder), None, None, runtime)
+    methods = sorted(path.name for path in folder.iterdir() if (path / "model").is_dir())
+    if not methods:
+        raise ModelError(f"{folder} is an unfinished continual sequence (no final model yet); run its command again "
+                         "to resume it")
+    raise ModelError(f"{folder} holds the final models of several methods ({', '.join(methods)}); pass one: "
+                     f"model={folder / methods[0]}")
+
+
+FOLDER_LOADERS = {folders.ENSEMBLE.name: load_ensemble, folders.CONTINUAL.name: load_continual}
 """What `load_model` returns for a folder the toolkit marked as one of these kinds (outputs/folders.py)."""

@@ -16,6 +16,7 @@ HEAVY = ("torch", "transformers", "accelerate", "peft", "sklearn", "pandas", "da
 LIGHT_MODULES = ["nlptransfer", "nlptransfer.config", "nlptransfer.api", "nlptransfer.cli.main", "nlptransfer.cli.run",
                  "nlptransfer.cli.predict", "nlptransfer.cli.export", "nlptransfer.cli.push", "nlptransfer.cli.compare",
                  "nlptransfer.cli.curve", "nlptransfer.cli.sweep", "nlptransfer.run", "nlptransfer.predict",
+                 "nlptransfer.continual", "nlptransfer.cli.continual", "nlptransfer.stages.settings",
                  "nlptransfer.recipes.sentiment", "nlptransfer.recipes.ner"]
 ENV = os.environ | {"PYTHONPATH": str(Path(__file__).parents[1])}
 
@@ -38,7 +39,8 @@ def test_a_recipes_help_and_an_option_error_load_no_heavy_library():
             "assert main(['recipe=sentiment', '--help']) == 0\n"
             "assert main(['recipe=sentiment', 'train.epochs=many']) == 2\n"
             "from nlptransfer.cli.main import main as tool\n"
-            "assert tool(['predict', '--help']) == 0 and tool(['export', '--help']) == 0\n")
+            "assert tool(['predict', '--help']) == 0 and tool(['export', '--help']) == 0\n"
+            "assert tool(['continual', '--help']) == 0 and tool(['continual', 'methods=[magic]']) == 2\n")
     assert loaded(code) == []
 
 

@@ -360,19 +360,20 @@ def drop_shared_texts(frames: dict[str, pd.DataFrame], cfg: DataConfig) -> tuple
 
 
 def load_classification(cfg: DataConfig, seed: int, multilabel: bool = False,
-                        source: tuple[dict[str, pd.DataFrame], dict[str, list[str]], str] | None = None
-                        ) -> ClassificationData:
+                        source: tuple[dict[str, pd.DataFrame], dict[str, list[str]], str] | None = None,
+                        single_class: bool = False) -> ClassificationData:
     """Read, clean, split and label-encode the configured data (or the in-memory `source`: frames by
     split, ClassLabel names, description); refuse data that cannot be learned.
 
     With `multilabel`, each example's label cell is a list of labels (see `label_lists`). Files that
-    `data.backend` holds as Arrow tables go through `load_tables`: the same steps on row ids.
+    `data.backend` holds as Arrow tables go through `load_tables`: the same steps on row ids. `single_class`
+    allows training data of one class (a continual stage adding a class to those learned before).
     """
     if source is not None and cfg.backend == "arrow":
         raise DataError("data.backend=arrow reads data files (data.train_file=...); the data= given in Python is "
                         "already in memory: leave data.backend unset, or save it as parquet and pass its path")
     if source is None and use_arrow(cfg, multilabel):
-        return load_tables(cfg, seed)
+        return load_tables(cfg, seed, single_class)
     raw, class_names, source = source or read_source(cfg)
     if "train" not in raw:
         raise DataError(f"the data has no 'train' split (found: {', '.join(raw)})")
@@ -388,12 +389,12 @@ def load_classification(cfg: DataConfig, seed: int, multilabel: bool = False,
         return TextSplit(frame[cfg.text_column].astype(str).tolist(), labels, pairs)
 
     label_names, splits = labeled(frames, raw_train, cfg, "validation" in raw, class_names.get(cfg.label_column),
-                                  text_split, multilabel)
+                                  text_split, multilabel or single_class)
     return ClassificationData(label_names=label_names, source=source, multilabel=multilabel, dropped_repeats=dropped,
                               **splits)
 
 
-def load_tables(cfg: DataConfig, seed: int) -> ClassificationData:
+def load_tables(cfg: DataConfig, seed: int, single_class: bool = False) -> ClassificationData:
     """`load_classification` of files held as memory-mapped Arrow tables (`data/arrow.py`): the same cleaning, splits,
     label order and checks on a narrow frame of label and row id per row (dedup by 64-bit hashes); the texts stay in
     the tables."""
@@ -415,7 +416,8 @@ def load_tables(cfg: DataConfig, seed: int) -> ClassificationData:
         return TextSplit(table.view("text", rows), np.asarray(labels, dtype=np.int64),
                          table.view("text_pair", rows) if cfg.text_pair_column else None)
 
-    label_names, splits = labeled(made, frames["train"], cfg, "validation" in frames, None, text_split)
+    label_names, splits = labeled(made, frames["train"], cfg, "validation" in frames, None, text_split,
+                                  one_class_ok=single_class)
     del frames, made, keys, keep
     arrow.release_memory()  # what splitting millions of rows freed
     sizes = ", ".join(f"{path} ({files.megabytes(path.stat().st_size)} MB)" for path in paths.values())
@@ -429,10 +431,11 @@ def check_usable_rows(train: pd.DataFrame) -> None:
 
 
 def labeled(frames: dict[str, pd.DataFrame], raw_train: pd.DataFrame, cfg: DataConfig, validation_given: bool,
-            class_names: list[str] | None, text_split, multilabel: bool = False
+            class_names: list[str] | None, text_split, one_class_ok: bool = False
             ) -> tuple[list[str], dict[str, TextSplit]]:
     """The label names and the splits (`text_split(split, frame, label ids)`), once every split is checked: not
-    empty unless meant to be, no unknown label, two classes to learn."""
+    empty unless meant to be, no unknown label, two classes to learn (unless `one_class_ok`: multi-label data, a
+    continual stage)."""
     # with no labeled example (zero-shot, templated examples), the labels are those the data has
     named_by = raw_train if cfg.examples_per_class == 0 else frames["train"]
     label_names = label_names_for(named_by[cfg.label_column], cfg, class_names)
@@ -446,7 +449,7 @@ def labeled(frames: dict[str, pd.DataFrame], raw_train: pd.DataFrame, cfg: DataC
         labels = encode_labels(frame[cfg.label_column], label_names, split, class_names=class_names is not None)
         splits[split] = text_split(split, frame, labels)
     train_labels = splits["train"].labels
-    if not multilabel and len(np.unique(np.asarray(train_labels))) < 2 and cfg.examples_per_class != 0:
+    if not one_class_ok and len(np.unique(np.asarray(train_labels))) < 2 and cfg.examples_per_class != 0:
         raise DataError(
             f"the training data has a single class ('{label_names[int(train_labels[0])]}'); "
             "a classifier needs at least two"

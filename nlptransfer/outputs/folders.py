@@ -44,6 +44,10 @@ class Kind:
 ENSEMBLE = Kind("ensemble", ("ensemble.json", "metrics.json", "predictions.jsonl", "report.md", "README.md", "*.png"),
                 ("ensemble.json",))
 """An ensemble of finished runs (`nlptransfer.ensemble`): what it writes; `nlptransfer.predict` serves the folder."""
+CONTINUAL = Kind("continual", ("continual.yaml", "state.json", "checkpoints", "model", "report.md", "metrics.json",
+                                "*.png", "predictions.jsonl", "README.md", "naive", "adapters", "joint", "replay*",
+                                "ewc*", "lwf*"), ("continual.yaml",))
+"""A sequence of stages (`nlptransfer.continual`): what it writes (a method's own folder is named after it)."""
 
 
 def entries(folder: Path) -> list[Path]:
@@ -108,6 +112,15 @@ def inside(path: Path, folder: Path) -> bool:
     except (OSError, RuntimeError):
         return False
     return path == folder or folder in path.parents
+
+
+def make_output_dir(folder: Path, option: str = "output_dir") -> Path:
+    """Create a command's output folder (and its parents); one line when it cannot be."""
+    try:
+        return files.make_dir(folder)
+    except OSError as error:
+        raise ConfigError(f"cannot create {option}={folder} ({error.strerror}); choose a folder you can write to") \
+            from None
 
 
 def claim(folder: Path, kind: Kind) -> None:
