@@ -2,10 +2,13 @@
 
     python benchmarks/bench.py                      # 4000 train / 2000 test tweets, 1 epoch
     python benchmarks/bench.py --train 256 --test 128 --results none   # a quick check
+    python benchmarks/bench.py --methods trainer_grouped,full --seed S   # on an AMX CPU, S = 0..3: issue 26's goal
 
 Each method runs in a process of its own (so its peak RSS is its own), on the same seeded
 slice of the packaged tweets with the packaged MiniLM, batch 32, lr 5e-5 and the same number
-of optimizer steps. The machine's fp32 matmul FLOP/s is measured before and after. The table
+of optimizer steps, in the precision `--precision` resolves to (auto, the default: bf16 on a CPU with AMX or
+AVX-512 BF16, where the Trainer gets bf16=True too; fp32 elsewhere). The machine's matmul FLOP/s in that precision
+is measured before and after. The table
 is printed and written to benchmarks/RESULTS.md together with the command and the machine.
 """
 

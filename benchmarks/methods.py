@@ -35,6 +35,16 @@ class Slice:
     lr: float = 5e-5
     seed: int = 42
     max_length: int = 128
+    precision: str = "auto"
+    """nlptransfer's train.mixed_precision (auto: bf16 on AMX/AVX-512 BF16 CPUs and GPUs); the Trainer gets bf16=True
+    and the matmul peak is measured in bf16 when it resolves to bf16."""
+
+
+def chosen_precision(spec: Slice) -> str:
+    """What `spec.precision` resolves to on this machine: `no` (fp32), `fp16` or `bf16`."""
+    from nlptransfer.engine import precision
+
+    return precision.choose(spec.precision).value
 
 
 def data_config(spec: Slice):
@@ -100,7 +110,7 @@ def run_nlptransfer(strategy: str, spec: Slice, workdir: Path, lr: float | None 
     cfg = RunConfig(recipe="bench", model=MODEL, strategy=strategy, seed=spec.seed, overwrite=True,
                     output_dir=str(workdir / f"run-{strategy}"), data=data_config(spec),
                     train=TrainConfig(epochs=spec.epochs, batch_size=spec.batch_size, lr=lr or spec.lr,
-                                      patience=None))
+                                      patience=None, mixed_precision=spec.precision))
     with timed_calls(loop, "predict") as predictions, timed_features(Classification) as extractions:
         results = pipeline.run(cfg)
     epoch_seconds = [epoch["train_seconds"] for epoch in results.history]
@@ -119,6 +129,7 @@ def run_nlptransfer(strategy: str, spec: Slice, workdir: Path, lr: float | None 
         "eval_seconds": test["seconds"],
         "eval_examples": test["rows"],
         "run_seconds": timing["wall_seconds"],
+        "mixed_precision": timing["mixed_precision"],
     }
 
 
@@ -165,7 +176,7 @@ def run_trainer(sampling: str, spec: Slice, workdir: Path) -> dict:
     args = TrainingArguments(output_dir=str(workdir / f"trainer-{sampling}"), seed=spec.seed,
                              per_device_train_batch_size=spec.batch_size, learning_rate=spec.lr,
                              num_train_epochs=spec.epochs, train_sampling_strategy=sampling,
-                             report_to="none", disable_tqdm=True)
+                             bf16=chosen_precision(spec) == "bf16", report_to="none", disable_tqdm=True)
     trainer = Trainer(
         model=model, args=args, processing_class=tokenizer,
         train_dataset=token_rows(data.train.texts, data.train.labels, tokenizer, spec.max_length),
@@ -184,19 +195,22 @@ def run_trainer(sampling: str, spec: Slice, workdir: Path) -> dict:
         "eval_seconds": evaluated["eval_runtime"],
         "eval_examples": len(data.test),
         "run_seconds": time.perf_counter() - started,
+        "mixed_precision": "bf16" if args.bf16 else "no",
     }
 
 
-def measure_matmul(size: int = 2048, repeats: int = 7) -> dict:
-    """The machine's fp32 matmul FLOP/s: the best of `repeats` timings of a `size`-square torch.mm."""
+def measure_matmul(size: int = 2048, repeats: int = 7, dtype: str = "float32") -> dict:
+    """The machine's matmul FLOP/s in `dtype`: the best of `repeats` timings of a `size`-square torch.mm."""
     import torch
 
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    out = torch.empty(size, size)
+    kind = getattr(torch, dtype)
+    a, b = torch.randn(size, size, dtype=kind), torch.randn(size, size, dtype=kind)
+    out = torch.empty(size, size, dtype=kind)
     for _ in range(2):
         torch.mm(a, b, out=out)
     best = min(_seconds(lambda: torch.mm(a, b, out=out)) for _ in range(repeats))
-    return {"size": size, "threads": torch.get_num_threads(), "seconds": best, "flops": 2 * size ** 3 / best}
+    return {"size": size, "threads": torch.get_num_threads(), "seconds": best, "flops": 2 * size ** 3 / best,
+            "dtype": dtype}
 
 
 def _seconds(work: Callable[[], object]) -> float:
@@ -219,6 +233,6 @@ def methods(spec: Slice, workdir: Path, own_lr: bool) -> dict[str, Callable[[], 
         "lora": lambda: run_nlptransfer("lora", spec, workdir, lr("lora")),
         "frozen": lambda: run_nlptransfer("frozen", spec, workdir, lr("frozen")),
         "frozen_rerun": lambda: run_nlptransfer("frozen", spec, workdir, lr("frozen")),
-        "matmul": measure_matmul,
+        "matmul": lambda: measure_matmul(dtype="bfloat16" if chosen_precision(spec) == "bf16" else "float32"),
         "workload": lambda: workload(spec),
     }

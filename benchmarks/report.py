@@ -41,7 +41,12 @@ def machine() -> dict:
         cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
+    from nlptransfer.engine import precision
+
+    flags = precision.cpu_flags()
     return {"cpu": cpu, "cores": len(os.sched_getaffinity(0)), "torch_threads": torch.get_num_threads(),
+            "bf16_flags": [f for f in ("avx512_bf16", "amx_bf16", "amx_tile") if f in flags],
+            "avx512": "avx512f" in flags,
             "python": platform.python_version(), "torch": torch.__version__,
             "transformers": transformers.__version__, "accelerate": accelerate.__version__, "peft": peft.__version__,
             "date": datetime.now().astimezone().isoformat(timespec="minutes")}
@@ -216,7 +221,10 @@ def render(measured: dict[str, dict], chosen: list[str], spec: Slice, host: dict
              f"{work.get('train_tokens', '–')} real training tokens; max length {spec.max_length}; "
              f"model: packaged all-MiniLM-L6-v2 ({work.get('total_parameters', '–')} parameters)",
              f"- training: {spec.epochs} epoch(s), batch {spec.batch_size}, lr {spec.lr:g}",
-             f"- fp32 matmul peak: {fmt(peak and peak / 1e9)} GFLOP/s "
+             f"- CPU bf16 flags: {', '.join(host.get('bf16_flags', [])) or 'none'}; AVX-512: "
+             f"{'yes' if host.get('avx512') else 'no'}; precision {spec.precision} (nlptransfer runs: "
+             f"{', '.join(sorted({m.get('mixed_precision', '?') for m in ran.values() if 'train_seconds' in m}))})",
+             f"- {measured.get('matmul', {}).get('dtype', 'float32')} matmul peak: {fmt(peak and peak / 1e9)} GFLOP/s "
              f"({', '.join(f'{p / 1e9:.1f}' for p in peaks)} before/after)",
              f"- benchmark wall time: {host['total_seconds'] / 60:.1f} min", ""]
     lines += tables(rows, ran) + [""]

@@ -33,3 +33,6 @@ def test_bench_writes_a_report_of_every_method(tmp_path):
     assert raw["frozen"]["extract_rows"] and not raw["frozen_rerun"]["extract_rows"]  # the disk cache hit
     assert "- [x] a second frozen run reuses the disk cache" in report
     assert raw["matmul"]["flops"] > 0 and 0 <= raw["full"]["accuracy"] <= 1
+    # --precision auto (the default) is fp32 in the suite (conftest sets NLPTRANSFER_NO_BF16) for both sides
+    assert raw["full"]["mixed_precision"] == raw["trainer_grouped"]["mixed_precision"] == "no"
+    assert raw["matmul"]["dtype"] == "float32" and "- CPU bf16 flags: " in report
