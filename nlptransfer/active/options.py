@@ -19,7 +19,7 @@ class ActiveOptions:
     pool: str | None = None
     """The unlabeled texts: a csv/tsv/json/jsonl/parquet file with a text column, or a .txt file (one text a line)."""
     labels: list[str] | None = None
-    """The label names, e.g. [pos, neg, neu] (or pos,neg,neu)."""
+    """The label names, e.g. [pos, neg, neu]."""
     output_dir: str | None = None
     """The active-learning folder: labels, rounds, the batch to label; rerunning with it continues."""
     descriptions: dict[str, str] | None = None

@@ -20,9 +20,9 @@ def kappa(before: list, after: list) -> float:
 
 def slope(curve: list[tuple[int, float]], last: int = 3) -> float | None:
     """Accuracy points (percent) gained per 100 more labels, fitted (least squares) on the last `last` points of
-    (labels, accuracy); None with fewer than two points at different label counts."""
+    (labels, accuracy); None with fewer than three points at different label counts."""
     points = [(n, a) for n, a in curve if a is not None][-last:]
-    if len({n for n, _ in points}) < 2:
+    if len({n for n, _ in points}) < 3:
         return None
     labels, accuracy = np.array(points, dtype=float).T
     return float(np.polyfit(labels, accuracy, 1)[0] * 100 * 100)

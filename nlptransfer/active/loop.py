@@ -1,0 +1,187 @@
+"""One round of active learning: train on the labels so far (a normal run through the Python API, its data in
+memory), score the whole pool, say whether to stop, pick the next batch with the query strategy, write it.
+
+Without enough labels to train (two labels used, one text held out to measure) the round is a cold start: the batch
+covers the pool's embeddings (k-means, coreset) or follows zero-shot scores over the label descriptions.
+`simulate` runs the same rounds with an oracle's labels revealed for each batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import api
+from ..outputs import files
+from . import queries, stopping
+from .options import ActiveOptions
+from .state import ActiveFolder, now
+
+logger = logging.getLogger("nlptransfer")
+
+HOLD_OUT_EVERY = 5
+"""Without a test file every 5th label (in the order given) is held out to measure the round's model."""
+PREDICTIONS = "pool_predictions.json"
+
+
+@dataclass
+class ActiveLoop:
+    folder: ActiveFolder
+    pool: list[str]
+    label_names: list[str]
+    options: ActiveOptions
+    cfg: Any = None
+    """The run's config (`RunConfig` with the user's `train.epochs=...`); None: the defaults."""
+    test: dict[str, object] | None = None
+    """Text -> label to measure each round on; None: held out from the labels."""
+    on_progress: Callable[[str], None] = field(default=lambda message: None)
+    """Told what the round is doing (the labeling page shows it)."""
+
+    def __post_init__(self) -> None:
+        self.previous_predictions()
+
+    @property
+    def multilabel(self) -> bool:
+        return self.options.task == "multilabel"
+
+    def next_round(self) -> int:
+        return len(self.folder.rounds())
+
+    def splits(self, labels: dict[str, object]) -> tuple[dict, dict]:
+        """(train, test) as text -> label: the test file, or every HOLD_OUT_EVERY-th label held out."""
+        if self.test is not None:
+            return labels, self.test
+        items = list(labels.items())
+        test = dict(item for i, item in enumerate(items) if i % HOLD_OUT_EVERY == HOLD_OUT_EVERY - 1)
+        return {text: label for text, label in items if text not in test}, test
+
+    def trainable(self, labels: dict[str, object]) -> bool:
+        train, test = self.splits(labels)
+        seen = {name for label in train.values() for name in (label if isinstance(label, list) else [label])}
+        return len(seen) >= 2 and bool(test)
+
+    def train(self, labels: dict[str, object]) -> tuple[Path, float | None]:
+        """A normal run on the labels: its model folder (`round-model/model`) and its test accuracy."""
+        import pandas as pd
+
+        train, test = self.splits(labels)
+
+        def frame(part: dict) -> pd.DataFrame:
+            return pd.DataFrame({"text": list(part), "label": list(part.values())})
+
+        options = self.options
+        results = api.run(self.cfg, data={"train": frame(train), "test": frame(test)},
+                          data_options={"validation_fraction": 0, "label_names": self.label_names,
+                                        "text_column": "text", "label_column": "label"},
+                          model=options.model, strategy=options.strategy, task=options.task, seed=options.seed,
+                          labels={"descriptions": options.descriptions}, output_dir=str(self.folder.path /
+                                                                                       "round-model"),
+                          overwrite=True)
+        return results.model_dir, results.test_metrics.get("accuracy")
+
+    def run_round(self) -> dict:
+        """Train (when the labels allow), score the pool, pick and write the next batch; returns the round's record."""
+        from . import scoring
+
+        number, labels, times = self.next_round(), self.folder.labels(), {}
+        started = time.perf_counter()
+        accuracy = None
+        if self.trainable(labels):
+            self.on_progress(f"round {number}: training on {len(self.splits(labels)[0])} labels")
+            model_dir, accuracy = self.train(labels)
+            scorer = scoring.trained_scorer(model_dir)
+        else:
+            self.on_progress(f"round {number}: cold start ({len(labels)} labels)")
+            scorer = scoring.start_scorer(self.options.model, self.label_names)
+        times["train"] = time.perf_counter() - started
+        self.on_progress(f"round {number}: scoring {len(self.pool)} pool texts")
+        probabilities, embeddings = scorer.score(self.pool, self.options.score_batch_size)
+        times["score"] = time.perf_counter() - (started + times["train"])
+        record = self.pick(number, labels, probabilities, embeddings, scorer)
+        times["pick"] = time.perf_counter() - (started + times["train"] + times["score"])
+        record |= {"validation_accuracy": accuracy, "seconds": {k: round(v, 3) for k, v in times.items()}}
+        record["stop"] = self.stop_suggestion(record, probabilities)
+        self.folder.add_round(record)
+        logger.info("round %d: %d labels, accuracy %s, %d texts to label; %s", number, record["labels"],
+                    "n/a" if accuracy is None else f"{accuracy:.4f}", len(record["picks"]), record["stop"]["message"])
+        return record
+
+    def pick(self, number: int, labels: dict, probabilities, embeddings, scorer) -> dict:
+        """Choose the batch among the unlabeled pool texts and write batch.json; the round's record."""
+        import numpy as np
+
+        from . import scoring
+
+        candidates = [i for i, text in enumerate(self.pool) if text not in labels]
+        labeled_rows = [i for i, text in enumerate(self.pool) if text in labels]
+        counts = np.array([sum(1 for label in labels.values() if name == label or
+                               (isinstance(label, list) and name in label)) for name in self.label_names])
+        cold = probabilities is None
+        query, balance = (self.options.cold_start, False) if cold else (self.options.query, self.options.balance)
+        if cold and query == "zeroshot":
+            probabilities = scoring.zero_shot(scorer, embeddings, self.label_names, self.options.descriptions)
+            query, balance, counts = "breaking_ties", True, np.zeros(len(self.label_names))
+        shown = probabilities[candidates] if probabilities is not None else None
+        scores = queries.PoolScores(
+            probabilities=shown, embeddings=embeddings[candidates], labeled_embeddings=embeddings[labeled_rows],
+            multilabel=self.multilabel, labeled_counts=counts,
+            labeled_cardinality=float(counts.sum() / max(1, len(labels))))
+        chosen = queries.pick(query, scores, self.options.batch_size, seed=self.options.seed + number,
+                              balance=balance)
+        items = [self.item(self.pool[candidates[i]], None if shown is None else shown[i]) for i in chosen]
+        self.folder.write_batch({"round": number, "query": query, "items": items})
+        if probabilities is not None and not cold:
+            files.write_json(self.folder.path / PREDICTIONS, {"round": number, "predicted": [
+                self.suggestion(row) for row in probabilities]})
+        return {"round": number, "labels": len(labels), "query": query, "strategy": self.options.strategy,
+                "cold_start": cold, "picks": [item["text"] for item in items], "at": now()}
+
+    def suggestion(self, row):
+        if self.multilabel:
+            return [name for name, p in zip(self.label_names, row) if p >= 0.5]
+        return self.label_names[int(row.argmax())]
+
+    def item(self, text: str, row) -> dict:
+        if row is None:
+            return {"text": text, "suggestion": None, "confidence": None}
+        confidence = float(abs(row - 0.5).min() * 2) if self.multilabel else float(row.max())
+        return {"text": text, "suggestion": self.suggestion(row), "confidence": round(confidence, 4)}
+
+    def stop_suggestion(self, record: dict, probabilities) -> dict:
+        """Kappa between this round's pool predictions and the last trained round's, with the learning curve."""
+        earlier = [r for r in self.folder.rounds() if not r.get("cold_start")]
+        kappas = [r.get("stop", {}).get("kappa") for r in earlier]
+        if probabilities is not None and not record["cold_start"]:
+            before = getattr(self, "_before", None)
+            after = [str(self.suggestion(row)) for row in probabilities]
+            kappas.append(stopping.kappa(before, after) if before is not None else None)
+            self._before = after
+        curve = [(r["labels"], r.get("validation_accuracy")) for r in [*earlier, record]]
+        return stopping.suggestion(kappas, curve, self.options.stop_kappa, self.options.stop_rounds)
+
+    def previous_predictions(self) -> None:
+        """Read the last round's pool predictions (a rerun measures kappa against them)."""
+        import json
+
+        try:
+            saved = json.loads((self.folder.path / PREDICTIONS).read_text(encoding="utf-8"))
+            self._before = [str(p) for p in saved["predicted"]]
+        except (OSError, ValueError, KeyError):
+            self._before = None
+        if self._before is not None and len(self._before) != len(self.pool):
+            self._before = None
+
+
+def simulate(loop: ActiveLoop, oracle: dict[str, object], rounds: int) -> list[dict]:
+    """`rounds` rounds, each batch labeled at once from `oracle` (text -> label); the rounds' records."""
+    records = []
+    for _ in range(rounds):
+        record = loop.run_round()
+        records.append(record)
+        for text in record["picks"]:
+            loop.folder.add_label(text, oracle[text], "oracle", record["round"])
+    return records
