@@ -35,8 +35,10 @@ def suggestion(kappas: list[float | None], curve: list[tuple[int, float]], thres
     recent = [k for k in kappas[-rounds:] if k is not None]
     stop = len(recent) == rounds and min(recent) >= threshold
     gain = slope(curve)
-    said = (f"predictions on the pool have stopped changing (kappa >= {threshold} for {rounds} rounds): labeling more "
-            "is unlikely to help" if stop else "predictions on the pool still change between rounds: keep labeling")
+    said = ("no two trained rounds to compare yet: keep labeling" if not recent else
+            f"predictions on the pool have stopped changing (kappa >= {threshold} for {rounds} rounds): labeling more "
+            "is unlikely to help" if stop else f"predictions on the pool still change between rounds (kappa "
+            f"{recent[-1]:.3f}): keep labeling")
     if gain is not None:
         said += f"; the learning curve's last rounds gain {gain:+.1f} accuracy points per 100 labels"
     return {"stop": stop, "kappa": kappas[-1] if kappas else None, "slope_per_100_labels": gain, "message": said}

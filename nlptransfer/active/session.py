@@ -1,0 +1,150 @@
+"""A labeling session, as `python -m nlptransfer.active` runs it: read and check every input, take the folder, add
+the labels given since the last time (the start file, to_label.csv), then run rounds and hand each batch to the person
+by file, terminal or page, or to the oracle in a simulation. Rerunning with the same output_dir continues.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ConfigError
+from . import inputs, labeling
+from .loop import ActiveLoop, simulate
+from .options import ActiveOptions
+from .state import ActiveFolder
+
+logger = logging.getLogger("nlptransfer")
+
+STORED = ("pool", "labels", "descriptions", "text_column", "label_column", "task", "model", "strategy", "query",
+          "cold_start", "balance", "batch_size", "seed", "test", "oracle")
+"""The options active.json keeps: a rerun without them continues as the loop began."""
+
+
+def stored_options(output_dir: str | Path) -> dict:
+    """What an active folder's active.json holds (the loop's first options), {} for a new folder."""
+    return {key: value for key, value in ActiveFolder(output_dir).settings().items() if key in STORED}
+
+
+@dataclass
+class Inputs:
+    pool: list[str]
+    start: dict[str, object]
+    oracle: dict[str, object] | None
+    test: dict[str, object] | None
+
+
+def read_inputs(options: ActiveOptions) -> Inputs:
+    """Every input file read and checked; nothing is written."""
+    names, multilabel = options.labels, options.task == "multilabel"
+    columns = (options.text_column, options.label_column, names, multilabel)
+    oracle = inputs.read_labeled(options.oracle, *columns, "oracle") if options.oracle else None
+    if options.pool:
+        pool = inputs.read_pool(options.pool, options.text_column)
+    elif oracle is not None:
+        pool = list(oracle)
+    else:
+        raise ConfigError("pool= is needed: a file of unlabeled texts (pool=texts.csv)")
+    if oracle is not None and (missing := [text for text in pool if text not in oracle]):
+        raise ConfigError(f"oracle={options.oracle} has no label for {len(missing)} pool texts (e.g. "
+                          f"{missing[0][:60]!r}); a simulation needs every pool text labeled")
+    start = inputs.read_labeled(options.labeled, *columns, "labeled") if options.labeled else {}
+    test = inputs.read_labeled(options.test, *columns, "test") if options.test else None
+    return Inputs(pool, start, oracle, test)
+
+
+def check_settings(options: ActiveOptions, folder: ActiveFolder) -> None:
+    """A rerun keeps its label names and task: other ones would mix with the labels given."""
+    settings = folder.settings()
+    for key in ("labels", "task"):
+        if settings and settings.get(key) != getattr(options, key):
+            raise ConfigError(f"output_dir={folder.path} holds a loop with {key}={settings.get(key)}, not "
+                              f"{getattr(options, key)}; keep them, or choose another output_dir")
+
+
+def open_loop(options: ActiveOptions, cfg, read: Inputs) -> ActiveLoop:
+    """Take the folder (locked), add the start labels and to_label.csv's, record the options; the loop."""
+    folder = ActiveFolder(options.output_dir)
+    folder.open(overwrite=options.overwrite)
+    try:
+        check_settings(options, folder)
+        multilabel = options.task == "multilabel"
+        file_labels = labeling.read_to_label(folder, options.labels, multilabel)  # checked before any is added
+        current, number = folder.labels(), len(folder.rounds())
+        if not folder.started:
+            for text, label in read.start.items():
+                folder.add_label(text, label, "labeled", number)
+        added = sum(1 for text, label in file_labels.items() if current.get(text) != label)
+        labeling.take_file_labels(folder, options.labels, multilabel, max(0, number - 1))
+        if added:
+            logger.info("took %d labels from %s", added, labeling.TO_LABEL)
+        folder.write_settings({key: getattr(options, key) for key in STORED})
+        dropped = [text for text in read.pool if text in folder.labels()]
+        logger.info("pool: %d texts (%d labeled); %d labels in all", len(read.pool), len(dropped),
+                    len(folder.labels()))
+    except BaseException:
+        folder.close()
+        raise
+    return ActiveLoop(folder, read.pool, list(options.labels), options, cfg, read.test)
+
+
+def labels_since_last_round(loop: ActiveLoop) -> bool:
+    """Whether a round is due: none yet, or labels given since the last one."""
+    rounds = loop.folder.rounds()
+    return not rounds or len(loop.folder.labels()) > rounds[-1]["labels"]
+
+
+def by_file(loop: ActiveLoop) -> None:
+    """A round if labels came since the last one, then to_label.csv for the person."""
+    if labels_since_last_round(loop):
+        loop.run_round()
+    path = labeling.write_to_label(loop.folder)
+    left = len(loop.folder.unlabeled_in_batch())
+    logger.info("%d texts to label in %s: fill its label column, then run the same command again", left, path)
+
+
+def by_terminal(loop: ActiveLoop, rounds: int, ask=None, out=None) -> str:
+    """Rounds while the person labels whole batches (at most `rounds` new ones); how the labeling ended."""
+    ended = "done"
+    for _ in range(rounds):
+        if not loop.folder.unlabeled_in_batch() and labels_since_last_round(loop):
+            loop.run_round()
+        ended = labeling.label_in_terminal(loop.folder, loop.label_names, loop.multilabel,
+                                           len(loop.folder.rounds()) - 1, ask=ask, out=out)
+        if ended != "done":
+            break
+    labeling.write_to_label(loop.folder)
+    return ended
+
+
+def run_session(options: ActiveOptions, cfg=None, ask=None, out=None) -> ActiveLoop:
+    """The command's work after its options are checked: inputs, folder, then file, terminal, page or simulation."""
+    read = read_inputs(options)
+    server = None
+    if options.label_with == "serve":
+        from .server import bind
+
+        server = bind(options.port)  # before anything is written: a port in use is refused first
+    loop = open_loop(options, cfg, read)
+    try:
+        if read.oracle is not None:
+            simulate(loop, read.oracle, options.rounds)
+        elif server is not None:
+            from .server import serve
+
+            serve(server, loop)
+        elif options.label_with == "terminal":
+            by_terminal(loop, options.rounds, ask=ask, out=out)
+        else:
+            by_file(loop)
+    finally:
+        if server is not None:
+            server.server_close()
+        loop.folder.close()
+    return loop
+
+
+def options_with(options: ActiveOptions, **changes) -> ActiveOptions:
+    return dataclasses.replace(options, **changes)
