@@ -20,12 +20,14 @@ logger = logging.getLogger("nlptransfer")
 
 STORED = ("pool", "labels", "descriptions", "text_column", "label_column", "task", "model", "strategy", "query",
           "cold_start", "balance", "batch_size", "seed", "test", "oracle")
-"""The options active.json keeps: a rerun without them continues as the loop began."""
+"""The options active.json keeps (and `run_options`, the round's run options as given): a rerun without them continues
+as the loop began."""
 
 
 def stored_options(output_dir: str | Path) -> dict:
     """What an active folder's active.json holds (the loop's first options), {} for a new folder."""
-    return {key: value for key, value in ActiveFolder(output_dir).settings().items() if key in STORED}
+    return {key: value for key, value in ActiveFolder(output_dir).settings().items()
+            if key in STORED or key == "run_options"}
 
 
 @dataclass
@@ -64,7 +66,7 @@ def check_settings(options: ActiveOptions, folder: ActiveFolder) -> None:
                               f"{getattr(options, key)}; keep them, or choose another output_dir")
 
 
-def open_loop(options: ActiveOptions, cfg, read: Inputs) -> ActiveLoop:
+def open_loop(options: ActiveOptions, cfg, read: Inputs, run_options: list[str] = ()) -> ActiveLoop:
     """Take the folder (locked), add the start labels and to_label.csv's, record the options; the loop."""
     folder = ActiveFolder(options.output_dir)
     folder.open(overwrite=options.overwrite)
@@ -80,7 +82,7 @@ def open_loop(options: ActiveOptions, cfg, read: Inputs) -> ActiveLoop:
         labeling.take_file_labels(folder, options.labels, multilabel, max(0, number - 1))
         if added:
             logger.info("took %d labels from %s", added, labeling.TO_LABEL)
-        folder.write_settings({key: getattr(options, key) for key in STORED})
+        folder.write_settings({key: getattr(options, key) for key in STORED} | {"run_options": list(run_options)})
         dropped = [text for text in read.pool if text in folder.labels()]
         logger.info("pool: %d texts (%d labeled); %d labels in all", len(read.pool), len(dropped),
                     len(folder.labels()))
@@ -119,15 +121,16 @@ def by_terminal(loop: ActiveLoop, rounds: int, ask=None, out=None) -> str:
     return ended
 
 
-def run_session(options: ActiveOptions, cfg=None, ask=None, out=None) -> ActiveLoop:
-    """The command's work after its options are checked: inputs, folder, then file, terminal, page or simulation."""
+def run_session(options: ActiveOptions, cfg=None, ask=None, out=None, run_options: list[str] = ()) -> ActiveLoop:
+    """The command's work after its options are checked: inputs, folder, then file, terminal, page or simulation;
+    `run_options` (`train.epochs=1`, ...) are recorded for reruns."""
     read = read_inputs(options)
     server = None
     if options.label_with == "serve":
         from .server import bind
 
         server = bind(options.port)  # before anything is written: a port in use is refused first
-    loop = open_loop(options, cfg, read)
+    loop = open_loop(options, cfg, read, run_options)
     try:
         if read.oracle is not None:
             simulate(loop, read.oracle, options.rounds)

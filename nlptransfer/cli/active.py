@@ -74,6 +74,7 @@ def active_command(argv: list[str], ask=None, out=None) -> int:
     from ..active.session import stored_options  # stdlib only
 
     stored = stored_options(given.output_dir) if given.output_dir else {}
+    run_items = [*stored.pop("run_options", []), *run_items]
     options = parse_options(ActiveOptions(**stored), mine)  # a rerun continues with the loop's first options
     options.labels = [str(name) for name in options.labels] if options.labels else options.labels
     if label_with:
@@ -83,7 +84,7 @@ def active_command(argv: list[str], ask=None, out=None) -> int:
     configure_console(quiet=flags["quiet"], verbose=flags["verbose"])
     from ..active.session import run_session  # torch loads here: --help and option errors answer at once
 
-    run_session(options, cfg, ask=ask, out=out)
+    run_session(options, cfg, ask=ask, out=out, run_options=run_items)
     return 0
 
 

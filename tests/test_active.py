@@ -1,0 +1,138 @@
+"""The active-learning command: to_label.csv round trip (by hand equals the simulation), terminal labeling with skip
+and undo, and the bad-input catalogue (one line, exit 2, nothing written)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import socket
+
+import pandas as pd
+import pytest
+from helpers import write
+
+from nlptransfer.active import labeling
+from nlptransfer.active.state import ActiveFolder
+from nlptransfer.cli.active import main
+
+LABELS = "labels=[neg, neu, pos]"
+
+
+@pytest.fixture
+def pool_csv(tmp_path, reviews_csv):
+    frame = pd.read_csv(reviews_csv)
+    frame[["text"]].to_csv(tmp_path / "pool.csv", index=False)
+    return tmp_path / "pool.csv"
+
+
+def fill(path, truth: dict) -> None:
+    rows = list(csv.reader(path.open(encoding="utf-8")))
+    for row in rows[1:]:
+        row[3] = truth[row[0]]
+    with path.open("w", encoding="utf-8", newline="") as file:
+        csv.writer(file).writerows(rows)
+
+
+def test_file_round_trip_by_hand_equals_the_simulation(tmp_path, pool_csv, reviews_csv, tiny_model_dir):
+    common = [LABELS, f"model={tiny_model_dir}", "batch_size=6", "strategy=frozen", "train.epochs=1", "--quiet"]
+    hand = tmp_path / "hand"
+    assert main([f"pool={pool_csv}", f"output_dir={hand}", *common]) == 0  # cold start: k-means picks
+    to_label = hand / "to_label.csv"
+    first = pd.read_csv(to_label)
+    assert list(first.columns) == ["text", "suggestion", "confidence", "label"] and len(first) == 6
+    fill(to_label, dict(pd.read_csv(reviews_csv).values.tolist()))
+    assert main([f"output_dir={hand}", "--quiet"]) == 0  # the rerun takes the labels and trains round 1
+    assert len(ActiveFolder(hand).labels()) == 6
+    second = pd.read_csv(to_label)
+    assert len(second) == 6 and not set(second.text) & set(first.text)
+    assert second.suggestion.isin(["neg", "neu", "pos"]).all() and second.confidence.between(0, 1).all()
+    rounds = ActiveFolder(hand).rounds()
+    assert [r["round"] for r in rounds] == [0, 1] and rounds[1]["validation_accuracy"] is not None
+
+    simulated = tmp_path / "sim"
+    assert main([f"oracle={reviews_csv}", f"output_dir={simulated}", "rounds=2", *common]) == 0
+    assert [r["picks"] for r in ActiveFolder(simulated).rounds()] == [r["picks"] for r in rounds]
+
+
+def batch_folder(tmp_path, texts, suggestion="pos") -> ActiveFolder:
+    folder = ActiveFolder(tmp_path / "al").open()
+    folder.write_batch({"round": 0, "items": [{"text": t, "suggestion": suggestion, "confidence": 0.6}
+                                               for t in texts]})
+    return folder
+
+
+def test_terminal_labels_skips_and_undoes(tmp_path):
+    folder = batch_folder(tmp_path, ["a b", "c d", "e f"])
+    answers = iter(["1", "u", "2", "s", "", "q"])  # neg, take it back, neu; skip; the suggestion (pos)
+    out = io.StringIO()
+    ended = labeling.label_in_terminal(folder, ["neg", "neu", "pos"], False, 0, ask=lambda prompt: next(answers),
+                                       out=out)
+    assert ended == "skipped"
+    assert folder.labels() == {"a b": "neu", "e f": "pos"}
+    assert "took back the label of: a b" in out.getvalue()
+    assert [r["label"] for r in folder.records()] == ["neg", None, "neu", "pos"]
+    folder.close()
+
+
+def test_terminal_via_stdin_ends_at_eof(tmp_path, monkeypatch):
+    folder = batch_folder(tmp_path, ["a b", "c d"], suggestion=None)
+    monkeypatch.setattr("sys.stdin", io.StringIO("3\n9\n1\n"))  # 9 is no key: asked again
+    assert labeling.label_in_terminal(folder, ["neg", "neu", "pos"], False, 0, out=io.StringIO()) == "done"
+    assert folder.labels() == {"a b": "pos", "c d": "neg"}
+    folder.close()
+
+
+def test_to_label_with_an_unknown_label_names_the_row_and_adds_nothing(tmp_path, capsys):
+    folder = batch_folder(tmp_path, ["a b", "c d"])
+    labeling.write_to_label(folder)
+    folder.add_label("kept", "neg", "file", 0)
+    folder.close()
+    write(folder.path / "to_label.csv", "text,suggestion,confidence,label\na b,pos,0.6,pos\nc d,pos,0.6,posit\n")
+    assert main([f"output_dir={folder.path}", "pool=" + str(write(tmp_path / "p.txt", "x y\n")), LABELS]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "row 3: 'posit' is not a label name" in error and len(error.splitlines()) == 1
+    assert ActiveFolder(folder.path).labels() == {"kept": "neg"}
+
+
+def bad_inputs(tmp_path, pool_csv):
+    empty = write(tmp_path / "empty.txt", "\n  \n")
+    no_text = write(tmp_path / "notext.csv", "body\nhello there\n")
+    labeled = write(tmp_path / "labeled.csv", "text,label\ngood,pos\nbad,negative\n")
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    port = busy.getsockname()[1]
+    base = [LABELS, f"output_dir={tmp_path / 'out'}"]
+    return busy, [
+        ([f"pool={empty}", *base], "holds no text"),
+        ([f"pool={no_text}", *base], "has no column 'text'"),
+        ([f"pool={tmp_path / 'missing.csv'}", *base], "missing.csv"),
+        ([f"pool={pool_csv}", f"labeled={labeled}", *base], "row 3: 'negative' is not a label name"),
+        ([f"pool={pool_csv}", "batch_size=0", *base], "batch_size must be a whole number of at least 1"),
+        ([f"pool={pool_csv}", "query=smart", *base], "unknown query 'smart'"),
+        ([f"pool={pool_csv}", "labels=[pos]", f"output_dir={tmp_path / 'out'}"], "two label names"),
+        ([f"pool={pool_csv}", "trian.epochs=1", *base], "unknown option 'trian.epochs'"),
+        ([f"pool={pool_csv}", "--serve", f"port={port}", *base], f"port {port} on 127.0.0.1 is in use"),
+    ]
+
+
+def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, pool_csv, capsys):
+    busy, cases = bad_inputs(tmp_path, pool_csv)
+    with busy:
+        for argv, message in cases:
+            assert main(argv) == 2, argv
+            error = capsys.readouterr().err.strip()
+            assert message in error and len(error.splitlines()) == 1, (argv, error)
+            assert not (tmp_path / "out").exists(), argv
+
+
+def test_a_rerun_keeps_its_labels(tmp_path, pool_csv, capsys):
+    folder = ActiveFolder(tmp_path / "al").open()
+    folder.write_settings({"labels": ["neg", "neu", "pos"], "task": "classification", "pool": str(pool_csv)})
+    folder.close()
+    assert main([f"output_dir={folder.path}", "labels=[a, b]"]) == 2
+    assert "holds a loop with labels=['neg', 'neu', 'pos']" in capsys.readouterr().err
+    assert json.loads((folder.path / "active.json").read_text())["labels"] == ["neg", "neu", "pos"]
+    assert sorted(os.listdir(folder.path)) == [".nlptransfer.json", "active.json"]
