@@ -16,7 +16,8 @@ HEAVY = ("torch", "transformers", "accelerate", "peft", "sklearn", "pandas", "da
 LIGHT_MODULES = ["nlptransfer", "nlptransfer.config", "nlptransfer.api", "nlptransfer.cli.main", "nlptransfer.cli.run",
                  "nlptransfer.cli.predict", "nlptransfer.cli.export", "nlptransfer.cli.push", "nlptransfer.cli.compare",
                  "nlptransfer.cli.curve", "nlptransfer.cli.sweep", "nlptransfer.run", "nlptransfer.predict",
-                 "nlptransfer.recipes.sentiment", "nlptransfer.recipes.ner"]
+                 "nlptransfer.recipes.sentiment", "nlptransfer.recipes.ner", "nlptransfer.cli.active",
+                 "nlptransfer.active.state"]
 ENV = os.environ | {"PYTHONPATH": str(Path(__file__).parents[1])}
 
 
@@ -38,7 +39,9 @@ def test_a_recipes_help_and_an_option_error_load_no_heavy_library():
             "assert main(['recipe=sentiment', '--help']) == 0\n"
             "assert main(['recipe=sentiment', 'train.epochs=many']) == 2\n"
             "from nlptransfer.cli.main import main as tool\n"
-            "assert tool(['predict', '--help']) == 0 and tool(['export', '--help']) == 0\n")
+            "assert tool(['predict', '--help']) == 0 and tool(['export', '--help']) == 0\n"
+            "from nlptransfer.cli.active import main as active\n"
+            "assert active(['--help']) == 0 and active(['batch_size=0', 'output_dir=x']) == 2\n")
     assert loaded(code) == []
 
 

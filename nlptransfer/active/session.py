@@ -8,27 +8,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 from ..errors import ConfigError
 from . import inputs, labeling
 from .loop import ActiveLoop, simulate
 from .options import ActiveOptions
-from .state import ActiveFolder
+from .state import STORED, ActiveFolder
 
 logger = logging.getLogger("nlptransfer")
-
-STORED = ("pool", "labels", "descriptions", "text_column", "label_column", "task", "model", "strategy", "query",
-          "cold_start", "balance", "batch_size", "seed", "test", "oracle")
-"""The options active.json keeps (and `run_options`, the round's run options as given): a rerun without them continues
-as the loop began."""
-
-
-def stored_options(output_dir: str | Path) -> dict:
-    """What an active folder's active.json holds (the loop's first options), {} for a new folder."""
-    return {key: value for key, value in ActiveFolder(output_dir).settings().items()
-            if key in STORED or key == "run_options"}
-
 
 @dataclass
 class Inputs:

@@ -194,3 +194,15 @@ class ActiveFolder:
     def unlabeled_in_batch(self) -> list[dict]:
         labeled = self.labels()
         return [item for item in self.batch()["items"] if item["text"] not in labeled]
+
+
+STORED = ("pool", "labels", "descriptions", "text_column", "label_column", "task", "model", "strategy", "query",
+          "cold_start", "balance", "batch_size", "seed", "test", "oracle")
+"""The options active.json keeps (and `run_options`, the round's run options as given): a rerun without them continues
+as the loop began."""
+
+
+def stored_options(output_dir: str | Path) -> dict:
+    """What an active folder's active.json holds (the loop's first options), {} for a new folder."""
+    return {key: value for key, value in ActiveFolder(output_dir).settings().items()
+            if key in STORED or key == "run_options"}

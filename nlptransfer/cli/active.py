@@ -13,6 +13,7 @@ import dataclasses
 import sys
 
 from ..active.options import COLD_STARTS, LABEL_WITH, QUERY_NAMES, TASKS, ActiveOptions
+from ..active.state import stored_options
 from ..config import RunConfig, apply_overrides
 from ..errors import ConfigError
 from .run import configure_console, parse_args, parse_options, run_command, usage_exit
@@ -71,8 +72,6 @@ def active_command(argv: list[str], ask=None, out=None) -> int:
         return code
     mine, run_items = split_items(items)
     given = parse_options(ActiveOptions(), mine)
-    from ..active.session import stored_options  # stdlib only
-
     stored = stored_options(given.output_dir) if given.output_dir else {}
     run_items = [*stored.pop("run_options", []), *run_items]
     options = parse_options(ActiveOptions(**stored), mine)  # a rerun continues with the loop's first options
