@@ -136,3 +136,27 @@ def test_a_rerun_keeps_its_labels(tmp_path, pool_csv, capsys):
     assert "holds a loop with labels=['neg', 'neu', 'pos']" in capsys.readouterr().err
     assert json.loads((folder.path / "active.json").read_text())["labels"] == ["neg", "neu", "pos"]
     assert sorted(os.listdir(folder.path)) == [".nlptransfer.json", "active.json"]
+
+
+def test_ner_batch_goes_out_and_comes_back_as_conll(tmp_path):
+    from nlptransfer.active import ner
+    from nlptransfer.active.options import ActiveOptions, label_names
+    from nlptransfer.errors import DataError
+
+    tags = label_names(ActiveOptions(task="token-classification", labels=["person", "loc"]))
+    assert tags == ["O", "B-person", "I-person", "B-loc", "I-loc"]
+    folder = ActiveFolder(tmp_path / "al").open()
+    folder.write_batch({"round": 1, "items": [
+        {"text": "mary went home", "suggestion": ["B-person", "O", "O"], "confidence": 0.5},
+        {"text": "to paris", "suggestion": ["O", "B-loc"], "confidence": 0.6},
+        {"text": "bob left", "suggestion": ["B-person", "O"], "confidence": 0.7}]})
+    path = ner.write_to_label(folder)
+    assert path.read_text().split("\n\n")[0] == "mary\tB-person\t_\nwent\tO\t_\nhome\tO\t_"
+    filled = path.read_text().replace("mary\tB-person\t_", "mary\tB-person\t=").replace("went\tO\t_", "went\tO\tO")
+    filled = filled.replace("home\tO\t_", "home\tO\tB-loc").replace("to\tO\t_", "to\tO\tO")  # paris left blank
+    path.write_text(filled)
+    assert ner.read_to_label(folder, tags) == {"mary went home": ["B-person", "O", "B-loc"]}
+    path.write_text(filled.replace("bob\tB-person\t_", "bob\tB-person\tB-PER"))
+    with pytest.raises(DataError, match=r"to_label.conll:8: tag 'B-PER' is not one of"):
+        ner.read_to_label(folder, tags)
+    folder.close()

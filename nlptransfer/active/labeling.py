@@ -63,17 +63,6 @@ def read_to_label(folder: ActiveFolder, label_names: list[str], multilabel: bool
     return given
 
 
-def take_file_labels(folder: ActiveFolder, label_names: list[str], multilabel: bool, round_number: int) -> int:
-    """Add to the labels what to_label.csv gives that they do not hold yet; how many were added."""
-    current = folder.labels()
-    added = 0
-    for text, label in read_to_label(folder, label_names, multilabel).items():
-        if current.get(text) != label:
-            folder.add_label(text, label, "file", round_number)
-            added += 1
-    return added
-
-
 def keys_line(label_names: list[str], multilabel: bool) -> str:
     keys = "  ".join(f"{i}={name}" for i, name in enumerate(label_names, 1))
     several = " (several: 13)" if multilabel else ""

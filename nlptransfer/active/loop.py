@@ -18,7 +18,7 @@ from typing import Any
 from .. import api
 from ..outputs import files
 from . import queries, stopping
-from .options import ActiveOptions
+from .options import ActiveOptions, multilabel, tagging
 from .state import ActiveFolder, now
 
 logger = logging.getLogger("nlptransfer")
@@ -46,7 +46,11 @@ class ActiveLoop:
 
     @property
     def multilabel(self) -> bool:
-        return self.options.task == "multilabel"
+        return multilabel(self.options.task)
+
+    @property
+    def tagging(self) -> bool:
+        return tagging(self.options.task)
 
     def next_round(self) -> int:
         return len(self.folder.rounds())
@@ -69,19 +73,24 @@ class ActiveLoop:
         import pandas as pd
 
         train, test = self.splits(labels)
+        columns = ("tokens", "tags") if self.tagging else ("text", "label")
 
         def frame(part: dict) -> pd.DataFrame:
-            return pd.DataFrame({"text": list(part), "label": list(part.values())})
+            texts = [text.split(" ") for text in part] if self.tagging else list(part)
+            return pd.DataFrame({columns[0]: texts, columns[1]: list(part.values())})
 
-        options = self.options
-        results = api.run(self.cfg, data={"train": frame(train), "test": frame(test)},
+        options, data = self.options, {"train": frame(train), "test": frame(test)}
+        if self.tagging:  # token-classification needs a validation split: the labels it trains on (no extra split)
+            data["validation"] = data["train"]
+        results = api.run(self.cfg, data=data,
                           data_options={"validation_fraction": 0, "label_names": self.label_names,
-                                        "text_column": "text", "label_column": "label"},
+                                        "text_column": "text", "label_column": "label", "tokens_column": "tokens",
+                                        "tags_column": "tags", "dedup_across_splits": not self.tagging},
                           model=options.model, strategy=options.strategy, task=options.task, seed=options.seed,
                           labels={"descriptions": options.descriptions}, output_dir=str(self.folder.path /
                                                                                        "round-model"),
                           overwrite=True)
-        return results.model_dir, results.test_metrics.get("accuracy")
+        return results.model_dir, results.test_metrics.get("f1" if self.tagging else "accuracy")
 
     def run_round(self) -> dict:
         """Train (when the labels allow), score the pool, pick and write the next batch; returns the round's record."""
@@ -99,7 +108,12 @@ class ActiveLoop:
             scorer = scoring.start_scorer(self.options.model, self.label_names)
         times["train"] = time.perf_counter() - started
         self.on_progress(f"round {number}: scoring {len(self.pool)} pool texts")
-        probabilities, embeddings = scorer.score(self.pool, self.options.score_batch_size)
+        if self.tagging and scorer.label_names is not None:
+            from .ner import word_probabilities
+
+            probabilities, embeddings = word_probabilities(scorer, self.pool, self.options.score_batch_size)
+        else:
+            probabilities, embeddings = scorer.score(self.pool, self.options.score_batch_size)
         times["score"] = time.perf_counter() - (started + times["train"])
         record = self.pick(number, labels, probabilities, embeddings, scorer)
         times["pick"] = time.perf_counter() - (started + times["train"] + times["score"])
@@ -125,13 +139,15 @@ class ActiveLoop:
         if cold and query == "zeroshot":
             probabilities = scoring.zero_shot(scorer, embeddings, self.label_names, self.options.descriptions)
             query, balance, counts = "breaking_ties", True, np.zeros(len(self.label_names))
-        shown = probabilities[candidates] if probabilities is not None else None
+        shown = None if probabilities is None else [probabilities[i] for i in candidates]
         scores = queries.PoolScores(
-            probabilities=shown, embeddings=embeddings[candidates], labeled_embeddings=embeddings[labeled_rows],
+            probabilities=None if shown is None or self.tagging else np.array(shown),
+            token_probabilities=shown if self.tagging and shown is not None else [],
+            embeddings=embeddings[candidates], labeled_embeddings=embeddings[labeled_rows],
             multilabel=self.multilabel, labeled_counts=counts,
             labeled_cardinality=float(counts.sum() / max(1, len(labels))))
         chosen = queries.pick(query, scores, self.options.batch_size, seed=self.options.seed + number,
-                              balance=balance)
+                              balance=balance, aggregate=self.options.aggregate)
         items = [self.item(self.pool[candidates[i]], None if shown is None else shown[i]) for i in chosen]
         self.folder.write_batch({"round": number, "query": query, "items": items})
         if probabilities is not None and not cold:
@@ -141,6 +157,8 @@ class ActiveLoop:
                 "cold_start": cold, "picks": [item["text"] for item in items], "at": now()}
 
     def suggestion(self, row):
+        if self.tagging:
+            return [self.label_names[int(j)] for j in row.argmax(axis=1)]
         if self.multilabel:
             return [name for name, p in zip(self.label_names, row) if p >= 0.5]
         return self.label_names[int(row.argmax())]
@@ -148,7 +166,10 @@ class ActiveLoop:
     def item(self, text: str, row) -> dict:
         if row is None:
             return {"text": text, "suggestion": None, "confidence": None}
-        confidence = float(abs(row - 0.5).min() * 2) if self.multilabel else float(row.max())
+        if self.tagging:
+            confidence = float(row.max(axis=1).min()) if len(row) else 1.0  # the least sure word's
+        else:
+            confidence = float(abs(row - 0.5).min() * 2) if self.multilabel else float(row.max())
         return {"text": text, "suggestion": self.suggestion(row), "confidence": round(confidence, 4)}
 
     def stop_suggestion(self, record: dict, probabilities) -> dict:

@@ -11,7 +11,7 @@ COLD_STARTS = ("embedding_kmeans", "coreset", "random", "zeroshot")
 """How the first batch is picked with no labels: coverage of the embeddings, or zero-shot scores over the label
 descriptions (the most unsure under them)."""
 LABEL_WITH = ("file", "terminal", "serve")
-TASKS = ("classification", "multilabel")
+TASKS = ("classification", "multilabel", "token-classification")
 
 
 @dataclass
@@ -35,7 +35,8 @@ class ActiveOptions:
     label_column: str = "label"
     """The column holding the label in labeled, oracle and test files (and to_label.csv)."""
     task: str = "classification"
-    """classification (one label per text) or multilabel (labels separated by | in files)."""
+    """classification (one label per text), multilabel (labels separated by | in files) or token-classification (NER:
+    labels are the entity types; the pool a CoNLL or .txt file of sentences; labeled through to_label.conll)."""
     model: str = "minilm"
     """The checkpoint each round trains from: a short name, hub id, folder, or an earlier run's folder."""
     strategy: str = "contrastive"
@@ -45,6 +46,8 @@ class ActiveOptions:
     embedding_kmeans, coreset, badge."""
     cold_start: str = "embedding_kmeans"
     """The first batch without labels: embedding_kmeans (coverage), coreset, random or zeroshot."""
+    aggregate: str = "max"
+    """NER: a sentence's uncertainty from its words' (max, mean or sum)."""
     balance: bool = False
     """Share each batch among the predicted classes, the rarest labeled class first (ranking strategies)."""
     batch_size: int = 16
@@ -66,3 +69,25 @@ class ActiveOptions:
     """Texts per forward pass while scoring the pool."""
     overwrite: bool = False
     """Start afresh in an active folder (its labels are deleted)."""
+
+
+def multilabel(task: str) -> bool:
+    """Whether the task gives a text several labels."""
+    from .. import tasks
+
+    return bool(getattr(tasks.get(task), "multilabel", False))
+
+
+def tagging(task: str) -> bool:
+    """Whether the task tags each word (NER): its model's features are the tokens'."""
+    from .. import tasks
+
+    return tasks.get(task).features == "tokens"
+
+
+def label_names(options: ActiveOptions) -> list[str]:
+    """What the model predicts: the label names, or for NER the IOB2 tags of the entity types (tags pass as given)."""
+    given = [str(name) for name in options.labels or []]
+    if not tagging(options.task) or "O" in given:
+        return given
+    return ["O"] + [f"{prefix}-{kind}" for kind in given for prefix in ("B", "I")]

@@ -10,9 +10,9 @@ import logging
 from dataclasses import dataclass
 
 from ..errors import ConfigError
-from . import inputs, labeling
+from . import inputs, labeling, ner
 from .loop import ActiveLoop, simulate
-from .options import ActiveOptions
+from .options import ActiveOptions, label_names, multilabel, tagging
 from .state import STORED, ActiveFolder
 
 logger = logging.getLogger("nlptransfer")
@@ -27,11 +27,18 @@ class Inputs:
 
 def read_inputs(options: ActiveOptions) -> Inputs:
     """Every input file read and checked; nothing is written."""
-    names, multilabel = options.labels, options.task == "multilabel"
-    columns = (options.text_column, options.label_column, names, multilabel)
-    oracle = inputs.read_labeled(options.oracle, *columns, "oracle") if options.oracle else None
+    names = label_names(options)
+    if tagging(options.task):
+        def read(path: str, what: str) -> dict:
+            return ner.read_sentences(path, what, names)
+    else:
+        def read(path: str, what: str) -> dict:
+            return inputs.read_labeled(path, options.text_column, options.label_column, names,
+                                       multilabel(options.task), what)
+    oracle = read(options.oracle, "oracle") if options.oracle else None
     if options.pool:
-        pool = inputs.read_pool(options.pool, options.text_column)
+        pool = list(ner.read_sentences(options.pool, "pool")) if tagging(options.task) else \
+            inputs.read_pool(options.pool, options.text_column)
     elif oracle is not None:
         pool = list(oracle)
     else:
@@ -39,9 +46,16 @@ def read_inputs(options: ActiveOptions) -> Inputs:
     if oracle is not None and (missing := [text for text in pool if text not in oracle]):
         raise ConfigError(f"oracle={options.oracle} has no label for {len(missing)} pool texts (e.g. "
                           f"{missing[0][:60]!r}); a simulation needs every pool text labeled")
-    start = inputs.read_labeled(options.labeled, *columns, "labeled") if options.labeled else {}
-    test = inputs.read_labeled(options.test, *columns, "test") if options.test else None
+    start = read(options.labeled, "labeled") if options.labeled else {}
+    test = read(options.test, "test") if options.test else None
     return Inputs(pool, start, oracle, test)
+
+
+def file_labels(folder: ActiveFolder, options: ActiveOptions) -> tuple[str, dict]:
+    """(the file's name, text -> label) of the filled rows of to_label.csv (to_label.conll for NER), all checked."""
+    if tagging(options.task):
+        return ner.TO_LABEL, ner.read_to_label(folder, label_names(options))
+    return labeling.TO_LABEL, labeling.read_to_label(folder, label_names(options), multilabel(options.task))
 
 
 def check_settings(options: ActiveOptions, folder: ActiveFolder) -> None:
@@ -59,16 +73,17 @@ def open_loop(options: ActiveOptions, cfg, read: Inputs, run_options: list[str] 
     folder.open(overwrite=options.overwrite)
     try:
         check_settings(options, folder)
-        multilabel = options.task == "multilabel"
-        file_labels = labeling.read_to_label(folder, options.labels, multilabel)  # checked before any is added
-        current, number = folder.labels(), len(folder.rounds())
+        name, given = file_labels(folder, options)  # every row checked before any is added
+        number = len(folder.rounds())
         if not folder.started:
             for text, label in read.start.items():
                 folder.add_label(text, label, "labeled", number)
-        added = sum(1 for text, label in file_labels.items() if current.get(text) != label)
-        labeling.take_file_labels(folder, options.labels, multilabel, max(0, number - 1))
+        current = folder.labels()
+        added = [(text, label) for text, label in given.items() if current.get(text) != label]
+        for text, label in added:
+            folder.add_label(text, label, "file", max(0, number - 1))
         if added:
-            logger.info("took %d labels from %s", added, labeling.TO_LABEL)
+            logger.info("took %d labels from %s", len(added), name)
         folder.write_settings({key: getattr(options, key) for key in STORED} | {"run_options": list(run_options)})
         dropped = [text for text in read.pool if text in folder.labels()]
         logger.info("pool: %d texts (%d labeled); %d labels in all", len(read.pool), len(dropped),
@@ -76,7 +91,7 @@ def open_loop(options: ActiveOptions, cfg, read: Inputs, run_options: list[str] 
     except BaseException:
         folder.close()
         raise
-    return ActiveLoop(folder, read.pool, list(options.labels), options, cfg, read.test)
+    return ActiveLoop(folder, read.pool, label_names(options), options, cfg, read.test)
 
 
 def labels_since_last_round(loop: ActiveLoop) -> bool:
@@ -89,9 +104,10 @@ def by_file(loop: ActiveLoop) -> None:
     """A round if labels came since the last one, then to_label.csv for the person."""
     if labels_since_last_round(loop):
         loop.run_round()
-    path = labeling.write_to_label(loop.folder)
+    path = (ner if loop.tagging else labeling).write_to_label(loop.folder)
     left = len(loop.folder.unlabeled_in_batch())
-    logger.info("%d texts to label in %s: fill its label column, then run the same command again", left, path)
+    column = "tag column (the third)" if loop.tagging else "label column"
+    logger.info("%d texts to label in %s: fill its %s, then run the same command again", left, path, column)
 
 
 def by_terminal(loop: ActiveLoop, rounds: int, ask=None, out=None) -> str:

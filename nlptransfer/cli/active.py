@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 
-from ..active.options import COLD_STARTS, LABEL_WITH, QUERY_NAMES, TASKS, ActiveOptions
+from ..active.options import COLD_STARTS, LABEL_WITH, QUERY_NAMES, TASKS, ActiveOptions, multilabel, tagging
 from ..active.state import stored_options
 from ..config import RunConfig, apply_overrides
 from ..errors import ConfigError
@@ -59,9 +59,14 @@ def check(options: ActiveOptions) -> None:
         raise ConfigError("labels= needs two label names or more, e.g. labels=[pos, neg]")
     if len(set(map(str, options.labels))) != len(options.labels):
         raise ConfigError(f"labels={options.labels} repeats a name; give each label once")
-    if options.task == "multilabel" and options.query in ("badge",):
-        raise ConfigError("query=badge is single-label; with task=multilabel use least_confidence, breaking_ties, "
-                          "entropy, cardinality, embedding_kmeans or coreset")
+    if (multilabel(options.task) or tagging(options.task)) and options.query == "badge":
+        raise ConfigError(f"query=badge is for single-label classification; with task={options.task} use "
+                          "least_confidence, breaking_ties, entropy, embedding_kmeans or coreset")
+    if tagging(options.task) and options.label_with != "file":
+        raise ConfigError(f"task={options.task} is labeled through to_label.conll (the file); the terminal and the "
+                          "page label classification only: drop --terminal/--serve")
+    if options.aggregate not in ("max", "mean", "sum"):
+        raise ConfigError(f"unknown aggregate '{options.aggregate}'; choose one of max, mean, sum")
 
 
 def active_command(argv: list[str], ask=None, out=None) -> int:
