@@ -2,7 +2,7 @@
 labels, the labels of a packaged corpus hidden and revealed batch by batch (`nlptransfer.active.loop.simulate`).
 
     python benchmarks/active.py                                   # tweets: random, least_confidence, breaking_ties
-    python benchmarks/active.py --dataset bbc_news --seeds 3
+    python benchmarks/active.py --dataset bbc_news --pool-size 1500 --test-size 400 --max-length 128
     python benchmarks/active.py --pool-size 200 --test-size 100 --rounds 2 --batch-size 8 --seeds 1 \\
         --strategy frozen --out-dir /tmp/active-bench --results /tmp/ACTIVE.md       # a quick check
     python benchmarks/active.py --report-only                     # ACTIVE.md again from active.jsonl
@@ -43,7 +43,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--model", default="minilm")
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--run-option", action="append", default=[], help="a round's run option, e.g. train.epochs=1")
-    parser.add_argument("--out-dir", default=str(HERE / "active-runs"))
+    parser.add_argument("--out-dir", default="runs/active-bench", help="the loops' folders and active.jsonl")
     parser.add_argument("--results", default=str(HERE / "ACTIVE.md"))
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args(argv)

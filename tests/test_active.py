@@ -94,6 +94,10 @@ def test_to_label_with_an_unknown_label_names_the_row_and_adds_nothing(tmp_path,
     error = capsys.readouterr().err.strip()
     assert "row 3: 'posit' is not a label name" in error and len(error.splitlines()) == 1
     assert ActiveFolder(folder.path).labels() == {"kept": "neg"}
+    write(folder.path / "to_label.csv", "txt;label\na b;pos\n")  # edited into another shape
+    assert main([f"output_dir={folder.path}", "pool=" + str(tmp_path / "p.txt"), LABELS]) == 2
+    assert "lacks its text or label column" in capsys.readouterr().err
+    assert ActiveFolder(folder.path).labels() == {"kept": "neg"}
 
 
 def bad_inputs(tmp_path, pool_csv):

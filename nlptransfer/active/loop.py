@@ -108,12 +108,13 @@ class ActiveLoop:
             scorer = scoring.start_scorer(self.options.model, self.label_names)
         times["train"] = time.perf_counter() - started
         self.on_progress(f"round {number}: scoring {len(self.pool)} pool texts")
+        length = self.cfg.data.max_length if self.cfg is not None else 128
         if self.tagging and scorer.label_names is not None:
             from .ner import word_probabilities
 
-            probabilities, embeddings = word_probabilities(scorer, self.pool, self.options.score_batch_size)
+            probabilities, embeddings = word_probabilities(scorer, self.pool, self.options.score_batch_size, length)
         else:
-            probabilities, embeddings = scorer.score(self.pool, self.options.score_batch_size)
+            probabilities, embeddings = scorer.score(self.pool, self.options.score_batch_size, length)
         times["score"] = time.perf_counter() - (started + times["train"])
         record = self.pick(number, labels, probabilities, embeddings, scorer)
         times["pick"] = time.perf_counter() - (started + times["train"] + times["score"])
