@@ -137,6 +137,7 @@ def serve(server: LabelingServer, loop: ActiveLoop) -> None:
     """Serve the page until interrupted (Ctrl-C) or `server.shutdown()`; the first round starts at once when no
     batch waits for labels."""
     server.loop = loop
+    loop.on_progress = lambda message: setattr(server, "message", message)
     if not loop.folder.unlabeled_in_batch():
         server.start_round()
     logger.info("labeling page: http://%s:%d/ (Ctrl-C stops; every label is stored as it is given)", HOST,
