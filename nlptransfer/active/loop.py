@@ -137,6 +137,7 @@ class ActiveLoop:
                                (isinstance(label, list) and name in label)) for name in self.label_names])
         cold = probabilities is None
         query, balance = (self.options.cold_start, False) if cold else (self.options.query, self.options.balance)
+        named = query
         if cold and query == "zeroshot":
             probabilities = scoring.zero_shot(scorer, embeddings, self.label_names, self.options.descriptions)
             query, balance, counts = "breaking_ties", True, np.zeros(len(self.label_names))
@@ -150,11 +151,11 @@ class ActiveLoop:
         chosen = queries.pick(query, scores, self.options.batch_size, seed=self.options.seed + number,
                               balance=balance, aggregate=self.options.aggregate)
         items = [self.item(self.pool[candidates[i]], None if shown is None else shown[i]) for i in chosen]
-        self.folder.write_batch({"round": number, "query": query, "items": items})
+        self.folder.write_batch({"round": number, "query": named, "items": items})
         if probabilities is not None and not cold:
             files.write_json(self.folder.path / PREDICTIONS, {"round": number, "predicted": [
                 self.suggestion(row) for row in probabilities]})
-        return {"round": number, "labels": len(labels), "query": query, "strategy": self.options.strategy,
+        return {"round": number, "labels": len(labels), "query": named, "strategy": self.options.strategy,
                 "cold_start": cold, "picks": [item["text"] for item in items], "at": now()}
 
     def suggestion(self, row):

@@ -62,6 +62,11 @@ def check(options: ActiveOptions) -> None:
     if (multilabel(options.task) or tagging(options.task)) and options.query == "badge":
         raise ConfigError(f"query=badge is for single-label classification; with task={options.task} use "
                           "least_confidence, breaking_ties, entropy, embedding_kmeans or coreset")
+    if options.balance and (multilabel(options.task) or tagging(options.task)
+                            or options.query in ("embedding_kmeans", "coreset", "badge")):
+        raise ConfigError(f"balance=true shares a batch among predicted classes: single-label classification with "
+                          f"query=random, least_confidence, breaking_ties or entropy (not task={options.task} "
+                          f"query={options.query})")
     if tagging(options.task) and options.label_with != "file":
         raise ConfigError(f"task={options.task} is labeled through to_label.conll (the file); the terminal and the "
                           "page label classification only: drop --terminal/--serve")
