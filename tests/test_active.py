@@ -116,6 +116,7 @@ def bad_inputs(tmp_path, pool_csv):
         ([f"pool={pool_csv}", f"labeled={labeled}", *base], "row 3: 'negative' is not a label name"),
         ([f"pool={pool_csv}", "batch_size=0", *base], "batch_size must be a whole number of at least 1"),
         ([f"pool={pool_csv}", "query=smart", *base], "unknown query 'smart'"),
+        ([f"pool={pool_csv}", "score_sample=0", *base], "score_sample must be a whole number of at least 1"),
         ([f"pool={pool_csv}", "labels=[pos]", f"output_dir={tmp_path / 'out'}"], "two label names"),
         ([f"pool={pool_csv}", "trian.epochs=1", *base], "unknown option 'trian.epochs'"),
         ([f"pool={pool_csv}", "--serve", f"port={port}", *base], f"port {port} on 127.0.0.1 is in use"),
@@ -163,4 +164,17 @@ def test_ner_batch_goes_out_and_comes_back_as_conll(tmp_path):
     path.write_text(filled.replace("bob\tB-person\t_", "bob\tB-person\tB-PER"))
     with pytest.raises(DataError, match=r"to_label.conll:8: tag 'B-PER' is not one of"):
         ner.read_to_label(folder, tags)
+    folder.close()
+
+
+def test_a_round_scores_the_same_seeded_sample_of_the_pool(tmp_path):
+    from nlptransfer.active.loop import ActiveLoop
+    from nlptransfer.active.options import ActiveOptions
+
+    folder = ActiveFolder(tmp_path / "al").open()
+    pool = [f"text {i}" for i in range(100)]
+    sampled = ActiveLoop(folder, pool, ["a", "b"], ActiveOptions(score_sample=10)).scored_texts()
+    assert len(sampled) == 10 and set(sampled) < set(pool)
+    assert ActiveLoop(folder, pool, ["a", "b"], ActiveOptions(score_sample=10)).scored_texts() == sampled
+    assert ActiveLoop(folder, pool, ["a", "b"], ActiveOptions()).scored_texts() == pool
     folder.close()

@@ -107,16 +107,17 @@ class ActiveLoop:
             self.on_progress(f"round {number}: cold start ({len(labels)} labels)")
             scorer = scoring.start_scorer(self.options.model, self.label_names)
         times["train"] = time.perf_counter() - started
-        self.on_progress(f"round {number}: scoring {len(self.pool)} pool texts")
+        texts = self.scored_texts()
+        self.on_progress(f"round {number}: scoring {len(texts)} pool texts")
         length = self.cfg.data.max_length if self.cfg is not None else 128
         if self.tagging and scorer.label_names is not None:
             from .ner import word_probabilities
 
-            probabilities, embeddings = word_probabilities(scorer, self.pool, self.options.score_batch_size, length)
+            probabilities, embeddings = word_probabilities(scorer, texts, self.options.score_batch_size, length)
         else:
-            probabilities, embeddings = scorer.score(self.pool, self.options.score_batch_size, length)
+            probabilities, embeddings = scorer.score(texts, self.options.score_batch_size, length)
         times["score"] = time.perf_counter() - (started + times["train"])
-        record = self.pick(number, labels, probabilities, embeddings, scorer)
+        record = self.pick(number, texts, labels, probabilities, embeddings, scorer)
         times["pick"] = time.perf_counter() - (started + times["train"] + times["score"])
         record |= {"validation_accuracy": accuracy, "seconds": {k: round(v, 3) for k, v in times.items()}}
         record["stop"] = self.stop_suggestion(record, probabilities)
@@ -125,14 +126,24 @@ class ActiveLoop:
                     "n/a" if accuracy is None else f"{accuracy:.4f}", len(record["picks"]), record["stop"]["message"])
         return record
 
-    def pick(self, number: int, labels: dict, probabilities, embeddings, scorer) -> dict:
-        """Choose the batch among the unlabeled pool texts and write batch.json; the round's record."""
+    def scored_texts(self) -> list[str]:
+        """The pool texts a round scores: all, or `score_sample` of them drawn once (seeded), the same every round so
+        that kappa compares like with like."""
+        import random
+
+        limit = self.options.score_sample
+        if limit is None or limit >= len(self.pool):
+            return self.pool
+        return [self.pool[i] for i in sorted(random.Random(self.options.seed).sample(range(len(self.pool)), limit))]
+
+    def pick(self, number: int, texts: list[str], labels: dict, probabilities, embeddings, scorer) -> dict:
+        """Choose the batch among the unlabeled scored texts and write batch.json; the round's record."""
         import numpy as np
 
         from . import scoring
 
-        candidates = [i for i, text in enumerate(self.pool) if text not in labels]
-        labeled_rows = [i for i, text in enumerate(self.pool) if text in labels]
+        candidates = [i for i, text in enumerate(texts) if text not in labels]
+        labeled_rows = [i for i, text in enumerate(texts) if text in labels]
         counts = np.array([sum(1 for label in labels.values() if name == label or
                                (isinstance(label, list) and name in label)) for name in self.label_names])
         cold = probabilities is None
@@ -150,7 +161,7 @@ class ActiveLoop:
             labeled_cardinality=float(counts.sum() / max(1, len(labels))))
         chosen = queries.pick(query, scores, self.options.batch_size, seed=self.options.seed + number,
                               balance=balance, aggregate=self.options.aggregate)
-        items = [self.item(self.pool[candidates[i]], None if shown is None else shown[i]) for i in chosen]
+        items = [self.item(texts[candidates[i]], None if shown is None else shown[i]) for i in chosen]
         self.folder.write_batch({"round": number, "query": named, "items": items})
         if probabilities is not None and not cold:
             files.write_json(self.folder.path / PREDICTIONS, {"round": number, "predicted": [
@@ -195,7 +206,7 @@ class ActiveLoop:
             self._before = [str(p) for p in saved["predicted"]]
         except (OSError, ValueError, KeyError):
             self._before = None
-        if self._before is not None and len(self._before) != len(self.pool):
+        if self._before is not None and len(self._before) != len(self.scored_texts()):
             self._before = None
 
 

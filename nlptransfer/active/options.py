@@ -65,6 +65,8 @@ class ActiveOptions:
     """... for this many rounds in a row."""
     seed: int = 0
     """Seeds the query strategies' draws and each round's run."""
+    score_sample: int | None = None
+    """Score at most this many pool texts per round: a seeded sample drawn once (the same each round); default all."""
     score_batch_size: int = 64
     """Texts per forward pass while scoring the pool."""
     overwrite: bool = False

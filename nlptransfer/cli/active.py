@@ -51,6 +51,9 @@ def check(options: ActiveOptions) -> None:
         value = getattr(options, key)
         if isinstance(value, bool) or value < 1:
             raise ConfigError(f"{key} must be a whole number of at least 1, got {value}")
+    if options.score_sample is not None and (isinstance(options.score_sample, bool) or options.score_sample < 1):
+        raise ConfigError(f"score_sample must be a whole number of at least 1 (or null: the whole pool), got "
+                          f"{options.score_sample}")
     if not 0 <= options.port <= 65535:
         raise ConfigError(f"port must be between 0 and 65535, got {options.port}")
     if not options.output_dir:
