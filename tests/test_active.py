@@ -50,6 +50,8 @@ def test_file_round_trip_by_hand_equals_the_simulation(tmp_path, pool_csv, revie
     assert second.suggestion.isin(["neg", "neu", "pos"]).all() and second.confidence.between(0, 1).all()
     rounds = ActiveFolder(hand).rounds()
     assert [r["round"] for r in rounds] == [0, 1] and rounds[1]["validation_accuracy"] is not None
+    assert "| 1 | 6 | breaking_ties |" in (hand / "report.md").read_text()
+    assert (hand / "learning_curve.png").read_bytes().startswith(b"\x89PNG")
 
     simulated = tmp_path / "sim"
     assert main([f"oracle={reviews_csv}", f"output_dir={simulated}", "rounds=2", *common]) == 0

@@ -19,6 +19,7 @@ from .. import api
 from ..outputs import files
 from . import queries, stopping
 from .options import ActiveOptions, multilabel, tagging
+from .report import write_report
 from .state import ActiveFolder, now
 
 logger = logging.getLogger("nlptransfer")
@@ -122,6 +123,7 @@ class ActiveLoop:
         record |= {"validation_accuracy": accuracy, "seconds": {k: round(v, 3) for k, v in times.items()}}
         record["stop"] = self.stop_suggestion(record, probabilities)
         self.folder.add_round(record)
+        write_report(self.folder)
         logger.info("round %d: %d labels, accuracy %s, %d texts to label; %s", number, record["labels"],
                     "n/a" if accuracy is None else f"{accuracy:.4f}", len(record["picks"]), record["stop"]["message"])
         return record
