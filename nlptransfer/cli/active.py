@@ -19,7 +19,8 @@ from ..errors import ConfigError
 from .run import configure_console, parse_args, parse_options, run_command, usage_exit
 
 USAGE = f"""usage: python -m nlptransfer.active pool=FILE labels=[a, b, ...] output_dir=FOLDER [--terminal | --serve]
-                                     [query={'|'.join(QUERY_NAMES)}] [batch_size=16] [strategy=contrastive]
+                                     [query={'|'.join(QUERY_NAMES[:4])}|...] [batch_size=16]
+                                     [strategy=contrastive]
                                      [oracle=LABELED_FILE rounds=N] [train.epochs=...] [--debug] [--quiet] [--help]
 Each run: the labels given since the last (to_label.csv's label column, the terminal, the page), one round (train,
 score the pool, pick the next batch), the batch handed over. The folder keeps labels.jsonl (append-only), rounds.jsonl
