@@ -23,18 +23,26 @@ suggestion &middot; <kbd>s</kbd> skip &middot; <kbd>u</kbd> undo &middot; <kbd>n
 <div id="status"></div><div id="error"></div><div id="stop"></div>
 <svg id="curve" width="480" height="200" role="img" aria-label="learning curve"></svg>
 <script>
-let state = null, skipped = new Set(), given = [], picked = new Set();
+let state = null, skipped = new Set(), given = [], picked = new Set(), sent = 0, shown = 0, posting = 0;
 const $ = (id) => document.getElementById(id);
 function current() {
   if (!state) return null;
   return state.items.find((item) => !skipped.has(item.text)) || null;
 }
 async function call(path, body) {
-  const response = await fetch(path, body === undefined ? {} : {method: "POST", body: JSON.stringify(body),
-    headers: {"Content-Type": "application/json"}});
-  const data = await response.json();
-  if (!response.ok) { $("error").textContent = data.error; return; }
-  state = data; render();
+  // a poll answered around a label may show the state from before it: only a label's own answer counts then
+  const mine = ++sent, poll = body === undefined;
+  if (poll && posting) return;
+  if (!poll) posting++;
+  let data, ok;
+  try {
+    const response = await fetch(path, poll ? {} : {method: "POST", body: JSON.stringify(body),
+      headers: {"Content-Type": "application/json"}});
+    data = await response.json(); ok = response.ok;
+  } finally { if (!poll) posting--; }
+  if (!ok) { $("error").textContent = data.error; return; }
+  if (mine < shown || (poll && posting)) return;
+  shown = mine; state = data; render();
 }
 function label(value) {
   const item = current();
@@ -88,7 +96,7 @@ function drawCurve(points) {
     points.map((p) => `<circle cx="${x(p[0])}" cy="${y(p[1])}" r="3" fill="#2a6"/>`).join("");
 }
 document.addEventListener("keydown", (event) => {
-  if (!state || event.ctrlKey || event.metaKey || event.altKey) return;
+  if (!state || posting || event.ctrlKey || event.metaKey || event.altKey) return;
   const item = current();
   if (/^[1-9]$/.test(event.key)) press(Number(event.key) - 1);
   else if (event.key === "Enter" && item) label(state.multilabel && picked.size ? [...picked] : item.suggestion);
