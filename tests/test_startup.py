@@ -17,7 +17,8 @@ LIGHT_MODULES = ["nlptransfer", "nlptransfer.config", "nlptransfer.api", "nlptra
                  "nlptransfer.cli.predict", "nlptransfer.cli.export", "nlptransfer.cli.push", "nlptransfer.cli.compare",
                  "nlptransfer.cli.curve", "nlptransfer.cli.sweep", "nlptransfer.run", "nlptransfer.predict",
                  "nlptransfer.continual", "nlptransfer.cli.continual", "nlptransfer.stages.settings",
-                 "nlptransfer.recipes.sentiment", "nlptransfer.recipes.ner"]
+                 "nlptransfer.recipes.sentiment", "nlptransfer.recipes.ner", "nlptransfer.cli.active",
+                 "nlptransfer.active.state"]
 ENV = os.environ | {"PYTHONPATH": str(Path(__file__).parents[1])}
 
 
@@ -40,7 +41,9 @@ def test_a_recipes_help_and_an_option_error_load_no_heavy_library():
             "assert main(['recipe=sentiment', 'train.epochs=many']) == 2\n"
             "from nlptransfer.cli.main import main as tool\n"
             "assert tool(['predict', '--help']) == 0 and tool(['export', '--help']) == 0\n"
-            "assert tool(['continual', '--help']) == 0 and tool(['continual', 'methods=[magic]']) == 2\n")
+            "assert tool(['continual', '--help']) == 0 and tool(['continual', 'methods=[magic]']) == 2\n"
+            "from nlptransfer.cli.active import main as active\n"
+            "assert active(['--help']) == 0 and active(['batch_size=0', 'output_dir=x']) == 2\n")
     assert loaded(code) == []
 
 

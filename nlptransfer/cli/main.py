@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-COMMANDS = ("run", "predict", "export", "push", "compare", "curve", "sweep", "ensemble", "continual")
+COMMANDS = ("run", "predict", "export", "push", "compare", "curve", "sweep", "ensemble", "continual", "active")
 
 USAGE = f"""usage: nlptransfer {{{','.join(COMMANDS)}}} [options]   (add --help after a command for its options)
   nlptransfer run recipe=sentiment strategy=lora
@@ -21,7 +21,8 @@ USAGE = f"""usage: nlptransfer {{{','.join(COMMANDS)}}} [options]   (add --help 
   nlptransfer curve recipe=topic sizes=50,200,all
   nlptransfer sweep recipe=sentiment trials=20 'train.lr=loguniform(1e-5,1e-3)'
   nlptransfer ensemble runs/<run1> runs/<run2> method=weights   (then predict model=<the ensemble folder>)
-  nlptransfer continual --config stages.yaml methods=[naive,replay]"""
+  nlptransfer continual --config stages.yaml methods=[naive,replay]
+  nlptransfer active pool=texts.csv labels=[pos, neg] output_dir=runs/al [--terminal | --serve]"""
 
 
 def main(argv: list[str] | None = None) -> int:

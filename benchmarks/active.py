@@ -1,0 +1,187 @@
+"""Active learning simulated on labeled data (issue 27): query strategies against random sampling, test accuracy vs
+labels, the labels of a packaged corpus hidden and revealed batch by batch (`nlptransfer.active.loop.simulate`).
+
+    python benchmarks/active.py                                   # tweets: random, least_confidence, breaking_ties
+    python benchmarks/active.py --dataset bbc_news --pool-size 1500 --test-size 400 --max-length 128
+    python benchmarks/active.py --pool-size 200 --test-size 100 --rounds 2 --batch-size 8 --seeds 1 \\
+        --strategy frozen --out-dir /tmp/active-bench --results /tmp/ACTIVE.md       # a quick check
+    python benchmarks/active.py --report-only                     # ACTIVE.md again from active.jsonl
+
+Each dataset is split once (duplicates dropped, stratified, seed 0) into a pool and a test split; every query strategy
+and seed starts from the same random first batch (cold_start=random, the seed's draw) and trains each round with the
+same transfer strategy (default `contrastive`) on the labels so far, tested on the same test texts. Each finished round
+is appended to active.jsonl at once: a killed benchmark keeps its rows, a rerun skips finished (strategy, seed) runs.
+The report: mean accuracy per label count, the area under each curve (mean accuracy over its points), the labels each
+strategy needs to reach random's final mean accuracy, and a PNG of the curves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="tweets", choices=("tweets", "bbc_news"))
+    parser.add_argument("--queries", default="random,least_confidence,breaking_ties")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=16, help="rounds per run: labels up to rounds x batch size")
+    parser.add_argument("--pool-size", type=int, default=4000)
+    parser.add_argument("--test-size", type=int, default=1000)
+    parser.add_argument("--strategy", default="contrastive", help="the transfer strategy each round trains with")
+    parser.add_argument("--model", default="minilm")
+    parser.add_argument("--max-length", type=int, default=64)
+    parser.add_argument("--run-option", action="append", default=[], help="a round's run option, e.g. train.epochs=1")
+    parser.add_argument("--out-dir", default="runs/active-bench", help="the loops' folders and active.jsonl")
+    parser.add_argument("--results", default=str(HERE / "ACTIVE.md"))
+    parser.add_argument("--report-only", action="store_true")
+    args = parser.parse_args(argv)
+    args.command = "python benchmarks/active.py " + shlex.join(argv)
+    return args
+
+
+def splits(args: argparse.Namespace) -> tuple[dict, dict]:
+    """(pool, test) as text -> label: the packaged corpus, duplicates dropped, one stratified split (seed 0)."""
+    from sklearn.model_selection import train_test_split
+
+    from nlptransfer.data.readers import read_packaged
+
+    frame = read_packaged(args.dataset)["train"].drop_duplicates(subset="text")
+    frame = frame[frame["text"].str.strip() != ""]
+    frame = frame.assign(text=frame["text"].str.strip(), label=frame["label"].astype(str)).drop_duplicates("text")
+    pool, test = train_test_split(frame, train_size=args.pool_size, test_size=args.test_size, random_state=0,
+                                  stratify=frame["label"])
+    return dict(zip(pool["text"], pool["label"])), dict(zip(test["text"], test["label"]))
+
+
+def run_one(args: argparse.Namespace, query: str, seed: int, pool: dict, test: dict, rows_path: Path) -> None:
+    """One simulated loop; each round's row appended to `rows_path` as it finishes."""
+    from nlptransfer.active.loop import ActiveLoop, simulate
+    from nlptransfer.active.options import ActiveOptions
+    from nlptransfer.active.state import ActiveFolder
+    from nlptransfer.config import RunConfig, apply_overrides
+
+    label_names = sorted(set(pool.values()) | set(test.values()))
+    options = ActiveOptions(model=args.model, strategy=args.strategy, query=query, cold_start="random",
+                            batch_size=args.batch_size, seed=seed, label_with="file")
+    cfg = apply_overrides(RunConfig(), [f"data.max_length={args.max_length}", *args.run_option])
+    out = Path(args.out_dir) / f"{args.dataset}-{query}-{seed}"
+    started = time.perf_counter()
+    with ActiveFolder(out).open(overwrite=True) as folder:
+        loop = ActiveLoop(folder, list(pool), label_names, options, cfg, test)
+        records = simulate(loop, pool, args.rounds + 1)  # round 0 is the cold start: rounds trained rounds
+    with rows_path.open("a", encoding="utf-8") as file:
+        for record in records[1:]:
+            file.write(json.dumps({"dataset": args.dataset, "query": query, "seed": seed, "labels": record["labels"],
+                                   "accuracy": record["validation_accuracy"], "seconds": record["seconds"],
+                                   "strategy": args.strategy, "pool": len(pool), "test": len(test),
+                                   "batch_size": args.batch_size, "command": args.command,
+                                   "load_average": round(os.getloadavg()[0], 2),
+                                   "total_seconds": round(time.perf_counter() - started, 1)}) + "\n")
+
+
+def read_rows(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def curves(rows: list[dict]) -> dict[str, dict[int, float]]:
+    """Query -> labels -> mean accuracy over seeds."""
+    found: dict[str, dict[int, list[float]]] = {}
+    for row in rows:
+        found.setdefault(row["query"], {}).setdefault(row["labels"], []).append(row["accuracy"])
+    return {query: {n: statistics.mean(values) for n, values in sorted(points.items())}
+            for query, points in found.items()}
+
+
+def labels_to_reach(curve: dict[int, float], target: float) -> int | None:
+    return next((n for n, accuracy in curve.items() if accuracy >= target), None)
+
+
+def render(rows: list[dict]) -> str:
+    """ACTIVE.md: commands, one table of mean accuracy per label count, area under each curve, labels needed."""
+    lines = ["# Active learning simulated (issue 27)", ""]
+    if not rows:
+        return "\n".join(lines + ["No finished runs yet: `python benchmarks/active.py`.", ""])
+    lines += ["Commands:", ""] + [f"    {c}" for c in dict.fromkeys(row["command"] for row in rows)] + [""]
+    for dataset in dict.fromkeys(row["dataset"] for row in rows):
+        chosen = [row for row in rows if row["dataset"] == dataset]
+        found = curves(chosen)
+        counts = sorted({n for curve in found.values() for n in curve})
+        seeds = {q: len({row["seed"] for row in chosen if row["query"] == q}) for q in found}
+        first = chosen[0]
+        lines += [f"## {dataset} (pool {first['pool']}, test {first['test']}, batch {first['batch_size']}, "
+                  f"strategy {first['strategy']})", "",
+                  "| query | seeds | " + " | ".join(f"{n} labels" for n in counts)
+                  + " | area | labels to random's final |",
+                  "|" + " --- |" * (len(counts) + 4)]
+        final = found.get("random", {}).get(counts[-1]) if "random" in found else None
+        for query, curve in found.items():
+            reach = labels_to_reach(curve, final) if final is not None else None
+            share = f"{reach} ({reach / counts[-1]:.0%})" if reach is not None else "not reached"
+            lines.append(f"| {query} | {seeds[query]} | " + " | ".join(
+                f"{curve[n]:.4f}" if n in curve else "" for n in counts)
+                + f" | {statistics.mean(curve.values()):.4f} | {share if final is not None else 'n/a'} |")
+        lines += [""]
+    loads = [row["load_average"] for row in rows]
+    lines += [f"Load average as rounds finished: {min(loads):.2f} to {max(loads):.2f}. Area: mean accuracy over the "
+              "curve's points. Figures: active.png.", ""]
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = list(dict.fromkeys(row["dataset"] for row in rows))
+    figure, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 4), squeeze=False)
+    for axis, dataset in zip(axes[0], datasets):
+        for query, curve in curves([row for row in rows if row["dataset"] == dataset]).items():
+            axis.plot(list(curve), list(curve.values()), marker="o", label=query)
+        axis.set(title=dataset, xlabel="labels", ylabel="test accuracy")
+        axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows_path = out / "active.jsonl"
+    if not args.report_only:
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        logging.basicConfig(level=logging.WARNING)
+        pool, test = splits(args)
+        done = {(row["dataset"], row["query"], row["seed"]) for row in read_rows(rows_path)}
+        for seed in range(args.seeds):
+            for query in args.queries.split(","):
+                if (args.dataset, query, seed) not in done:
+                    run_one(args, query, seed, pool, test, rows_path)
+                    print(f"{args.dataset} {query} seed {seed} done", flush=True)
+    rows = read_rows(rows_path)
+    if args.results != "none":
+        Path(args.results).write_text(render(rows), encoding="utf-8")
+        if rows:
+            plot(rows, Path(args.results).with_name("active.png"))
+    print(render(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""Two of the three ways to give labels, both writing into the folder's labels.jsonl: `to_label.csv` (the person fills
+the label column and reruns the command) and the terminal (one text at a time, a key per label, skip, undo).
+The third, the labeling page, is `server.py`."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable
+from pathlib import Path
+from typing import TextIO
+
+from ..errors import DataError
+from ..outputs import files
+from .inputs import SEPARATOR, parse_label
+from .state import ActiveFolder
+
+TO_LABEL = "to_label.csv"
+COLUMNS = ("text", "suggestion", "confidence", "label")
+
+
+def shown(label) -> str:
+    return "" if label is None else SEPARATOR.join(label) if isinstance(label, list) else str(label)
+
+
+def write_to_label(folder: ActiveFolder) -> Path:
+    """to_label.csv: the batch's texts not labeled yet, the model's suggestion and confidence, an empty label column."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for item in folder.unlabeled_in_batch():
+        confidence = "" if item["confidence"] is None else item["confidence"]
+        writer.writerow([item["text"], shown(item["suggestion"]), confidence, ""])
+    files.write_text(folder.path / TO_LABEL, out.getvalue())
+    return folder.path / TO_LABEL
+
+
+def read_to_label(folder: ActiveFolder, label_names: list[str], multilabel: bool) -> dict[str, object]:
+    """Text -> label of the filled rows of to_label.csv, every row checked before any is taken; {} without the file."""
+    path = folder.path / TO_LABEL
+    if not path.exists():
+        return {}
+    try:
+        rows = list(csv.reader(path.read_text(encoding="utf-8").splitlines()))
+    except (csv.Error, UnicodeDecodeError) as error:
+        raise DataError(f"{path} cannot be read as CSV ({error}); fix it, or delete it to get the batch again "
+                        "(every label given before is kept)") from None
+    if not rows or "text" not in rows[0] or "label" not in rows[0]:
+        raise DataError(f"{path} lacks its text or label column (header: {', '.join(rows[0]) if rows else 'none'}); "
+                        "keep the header as written, or delete the file to get the batch again")
+    text_at, label_at = rows[0].index("text"), rows[0].index("label")
+    given: dict[str, object] = {}
+    for number, row in enumerate(rows[1:], 2):
+        if len(row) <= max(text_at, label_at):
+            if any(cell.strip() for cell in row):
+                raise DataError(f"{path} row {number} has {len(row)} of the header's {len(rows[0])} columns; keep "
+                                "each row's commas (quote a text holding one), or delete the file to get the batch "
+                                "again")
+            continue
+        label = parse_label(row[label_at], label_names, multilabel, f"{path} row {number}")
+        if label is not None and row[text_at].strip():
+            given[row[text_at].strip()] = label
+    return given
+
+
+def keys_line(label_names: list[str], multilabel: bool) -> str:
+    keys = "  ".join(f"{i}={name}" for i, name in enumerate(label_names, 1))
+    several = " (several: 13)" if multilabel else ""
+    return f"  {keys}{several}  enter=suggestion  s=skip  u=undo  q=quit"
+
+
+def read_keys(answer: str, label_names: list[str], multilabel: bool):
+    """The label a typed answer means, or None when it means none."""
+    digits = [int(ch) for ch in answer if ch.isdigit()]
+    if not digits or len(digits) != len(answer) or any(not 1 <= d <= len(label_names) for d in digits):
+        return None
+    if multilabel:
+        return sorted({label_names[d - 1] for d in digits}, key=label_names.index)
+    return label_names[digits[0] - 1] if len(digits) == 1 else None
+
+
+def label_in_terminal(folder: ActiveFolder, label_names: list[str], multilabel: bool, round_number: int,
+                      ask: Callable[[str], str] | None = None, out: TextIO | None = None) -> str:
+    """Show the batch's unlabeled texts one by one and store each label at once; returns why it ended: `done` (the
+    batch is labeled), `skipped` (texts were skipped) or `quit`. `ask` reads an answer (default: input())."""
+    import sys
+
+    out = out or sys.stdout
+    ask = ask or (lambda prompt: input(prompt))
+    queue = folder.unlabeled_in_batch()
+    given: list[dict] = []  # what this session labeled, for undo
+    skipped, position, total = 0, 0, len(queue)
+    print(keys_line(label_names, multilabel), file=out)
+    while position < len(queue):
+        item = queue[position]
+        suggestion = item["suggestion"]
+        hint = f"  suggestion: {shown(suggestion)} ({item['confidence']:.2f})" if suggestion is not None else ""
+        print(f"\n[{position + 1}/{total}] {item['text']}\n{hint}", file=out)
+        try:
+            answer = ask("> ").strip().lower()
+        except EOFError:
+            return "quit"
+        if answer == "q":
+            return "quit"
+        if answer == "s":
+            skipped, position = skipped + 1, position + 1
+        elif answer == "u":
+            if not given:
+                print("  nothing to undo", file=out)
+                continue
+            last = given.pop()
+            folder.add_label(last["text"], None, "terminal", round_number)
+            position = queue.index(last)
+            print(f"  took back the label of: {last['text']}", file=out)
+        else:
+            label = suggestion if answer == "" and suggestion else read_keys(answer, label_names, multilabel)
+            if label is None:
+                print(keys_line(label_names, multilabel), file=out)
+                continue
+            folder.add_label(item["text"], label, "terminal", round_number)
+            given.append(item)
+            position += 1
+    return "skipped" if skipped else "done"

@@ -1,0 +1,117 @@
+"""Active learning for NER (task=token-classification), through files: the pool's sentences, their words scored one by
+one (the first sub-word's tag probabilities), the batch exported as `to_label.conll` and read back.
+
+A sentence is stored under its words joined by spaces, its label the list of its IOB2 tags. `to_label.conll` has a
+line per word, `word<TAB>suggested tag<TAB>_`, and a blank line between sentences: the person replaces each `_` by the
+tag (or `=` to take the suggestion); a sentence with a `_` left is not labeled yet. The terminal and the labeling page
+take classification only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import DataError
+from ..outputs import files
+from .state import ActiveFolder
+
+TO_LABEL = "to_label.conll"
+BLANK, SAME = "_", "="
+
+
+def read_sentences(path: str | Path, what: str, tags: list[str] | None = None) -> dict[str, list | None]:
+    """Sentence (words joined) -> its IOB2 tags (None for a pool file's): a CoNLL file (words and tags), or a .txt
+    file of one sentence a line (words split at spaces)."""
+    from ..data.conll import read_conll, to_iob2
+
+    path = Path(path)
+    if path.suffix.lower() == ".txt":
+        if not path.is_file():
+            raise DataError(f"{what}={path} is not a file; give a CoNLL or .txt file of sentences")
+        lines = [line.split() for line in path.read_text(encoding="utf-8").splitlines()]
+        found = {" ".join(words): None for words in lines if words}
+    else:
+        found = {" ".join(sentence.words): to_iob2(sentence.tags) for sentence in read_conll(path)}
+    if not found:
+        raise DataError(f"{what}={path} holds no sentence; give a CoNLL file or a .txt file of sentences")
+    for sentence, given in found.items():
+        unknown = [tag for tag in given or [] if tags is not None and tag not in tags]
+        if unknown:
+            raise DataError(f"{what}={path}: tag '{unknown[0]}' of {sentence[:40]!r} is not one of the labels "
+                            f"({', '.join(tags)}); add its entity type to labels=")
+    return found
+
+
+def word_probabilities(scorer, sentences: list[str], batch_size: int = 32, max_length: int = 128):
+    """Per sentence a (words, tags) array of each word's tag probabilities (its first sub-word's; words past the
+    length limit are left out), and the sentences' mean-pooled embeddings."""
+    import numpy as np
+    import torch
+
+    from ..modeling_nlptransfer import pool
+
+    caught: list = []
+    hook = scorer.model.base_model.register_forward_hook(lambda module, args, output: caught.append(output[0]))
+    rows, embeddings = [], []
+    try:
+        scorer.model.eval()
+        with torch.inference_mode():
+            for start in range(0, len(sentences), batch_size):
+                words = [sentence.split(" ") for sentence in sentences[start:start + batch_size]]
+                batch = scorer.tokenizer(words, is_split_into_words=True, truncation=True, max_length=max_length,
+                                         padding=True, return_tensors="pt")
+                caught.clear()
+                probabilities = torch.softmax(scorer.model(**batch.to(scorer.model.device)).logits.float(), -1)
+                embeddings.append(pool(caught[0], batch["attention_mask"], "mean").float().cpu().numpy())
+                for i in range(len(words)):
+                    firsts, seen = [], set()
+                    for position, word in enumerate(batch.word_ids(i)):
+                        if word is not None and word not in seen:
+                            seen.add(word)
+                            firsts.append(position)
+                    rows.append(probabilities[i, firsts].cpu().numpy())
+    finally:
+        hook.remove()
+    return rows, np.concatenate(embeddings)
+
+
+def write_to_label(folder: ActiveFolder) -> Path:
+    """to_label.conll: the batch's unlabeled sentences, a word a line with its suggested tag and `_` to fill."""
+    blocks = []
+    for item in folder.unlabeled_in_batch():
+        words = item["text"].split(" ")
+        suggested = item["suggestion"] or [BLANK] * len(words)
+        suggested = suggested + ["O"] * (len(words) - len(suggested))  # words past the length limit
+        blocks.append("\n".join(f"{word}\t{tag}\t{BLANK}" for word, tag in zip(words, suggested)))
+    files.write_text(folder.path / TO_LABEL, "\n\n".join(blocks) + "\n" if blocks else "")
+    return folder.path / TO_LABEL
+
+
+def read_to_label(folder: ActiveFolder, tags: list[str]) -> dict[str, list[str]]:
+    """Sentence -> tags of to_label.conll's sentences whose every word has its tag, every tag checked first (a bad
+    one is named by line); {} without the file."""
+    path = folder.path / TO_LABEL
+    if not path.exists():
+        return {}
+    given: dict[str, list[str]] = {}
+    words: list[str] = []
+    chosen: list[str | None] = []
+    lines = path.read_text(encoding="utf-8").split("\n")
+    for number, line in enumerate([*lines, ""], 1):
+        fields = [field.strip() for field in line.split("\t")] if "\t" in line else line.split()
+        if not fields:
+            if words and None not in chosen:
+                given[" ".join(words)] = chosen
+            words, chosen = [], []
+            continue
+        if len(fields) != 3:
+            raise DataError(f"{path}:{number} has {len(fields)} columns, not 3 (word, suggestion, tag); keep the "
+                            "columns, or delete the file to get the batch again (labels given before are kept)")
+        word, suggestion, tag = fields
+        tag = suggestion if tag == SAME else tag
+        if tag != BLANK and tag not in tags:
+            raise DataError(f"{path}:{number}: tag '{tag}' is not one of {', '.join(tags)}; fix it and rerun (nothing "
+                            "was added; every label given before is kept)")
+        words.append(word)
+        chosen.append(None if tag == BLANK else tag)
+    return given

@@ -1,0 +1,111 @@
+"""What a model says about the pool: class probabilities and pooled embeddings from one forward pass per batch.
+
+A round's trained run (or an earlier run's model) gives both; a bare checkpoint (the cold start) gives embeddings only,
+and with the label descriptions zero-shot probabilities (cosine similarity to each label's prompt, as
+`strategies/zeroshot.py` scores). The embeddings are the encoder's last hidden states, mean-pooled, caught by a hook on
+the model's encoder, so any head (transformers' own, nlptransfer's pooled one) needs no second pass.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import catalog, models
+from ..modeling_nlptransfer import pool
+from ..options import LabelsConfig
+from ..strategies.descriptions import label_prompts
+
+logger = logging.getLogger("nlptransfer")
+
+
+@dataclass
+class Scorer:
+    """A model that scores texts; `label_names` None for a bare encoder (embeddings only)."""
+
+    model: Any
+    tokenizer: Any
+    label_names: list[str] | None = None
+    multilabel: bool = False
+
+    @torch.inference_mode()
+    def score(self, texts: list[str], batch_size: int = 64, max_length: int = 128
+              ) -> tuple[np.ndarray | None, np.ndarray]:
+        """(probabilities or None, embeddings) of `texts`."""
+        caught: list[torch.Tensor] = []
+        encoder = self.model.base_model
+        hook = encoder.register_forward_hook(lambda module, args, output: caught.append(output[0]))
+        probabilities, embeddings = [], []
+        try:
+            self.model.eval()
+            for start in range(0, len(texts), batch_size):
+                batch = self.tokenizer(texts[start:start + batch_size], truncation=True, max_length=max_length,
+                                       padding=True, return_tensors="pt").to(self.model.device)
+                caught.clear()
+                outputs = self.model(**batch)
+                embeddings.append(pool(caught[0], batch["attention_mask"], "mean").float().cpu().numpy())
+                if self.label_names is not None:
+                    logits = outputs.logits.float()
+                    probabilities.append((torch.sigmoid(logits) if self.multilabel else torch.softmax(logits, -1))
+                                         .cpu().numpy())
+        finally:
+            hook.remove()
+        width = len(self.label_names or [])
+        stacked = np.concatenate(embeddings) if embeddings else np.zeros((0, 1), dtype=np.float32)
+        if self.label_names is None:
+            return None, stacked
+        return (np.concatenate(probabilities) if probabilities else np.zeros((0, width))), stacked
+
+
+def trained_scorer(model_dir: str | Path) -> Scorer:
+    """The scorer of a trained model folder (a round's run, or an earlier run given as model=)."""
+    from ..predictor import load_model
+
+    predictor = load_model(str(model_dir))
+    return Scorer(predictor.pipe.model, predictor.pipe.tokenizer, predictor.label_names, predictor.multilabel)
+
+
+def start_scorer(model: str, label_names: list[str]) -> Scorer:
+    """Before the first round: an earlier run's model with these labels scores as trained; any other checkpoint gives
+    embeddings only (its head, if any, knows other labels)."""
+    path = catalog.resolve_model(model)
+    if catalog.run_model(model) is not None or (Path(path) / "config.json").is_file() and has_head(Path(path)):
+        scorer = trained_scorer(path)
+        if scorer.label_names == label_names:
+            logger.info("the first batch is scored by %s, trained on these labels", model)
+            return scorer
+        return Scorer(scorer.model, scorer.tokenizer)
+    from transformers import AutoModel
+
+    tokenizer = models.load_tokenizer(model, path=path)
+    return Scorer(AutoModel.from_pretrained(path), tokenizer)
+
+
+def has_head(folder: Path) -> bool:
+    import json
+
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return any(name.endswith(("ForSequenceClassification", "ForTokenClassification"))
+               for name in config.get("architectures") or [])
+
+
+def zero_shot(scorer: Scorer, embeddings: np.ndarray, label_names: list[str], descriptions: dict | None,
+              temperature: float = 0.05) -> np.ndarray:
+    """Zero-shot probabilities: softmax over the cosine similarity of each text to each label's prompt."""
+    prompts = label_prompts(label_names, SimpleNamespace(labels=LabelsConfig(descriptions=descriptions)))
+    _, prompt_embeddings = Scorer(scorer.model, scorer.tokenizer).score(prompts)
+    texts = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+    labels = prompt_embeddings / np.maximum(np.linalg.norm(prompt_embeddings, axis=1, keepdims=True), 1e-12)
+    logits = texts @ labels.T / temperature
+    logits -= logits.max(axis=1, keepdims=True)
+    exp = np.exp(logits)
+    return exp / exp.sum(axis=1, keepdims=True)

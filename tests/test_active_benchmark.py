@@ -1,0 +1,31 @@
+"""benchmarks/active.py (issue 27) writes its report from rows; no model runs here."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).parent.parent / "benchmarks" / "active.py"
+spec = importlib.util.spec_from_file_location("active_benchmark", SCRIPT)
+active = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = active
+spec.loader.exec_module(active)
+
+
+def row(query: str, seed: int, labels: int, accuracy: float) -> dict:
+    return {"dataset": "tweets", "query": query, "seed": seed, "labels": labels, "accuracy": accuracy,
+            "strategy": "contrastive", "pool": 4000, "test": 1000, "batch_size": 16, "load_average": 1.0,
+            "command": "python benchmarks/active.py"}
+
+
+def test_report_gives_mean_curves_area_and_the_labels_to_reach_randoms_final_accuracy():
+    rows = [row("random", 0, 16, 0.40), row("random", 0, 32, 0.50), row("random", 1, 16, 0.42),
+            row("random", 1, 32, 0.54), row("breaking_ties", 0, 16, 0.45), row("breaking_ties", 0, 32, 0.60)]
+    report = active.render(rows)
+    assert "    python benchmarks/active.py" in report
+    assert "| random | 2 | 0.4100 | 0.5200 | 0.4650 | 32 (100%) |" in report
+    assert "| breaking_ties | 1 | 0.4500 | 0.6000 | 0.5250 | 32 (100%) |" in report
+    early = rows + [row("least_confidence", 0, 16, 0.53), row("least_confidence", 0, 32, 0.55)]
+    assert "| least_confidence | 1 | 0.5300 | 0.5500 | 0.5400 | 16 (50%) |" in active.render(early)
+    assert "not reached" in active.render(rows + [row("entropy", 0, 16, 0.3), row("entropy", 0, 32, 0.31)])
