@@ -15,7 +15,8 @@ HEAVY = ("torch", "transformers", "accelerate", "peft", "sklearn", "pandas", "da
          "optuna", "pyarrow", "numpy")
 LIGHT_MODULES = ["nlptransfer", "nlptransfer.config", "nlptransfer.api", "nlptransfer.cli.main", "nlptransfer.cli.run",
                  "nlptransfer.cli.predict", "nlptransfer.cli.export", "nlptransfer.cli.push", "nlptransfer.cli.compare",
-                 "nlptransfer.cli.curve", "nlptransfer.cli.sweep", "nlptransfer.run", "nlptransfer.predict",
+                 "nlptransfer.cli.curve", "nlptransfer.cli.sweep", "nlptransfer.cli.distill", "nlptransfer.distill",
+                 "nlptransfer.distillation", "nlptransfer.run", "nlptransfer.predict",
                  "nlptransfer.recipes.sentiment", "nlptransfer.recipes.ner"]
 ENV = os.environ | {"PYTHONPATH": str(Path(__file__).parents[1])}
 
@@ -38,12 +39,14 @@ def test_a_recipes_help_and_an_option_error_load_no_heavy_library():
             "assert main(['recipe=sentiment', '--help']) == 0\n"
             "assert main(['recipe=sentiment', 'train.epochs=many']) == 2\n"
             "from nlptransfer.cli.main import main as tool\n"
-            "assert tool(['predict', '--help']) == 0 and tool(['export', '--help']) == 0\n")
+            "assert tool(['predict', '--help']) == 0 and tool(['export', '--help']) == 0\n"
+            "assert tool(['distill', '--help']) == 0 and tool(['distill', 'runs/t', 'alpha=2']) == 2\n")
     assert loaded(code) == []
 
 
 @pytest.mark.parametrize("command", [["-m", "nlptransfer.run", "--version"], ["-m", "nlptransfer", "--version"],
-                                     ["-m", "nlptransfer.predict", "--version"]])
+                                     ["-m", "nlptransfer.predict", "--version"],
+                                     ["-m", "nlptransfer.distill", "--version"]])
 def test_every_command_says_its_version(command):
     from nlptransfer import __version__
 

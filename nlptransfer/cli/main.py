@@ -1,4 +1,4 @@
-"""The `nlptransfer` console script: `nlptransfer run|predict|export|push|compare|curve|sweep|ensemble [options]`.
+"""The `nlptransfer` console script: `nlptransfer run|predict|export|push|compare|curve|sweep|ensemble|distill ...`.
 
 Each subcommand is the module of the same name (`python -m nlptransfer.run ...` works too);
 `nlptransfer recipe=sentiment ...` without a subcommand runs, as before.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-COMMANDS = ("run", "predict", "export", "push", "compare", "curve", "sweep", "ensemble")
+COMMANDS = ("run", "predict", "export", "push", "compare", "curve", "sweep", "ensemble", "distill")
 
 USAGE = f"""usage: nlptransfer {{{','.join(COMMANDS)}}} [options]   (add --help after a command for its options)
   nlptransfer run recipe=sentiment strategy=lora
@@ -19,7 +19,8 @@ USAGE = f"""usage: nlptransfer {{{','.join(COMMANDS)}}} [options]   (add --help 
   nlptransfer compare recipe=sentiment strategies=full,lora
   nlptransfer curve recipe=topic sizes=50,200,all
   nlptransfer sweep recipe=sentiment trials=20 'train.lr=loguniform(1e-5,1e-3)'
-  nlptransfer ensemble runs/<run1> runs/<run2> method=weights   (then predict model=<the ensemble folder>)"""
+  nlptransfer ensemble runs/<run1> runs/<run2> method=weights   (then predict model=<the ensemble folder>)
+  nlptransfer distill runs/<teacher> layers=3 unlabeled.file=texts.txt   (a smaller student, a run folder)"""
 
 
 def main(argv: list[str] | None = None) -> int:

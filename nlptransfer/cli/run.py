@@ -75,16 +75,16 @@ def parse_options(options: T, overrides: list[str]) -> T:
 
 
 def usage_exit(flags: dict, overrides: list[str], config_file: str | None, usage: str, defaults,
-               command: str) -> int | None:
+               command: str, takes_config: bool = False) -> int | None:
     """For a key=value command: 0 after printing --help (the usage and every option of `defaults`), 2 after
-    printing the usage when nothing is given, None to go on; a --config file is refused."""
+    printing the usage when nothing is given, None to go on; a --config file is refused unless `takes_config`."""
     if flags["help"]:
         print(f"{usage}\noptions (key=default):\n{describe(defaults)}")
         return 0
     if not overrides and not config_file:
         print(usage, file=sys.stderr)
         return 2
-    if config_file:
+    if config_file and not takes_config:
         raise ConfigError(f"{command} takes no --config file; pass its options as key=value")
     return None
 
