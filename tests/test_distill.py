@@ -223,3 +223,54 @@ def test_bad_input_is_one_line_and_writes_nothing(full_run, other_labels, tmp_pa
         assert error.startswith("usage") or len(error.splitlines()) == 1, (argv, error)
         assert sorted(str(p) for p in tmp_path.rglob("*")) == listing, argv
     assert sorted(p.name for p in full_run.iterdir()) == before
+
+
+def test_a_teachers_word_distributions_sit_at_each_words_first_sub_token(ner_run):
+    from nlptransfer.distillation.teachers import word_probabilities
+    from nlptransfer.predictor import load_model
+
+    tagger = load_model(ner_run)  # its head tags every word B-PER; windows of 16 tokens
+    sentences = [["i", "love", "london"], ["zzzq"] + ["the", "new", "phone"] * 8]  # a word of sub-tokens; windows
+    found = word_probabilities(tagger, sentences, 4, "test")
+    assert [row.shape for row in found] == [(3, 5), (25, 5)]
+    assert all(np.allclose(row.sum(-1), 1) and (row.argmax(-1) == 1).all() for row in found)
+
+
+@pytest.fixture(scope="module")
+def char_model_dir(tmp_path_factory) -> str:
+    """A 1-layer tiny BERT whose tokenizer knows few whole words: most words split into other sub-tokens."""
+    import string
+
+    from conftest import TINY_SIZES, WORDS
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    vocab = list(dict.fromkeys(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS[:20],
+                                *(string.ascii_lowercase + string.punctuation), *(f"##{c}" for c in
+                                                                                  string.ascii_lowercase)]))
+    folder = tmp_path_factory.mktemp("char-bert")
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=len(vocab), max_position_embeddings=64, **TINY_SIZES | {"num_hidden_layers": 1})
+              ).save_pretrained(folder)
+    BertTokenizer(vocab={t: i for i, t in enumerate(vocab)}, do_lower_case=True).save_pretrained(folder)
+    return str(folder)
+
+
+def test_ner_distils_into_a_student_of_another_tokenizer(tiny_model_dir, char_model_dir, tmp_path):
+    from conftest import _tiny_ner_run
+
+    from nlptransfer.predictor import load_model
+
+    teacher = _tiny_ner_run(tiny_model_dir, tmp_path / "teacher", "full")
+    unlabeled = tmp_path / "sentences.txt"
+    unlabeled.write_text("i love london\nparis is big and new york too\n", encoding="utf-8")
+    out = tmp_path / "student"
+    assert main([str(teacher), f"model={char_model_dir}", f"unlabeled.file={unlabeled}", "train.epochs=1",
+                 "train.max_steps=2", "train.batch_size=8", f"output_dir={out}", "benchmark_texts=2", "--quiet"]) == 0
+    distilled = json.loads((out / "metrics.json").read_text())["distilled_from"]
+    recorded = json.loads((teacher / "metrics.json").read_text())["test"]
+    assert distilled["teacher_test"]["f1"] == pytest.approx(recorded["f1"])
+    assert distilled["teacher_test"]["accuracy"] == pytest.approx(recorded["accuracy"])
+    assert distilled["unlabeled_texts"] == 2
+    assert "entities" in load_model(out).predict(["i love london"])[0]
+    with np.load(out / "distill" / "teacher-outputs.npz") as saved:  # per word of the unlabeled sentences
+        assert saved["unlabeled"].shape[0] == 3 + 7 and list(saved["unlabeled_lengths"]) == [3, 7]
