@@ -26,6 +26,19 @@ def served_models(predictor) -> list:
     return [model for member in members for model in served_models(member)] if members else [predictor.pipe.model]
 
 
+def on_cpu(predictor):
+    """The predictor (an ensemble: every member) moved to the CPU, where the comparison measures throughput."""
+    import torch
+
+    for member in getattr(predictor, "members", None) or [predictor]:
+        if getattr(member, "members", None):
+            on_cpu(member)
+        elif member.pipe.device.type != "cpu":
+            member.pipe.model.to("cpu")
+            member.pipe.device = torch.device("cpu")
+    return predictor
+
+
 def disk_bytes(run: Path) -> int:
     """The run's saved model: model/ (an adapter-only run: adapter/)."""
     return files.folder_bytes(run / "model") or files.folder_bytes(run / "adapter")
@@ -59,11 +72,11 @@ def compare(teachers: list[Teacher], results, options: DistillOptions) -> dict:
 
     out, cfg = Path(results.output_dir), results.config
     task = tasks.get(cfg.task)
-    rows = [json_row for json_row in results.predictions[:options.benchmark_texts]]
-    texts = [row["text"] if "text" in row else " ".join(row["words"]) for row in rows]
-    teacher = measure(" + ".join(str(t.path) for t in teachers), [load_model(t.path) for t in teachers],
+    texts = [row["text"] if "text" in row else " ".join(row["words"])
+             for row in results.predictions[:options.benchmark_texts]]
+    teacher = measure(" + ".join(str(t.path) for t in teachers), [on_cpu(load_model(t.path)) for t in teachers],
                       [run for t in teachers for run in t.runs], texts, options.batch_size)
-    student = measure(str(out), [load_model(out)], [out], texts, options.batch_size)
+    student = measure(str(out), [on_cpu(load_model(out))], [out], texts, options.batch_size)
     distilled = results.extra["distilled_from"]
     teacher["test"], student["test"] = distilled["teacher_test"], results.test_metrics
     metric = task.headline
