@@ -60,9 +60,11 @@ class Distillation:
             raise DataError(f"reading the teacher's data again gives another test split than its predictions.jsonl "
                             f"(its data file changed since {self.teachers[0].path} ran?); train the teacher again")
         unlabeled = unlabeled_split(self.unlabeled, data, self.kind)
+        several = len(self.teachers) > 1  # one teacher's test scores are its folder's; averaged ones are computed
         outputs = self.teacher_outputs(folder / CACHE, {"train": data.train, "unlabeled": unlabeled,
-                                                        "test": data.test})
-        self.teacher_test = teacher_scores(outputs["test"], outputs["thresholds"], data, self.kind)
+                                                        "test": data.test if several else first(data.test, 0)})
+        self.teacher_test = (teacher_scores(outputs["test"], outputs["thresholds"], data, self.kind) if several
+                             else recorded_scores(self.teachers[0]))
         logger.info("distillation: teacher test %s", ", ".join(f"{k} {v:.4f}" for k, v in self.teacher_test.items()
                                                                  if isinstance(v, float)))
         if not len(data.train) and not len(unlabeled):
@@ -147,10 +149,17 @@ def unlabeled_split(texts: list, data, kind: str):
     return TextSplit(list(texts), [[] if data.multilabel else 0 for _ in texts])
 
 
-def first(split):
-    """A one-example split (the task encodes three splits; the unlabeled text needs one)."""
-    return dataclasses.replace(split, sentences=split.sentences[:1]) if hasattr(split, "sentences") \
-        else split.take([0])
+def first(split, count: int = 1):
+    """The split's first `count` examples (the task encodes three splits; the unlabeled text needs one)."""
+    return dataclasses.replace(split, sentences=split.sentences[:count]) if hasattr(split, "sentences") \
+        else split.take(list(range(count)))
+
+
+def recorded_scores(teacher: Teacher) -> dict:
+    """The test scores a teacher's folder recorded (its run's, or its ensemble's) on the test split the student is
+    tested on (the same texts: checked by their hash)."""
+    test = json.loads((teacher.path / "metrics.json").read_text(encoding="utf-8")).get("test", {})
+    return {key: value for key, value in test.items() if isinstance(value, float)}
 
 
 def teacher_scores(test: list, thresholds, data, kind: str) -> dict:
