@@ -116,20 +116,25 @@ def check_members(runs: list[str | Path]) -> list[Member]:
         raise ConfigError(f"an ensemble needs at least two finished runs, got {len(runs)}: "
                           "python -m nlptransfer.ensemble runs/A runs/B [method=mean]")
     members = [read_member(run) for run in runs]
-    first = members[0]
     for member in members[1:]:
-        if member.cfg.task != first.cfg.task:
-            raise ConfigError(f"ensemble members {first.path} and {member.path} are runs of different tasks "
-                              f"({first.cfg.task}, {member.cfg.task}); combine runs of one task")
-        if member.label_names != first.label_names:
-            raise ConfigError(f"ensemble members {first.path} and {member.path} have other label sets "
-                              f"({', '.join(first.label_names)} vs {', '.join(member.label_names)}); combine runs "
-                              "trained on the same labels in the same order")
-        if member.test_key != first.test_key:
-            raise ConfigError(f"ensemble members {first.path} and {member.path} were tested on other test splits "
-                              "(their predictions.jsonl texts differ); combine runs of the same data, seed and "
-                              "split options")
+        refuse_unlike("ensemble members", "combine", members[0], member)
     return members
+
+
+def refuse_unlike(noun: str, verb: str, first, other) -> None:
+    """Refuse two runs (ensemble members, distillation teachers: objects with `path`, `cfg`, `label_names`,
+    `test_key`) of other tasks, label sets or test splits, in one line."""
+    if other.cfg.task != first.cfg.task:
+        raise ConfigError(f"{noun} {first.path} and {other.path} are runs of different tasks ({first.cfg.task}, "
+                          f"{other.cfg.task}); {verb} runs of one task")
+    if other.label_names != first.label_names:
+        raise ConfigError(f"{noun} {first.path} and {other.path} have other label sets "
+                          f"({', '.join(first.label_names)} vs {', '.join(other.label_names)}); {verb} runs "
+                          "trained on the same labels in the same order")
+    if other.test_key != first.test_key:
+        raise ConfigError(f"{noun} {first.path} and {other.path} were tested on other test splits "
+                          f"(their predictions.jsonl texts differ); {verb} runs of the same data, seed and "
+                          "split options")
 
 
 def check_output(out: Path, overwrite: bool, members: list[Member]) -> None:

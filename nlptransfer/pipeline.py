@@ -67,6 +67,8 @@ class Results:
     encoder_from: dict | None = None
     """The earlier run whose encoder this run fine-tuned (`model=runs/A`: sequential transfer), as metrics.json
     records it; None for a checkpoint."""
+    extra: dict = field(default_factory=dict)
+    """What the run's objective adds to metrics.json (distillation: `distilled_from`)."""
 
     @property
     def accuracy(self) -> float:
@@ -99,6 +101,11 @@ class Inputs:
     """Load the model and tokenizer from here instead of resolving `cfg.model` (a model object saved for the run)."""
     callbacks: Sequence[Callback] = ()
     """The user's own loop callbacks."""
+    objective: Any = None
+    """What the model learns from instead of its labels alone (`distillation.Objective`: a teacher's soft targets):
+    `prepare(folder, task, data, encoded, tokenizer, cfg)` returns the encoded splits it trains on, `wrap(model,
+    loss_fn)` the module whose `forward(**batch).loss` the loop minimizes, `unwrap(module)` the model again,
+    `fingerprint()` its part of the checkpoint fingerprint, `summary()` its part of metrics.json."""
 
 
 def default_output_dir(cfg: RunConfig) -> Path:
@@ -286,8 +293,13 @@ def run_in_folder(cfg: RunConfig, task: tasks.Task, strategy: strategies.Strateg
     tokenizer = models.load_tokenizer(cfg.model, cfg.trust_remote_code, path=inputs.model_path)
     encoded = task.encode(data, tokenizer, cfg)
     model, (trainable, total) = build_model(cfg, task, strategy, tokenizer, data, inputs.model_path)
+    loss_fn, objective = task.loss_fn(data, cfg), inputs.objective
+    if objective is not None:  # e.g. distillation: more training rows, soft targets, a module returning the loss
+        encoded = objective.prepare(folder.path, task, data, encoded, tokenizer, cfg)
+        model, loss_fn = objective.wrap(model, loss_fn), None
 
-    fingerprint = trajectory_fingerprint(cfg, strategy, data.label_names, len(data.train))
+    fingerprint = trajectory_fingerprint(cfg, strategy, data.label_names, len(data.train)) | (
+        objective.fingerprint() if objective is not None else {})
     checkpoints, resume_from = checkpointing(cfg, fingerprint, folder, accelerator)
     if cfg.resume and accelerator.is_main_process:  # the resume is compatible: now the config may be replaced
         folder.write_config(to_yaml(cfg))
@@ -297,10 +309,12 @@ def run_in_folder(cfg: RunConfig, task: tasks.Task, strategy: strategies.Strateg
     fitting = strategies.Fitting(
         model=model, cfg=cfg, task=task, encoded=encoded, tokenizer=tokenizer, accelerator=accelerator,
         lr=cfg.train.lr or strategy.default_lr, validate_on=task.validator(data, encoded, cfg, accelerator),
-        loss_fn=task.loss_fn(data, cfg), callbacks=loop_callbacks(cfg, checkpoints, resume_from, inputs.callbacks,
+        loss_fn=loss_fn, callbacks=loop_callbacks(cfg, checkpoints, resume_from, inputs.callbacks,
                                                                   validation),
         model_source=inputs.model_path, data=data)
     model, fitted = strategy.train(fitting)
+    if objective is not None:
+        model = objective.unwrap(model)
 
     outcome = task.test(model, data, encoded, tokenizer, cfg, accelerator)
     logger.info("test (best epoch %d):\n%s", fitted.best_epoch, task.report(outcome.metrics, data))
@@ -312,8 +326,8 @@ def run_in_folder(cfg: RunConfig, task: tasks.Task, strategy: strategies.Strateg
     results = Results(output_dir=folder.path, test_metrics=outcome.metrics, history=fitted.history,
                       baselines=baselines, parameters={"trainable": trainable, "total": total},
                       timing=timing(fitted, started) | precision_record(cfg, precision_choice), model=model,
-                      tokenizer=tokenizer,
-                      predictions=task.prediction_rows(data, outcome), config=cfg, encoder_from=encoder_from)
+                      tokenizer=tokenizer, predictions=task.prediction_rows(data, outcome), config=cfg,
+                      encoder_from=encoder_from, extra=objective.summary() if objective is not None else {})
     if accelerator.is_main_process:  # a full disk here: one line, nothing half-written, resume=auto finishes
         with folder.writing_outputs(lambda: sum(t.numel() * t.element_size() for t in model.state_dict().values())):
             save_run(results, folder, task, strategy, data, encoded, cfg)
@@ -374,4 +388,4 @@ def save_run(results: Results, folder: RunFolder, task: tasks.Task, strategy: st
     folder.finish({"test": results.test_metrics, "epochs": results.history, "baselines": results.baselines,
                    "parameters": results.parameters, "timing": results.timing}
                   | task.data_summary(data, encoded, cfg)
-                  | ({lineage.ENCODER_FROM: results.encoder_from} if results.encoder_from else {}))
+                  | ({lineage.ENCODER_FROM: results.encoder_from} if results.encoder_from else {}) | results.extra)

@@ -18,10 +18,10 @@ RECIPES = Path(__file__).parent.parent / "recipes"
 LAYERS = [  # top first: a module may import modules of its own layer (no circle) or of any layer below
     ("cli", ["nlptransfer.cli", "nlptransfer.run", "nlptransfer.predict", "nlptransfer.push", "nlptransfer.compare",
              "nlptransfer.curve", "nlptransfer.sweep", "nlptransfer.export", "nlptransfer.ensemble",
-             "nlptransfer.continual", "nlptransfer.__main__", "nlptransfer.active.__main__"]),
+             "nlptransfer.continual", "nlptransfer.distill", "nlptransfer.__main__", "nlptransfer.active.__main__"]),
     ("api", ["nlptransfer.api", "nlptransfer", "nlptransfer.active"]),  # active: rounds of runs through the API
     ("workflows", ["nlptransfer.pipeline", "nlptransfer.adapt", "nlptransfer.predictor", "nlptransfer.tuning",
-                   "nlptransfer.runtimes", "nlptransfer.ensembles", "nlptransfer.stages"]),
+                   "nlptransfer.runtimes", "nlptransfer.ensembles", "nlptransfer.stages", "nlptransfer.distillation"]),
     ("hub", ["nlptransfer.hub"]),
     ("config", ["nlptransfer.config"]),
     ("parts", ["nlptransfer.tasks", "nlptransfer.strategies"]),

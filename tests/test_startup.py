@@ -15,7 +15,8 @@ HEAVY = ("torch", "transformers", "accelerate", "peft", "sklearn", "pandas", "da
          "optuna", "pyarrow", "numpy")
 LIGHT_MODULES = ["nlptransfer", "nlptransfer.config", "nlptransfer.api", "nlptransfer.cli.main", "nlptransfer.cli.run",
                  "nlptransfer.cli.predict", "nlptransfer.cli.export", "nlptransfer.cli.push", "nlptransfer.cli.compare",
-                 "nlptransfer.cli.curve", "nlptransfer.cli.sweep", "nlptransfer.run", "nlptransfer.predict",
+                 "nlptransfer.cli.curve", "nlptransfer.cli.sweep", "nlptransfer.cli.distill", "nlptransfer.distill",
+                 "nlptransfer.distillation", "nlptransfer.run", "nlptransfer.predict",
                  "nlptransfer.continual", "nlptransfer.cli.continual", "nlptransfer.stages.settings",
                  "nlptransfer.recipes.sentiment", "nlptransfer.recipes.ner", "nlptransfer.cli.active",
                  "nlptransfer.active.state"]
@@ -43,12 +44,14 @@ def test_a_recipes_help_and_an_option_error_load_no_heavy_library():
             "assert tool(['predict', '--help']) == 0 and tool(['export', '--help']) == 0\n"
             "assert tool(['continual', '--help']) == 0 and tool(['continual', 'methods=[magic]']) == 2\n"
             "from nlptransfer.cli.active import main as active\n"
-            "assert active(['--help']) == 0 and active(['batch_size=0', 'output_dir=x']) == 2\n")
+            "assert active(['--help']) == 0 and active(['batch_size=0', 'output_dir=x']) == 2\n"
+            "assert tool(['distill', '--help']) == 0 and tool(['distill', 'runs/t', 'alpha=2']) == 2\n")
     assert loaded(code) == []
 
 
 @pytest.mark.parametrize("command", [["-m", "nlptransfer.run", "--version"], ["-m", "nlptransfer", "--version"],
-                                     ["-m", "nlptransfer.predict", "--version"]])
+                                     ["-m", "nlptransfer.predict", "--version"],
+                                     ["-m", "nlptransfer.distill", "--version"]])
 def test_every_command_says_its_version(command):
     from nlptransfer import __version__
 

@@ -1,5 +1,5 @@
-"""The `nlptransfer` console script: `nlptransfer run|predict|export|push|compare|curve|sweep|ensemble|continual
-[options]`.
+"""The `nlptransfer` console script: `nlptransfer run|predict|export|push|compare|curve|sweep|ensemble|continual|
+active|distill [options]`.
 
 Each subcommand is the module of the same name (`python -m nlptransfer.run ...` works too);
 `nlptransfer recipe=sentiment ...` without a subcommand runs, as before.
@@ -10,7 +10,8 @@ from __future__ import annotations
 import importlib
 import sys
 
-COMMANDS = ("run", "predict", "export", "push", "compare", "curve", "sweep", "ensemble", "continual", "active")
+COMMANDS = ("run", "predict", "export", "push", "compare", "curve", "sweep", "ensemble", "continual", "active",
+            "distill")
 
 USAGE = f"""usage: nlptransfer {{{','.join(COMMANDS)}}} [options]   (add --help after a command for its options)
   nlptransfer run recipe=sentiment strategy=lora
@@ -22,7 +23,8 @@ USAGE = f"""usage: nlptransfer {{{','.join(COMMANDS)}}} [options]   (add --help 
   nlptransfer sweep recipe=sentiment trials=20 'train.lr=loguniform(1e-5,1e-3)'
   nlptransfer ensemble runs/<run1> runs/<run2> method=weights   (then predict model=<the ensemble folder>)
   nlptransfer continual --config stages.yaml methods=[naive,replay]
-  nlptransfer active pool=texts.csv labels=[pos, neg] output_dir=runs/al [--terminal | --serve]"""
+  nlptransfer active pool=texts.csv labels=[pos, neg] output_dir=runs/al [--terminal | --serve]
+  nlptransfer distill runs/<teacher> layers=3 unlabeled.file=texts.txt   (a smaller student, a run folder)"""
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -43,6 +43,16 @@ MUST_BEAT = [("accuracy", "majority_accuracy", "the majority-class baseline"),
              ("f1", "word_lookup_f1", "a word-lookup tagger")]
 ENCODER_FROM = "encoder_from"
 """metrics.json's record of the run whose encoder a run fine-tuned (`model=runs/A`: hub/lineage.py), if any."""
+DISTILLED_FROM = "distilled_from"
+"""metrics.json's record of the teacher(s) a distilled student learned from (`nlptransfer.distill`), if any."""
+
+
+def distilled_text(distilled: dict) -> str:
+    """`a student (3 of the teacher's 6 layers ...) distilled from `runs/t` (soft targets at temperature 2, ...)`."""
+    teachers = ", ".join(f"`{Path(t).name}`" for t in distilled.get("teachers", []))
+    return (f"a student ({distilled.get('student')}) distilled from {teachers} (soft targets at temperature "
+            f"{distilled.get('temperature')}, alpha {distilled.get('alpha')}, over {distilled.get('labeled_texts')} "
+            f"labeled and {distilled.get('unlabeled_texts')} unlabeled texts)")
 
 
 def base_model_id(model: str) -> str | None:
@@ -353,6 +363,9 @@ def intro_section(cfg: RunConfig, model_name: str, label_names: list[str], metri
     if isinstance(source, dict):  # sequential transfer: the encoder of an earlier run, under a new head
         head = "and its head (keep_head=true)" if cfg.keep_head else "under a new head"
         start = f"The encoder of {source_run_text(source, '`')}, itself from {start[0].lower() + start[1:]}, {head},"
+    if isinstance(metrics.get(DISTILLED_FROM), dict):  # nlptransfer.distill: the teacher, not the checkpoint
+        start = distilled_text(metrics[DISTILLED_FROM])
+        start = start[0].upper() + start[1:] + ","
     kind, what, names = tasks.get(cfg.task).card_intro(label_names)
     verb = strategies.get(cfg.strategy).card_verb
     return (f"# {model_name}\n\n{start} {verb} {kind} on {describe_data(cfg)}, with nlptransfer (recipe "

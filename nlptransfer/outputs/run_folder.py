@@ -47,14 +47,15 @@ except ImportError:  # Windows: stale locks are told by pid alone
 logger = logging.getLogger("nlptransfer")
 
 LOCK_FILE = folders.LOCKS
-STARTED_ONLY = {"config.yaml", "train.log"}
+STARTED_ONLY = {"config.yaml", "train.log", "distill"}
 """What a run that failed before training left (before such a folder was removed again): re-running into it is safe
-without overwrite."""
+without overwrite (a distillation's `distill/` holds the teacher's outputs, which it reuses)."""
 FINISHED_MARKER = "metrics.json"
-UNTRAINED = {*STARTED_ONLY, "tensorboard"}
-"""What a run writes before it has trained anything worth keeping."""
+UNTRAINED = {"config.yaml", "train.log", "tensorboard"}
+"""What a run writes before it has trained anything worth keeping (a distillation's teacher outputs are worth it)."""
 RUN = folders.Kind("run", ("config.yaml", "train.log", FINISHED_MARKER, "predictions.jsonl", "README.md", "model",
-                           "adapter", "checkpoints", "export", "adapted-encoder", "alone", "tensorboard", "*.png"),
+                           "adapter", "checkpoints", "export", "adapted-encoder", "alone", "tensorboard", "*.png",
+                           "distill", "report.md"),
                   ("train.log", "config.yaml"))
 """What a run writes at the top of its folder: overwrite=true removes these and nothing else."""
 
@@ -141,14 +142,7 @@ class RunFolder:
         """
         if self.holds_lock:
             raise RuntimeError(f"{self!r}.open() was called twice")
-        self._refuse_file()
-        if overwrite and resume:
-            raise ConfigError(f"overwrite=true would delete the run in {self.path} that resume= continues; "
-                              "pass overwrite=true or resume=, not both")
-        self._refuse_if_in_use()
-        self._check_state(overwrite=overwrite, resume=resume)
-        if overwrite:
-            folders.check_writable(self.path, RUN, "output_dir", replacing=True, inputs=inputs)
+        self.check(overwrite=overwrite, resume=resume, inputs=inputs)
         state = self.state()
         self.created, self._made = state in ("missing", "empty"), state == "missing"
         try:
@@ -167,6 +161,18 @@ class RunFolder:
         if removed:
             logger.info("overwrite=true: removed the previous run's files: %s", ", ".join(removed))
         return self
+
+    def check(self, *, overwrite: bool, resume: bool, inputs: list[tuple[str, str]] = ()) -> None:
+        """The checks `open` makes before it writes anything (a command may make them before its own work first):
+        a file, overwrite with resume, a folder in use, a run neither allows, `inputs` inside a folder to replace."""
+        self._refuse_file()
+        if overwrite and resume:
+            raise ConfigError(f"overwrite=true would delete the run in {self.path} that resume= continues; "
+                              "pass overwrite=true or resume=, not both")
+        self._refuse_if_in_use()
+        self._check_state(overwrite=overwrite, resume=resume)
+        if overwrite:
+            folders.check_writable(self.path, RUN, "output_dir", replacing=True, inputs=inputs)
 
     def lock(self) -> None:
         """Take the folder's lock: refuse while another run holds it, take over one whose run is gone.

@@ -62,6 +62,9 @@ class Task:
     """The run writes a model card (README.md) for its model."""
     ensembles: ClassVar[bool] = False
     """Its models give each text every label's probability (`text_probabilities`): `ensemble` combines them."""
+    distillation: ClassVar[str | None] = None
+    """How a teacher's outputs teach a student of this task (`nlptransfer.distill`): `softmax` (a distribution over the
+    labels per text), `sigmoid` (a probability per label), `tokens` (a distribution per word); None: not built."""
 
     card_metrics: ClassVar[list[tuple[str, str, str]]]
     """The model card's overall test metrics: (hub metric type, key in metrics.json "test", display name)."""

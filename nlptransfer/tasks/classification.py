@@ -92,6 +92,7 @@ class Classification(Task):
     multilabel = False
     learning_curves = True
     ensembles = True
+    distillation = "softmax"
     architecture_suffix = "ForSequenceClassification"
     card_metrics = [("accuracy", "accuracy", "Accuracy"), ("f1", "macro_f1", "Macro F1")]
     pipeline_options = ", truncation=True"  # the text-classification pipeline does not truncate by itself
@@ -327,6 +328,7 @@ class MultiLabel(Classification):
     name = "multilabel"
     metrics = ("micro_f1", "macro_f1", "samples_f1", "accuracy")
     multilabel = True
+    distillation = "sigmoid"
     learning_curves = False
     # sigmoid scores per label in the model's own loss and in transformers' pipeline()
     extra_model_options = {"problem_type": "multi_label_classification"}

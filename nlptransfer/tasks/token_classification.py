@@ -31,6 +31,7 @@ class TokenClassification(Task):
     headline = "f1"
     unit = "windows"
     features = "tokens"
+    distillation = "tokens"
     architecture_suffix = "ForTokenClassification"
     card_metrics = [("precision", "precision", "Precision (entity level)"),
                     ("recall", "recall", "Recall (entity level)"),
