@@ -18,7 +18,7 @@ from nlptransfer import load_recipe, metrics, models, tasks
 from nlptransfer.cli.run import main
 from nlptransfer.config import load_yaml
 from nlptransfer.data.conll import load_token_classification
-from nlptransfer.engine import features, tokens
+from nlptransfer.engine import features, precision, tokens
 from nlptransfer.errors import ConfigError
 from nlptransfer.pipeline import run as run_token_classification
 from nlptransfer.tasks.token_classification import TokenClassification
@@ -93,7 +93,7 @@ def test_ner_end_to_end(strategy, tiny_model_dir, tmp_path):
     results = run_token_classification(cfg)
     out = tmp_path / "run"
     assert results.output_dir == out
-    assert load_yaml(load_recipe("ner").Config(), out / "config.yaml") == cfg
+    assert load_yaml(load_recipe("ner").Config(), out / "config.yaml") == precision.resolved(cfg)[0]  # auto: chosen
 
     written = json.loads((out / "metrics.json").read_text())
     assert written["test"] == results.test_metrics

@@ -17,6 +17,7 @@ import transformers
 from nlptransfer import load_recipe
 from nlptransfer.config import load_yaml
 from nlptransfer.data.classification import load_classification
+from nlptransfer.engine import precision
 
 TINY_SLICES = {"max_train_samples": 24, "max_validation_samples": 12, "max_test_samples": 12, "max_length": 32}
 TINY_TRAIN = {"epochs": 1, "batch_size": 8}
@@ -45,7 +46,7 @@ def test_recipe_end_to_end(name, strategy, tiny_model_dir, tmp_path):
     out = tmp_path / "run"
     assert results.output_dir == out
 
-    assert load_yaml(recipe.Config(), out / "config.yaml") == cfg
+    assert load_yaml(recipe.Config(), out / "config.yaml") == precision.resolved(cfg)[0]  # auto written as chosen
 
     written = json.loads((out / "metrics.json").read_text())
     assert 0 <= written["test"]["accuracy"] <= 1

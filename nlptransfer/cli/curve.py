@@ -228,7 +228,10 @@ def run_point(recipe: str, cfg: RunConfig) -> dict:
 
     run_dir = Path(cfg.output_dir)
     metrics_file, config_file = run_dir / "metrics.json", run_dir / "config.yaml"
-    if metrics_file.is_file() and config_file.is_file() and config_file.read_text(encoding="utf-8") == to_yaml(cfg):
+    from ..engine import precision
+
+    written = to_yaml(precision.resolved(cfg)[0])  # config.yaml holds train.mixed_precision=auto's choice
+    if metrics_file.is_file() and config_file.is_file() and config_file.read_text(encoding="utf-8") == written:
         logger.info("curve: %s already finished; reusing it", run_dir.name)
     else:
         load_recipe(recipe).run(cfg)
