@@ -150,14 +150,17 @@ def test_killed_run_resumes_to_identical_results(tmp_path, tiny_model_dir, revie
 
 
 def test_a_killed_bf16_run_resumes_to_the_same_bf16_run_uninterrupted(tmp_path, tiny_model_dir, reviews_csv,
-                                                                     uninterrupted):
+                                                                     uninterrupted, capsys):
     """bf16 autocast (emulated on a CPU without it): resuming must not change what the bf16 run computes."""
     def argv(run_dir: Path) -> list[str]:
-        return run_args(tiny_model_dir, reviews_csv, run_dir) + ["train.mixed_precision=bf16", "train.epochs=2"]
+        return run_args(tiny_model_dir, reviews_csv, run_dir) + ["train.mixed_precision=bf16", "train.epochs=1"]
     reference, _ = drive(tmp_path, argv(tmp_path / "reference"), name="reference")
     assert reference.returncode == 0, reference.stderr
     killed, _ = drive(tmp_path, argv(tmp_path / "run"), "step", 4, name="killed")
     assert killed.returncode == -signal.SIGKILL
+    # resuming in another precision is refused as other trajectory options are (in this fp32 process)
+    assert main(argv(tmp_path / "run") + ["resume=auto", "train.mixed_precision=no"]) == 2
+    assert "mixed_precision (checkpoint: bf16, now: no)" in capsys.readouterr().err
     resumed, _ = drive(tmp_path, argv(tmp_path / "run") + ["resume=auto"], name="resumed")
     assert resumed.returncode == 0, resumed.stderr
     expected, got = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("reference", "run"))
@@ -335,8 +338,6 @@ def test_killed_run_is_not_overwritten_and_resumes_only_with_its_settings(tmp_pa
     assert "cannot resume" in error and "batch_size (checkpoint: 8, now: 4)" in error and "resume_force" in error
     assert main(argv + ["resume=auto", "strategy=lora"]) == 2
     assert "strategy (checkpoint: full, now: lora)" in capsys.readouterr().err
-    refused, _ = drive(tmp_path, argv + ["resume=auto", "train.mixed_precision=bf16"], name="bf16")  # its own process
-    assert refused.returncode == 2 and "mixed_precision (checkpoint: no, now: bf16)" in refused.stderr  # auto: fp32
     assert main(argv + ["resume=auto", "train.mixed_precision=bf16"]) == 2  # this process computes in fp32
     assert "this process already computes in no" in capsys.readouterr().err
 
