@@ -118,10 +118,10 @@ def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("kill_mode, kill_at, backend", [
     ("step", 4, "memory"),          # mid-epoch, between checkpoints (steps 1-5 are epoch 1)
-    ("step", 9, "memory"),          # in epoch 2, after an epoch-end checkpoint
     ("during_save", 3, "memory"),   # the weights of the 3rd checkpoint are written, its manifest is not
     ("after_save", 4, "memory"),    # just after the 4th checkpoint is renamed into place, before rotation
-    ("step", 7, "arrow"),           # the data as Arrow tables and cached tokens: the same batches, resumed alike
+    ("step", 7, "arrow"),           # in epoch 2, after an epoch-end checkpoint; the data as Arrow tables and cached
+                                    # tokens: the same batches, resumed alike
 ])
 def test_killed_run_resumes_to_identical_results(tmp_path, tiny_model_dir, reviews_csv, uninterrupted,
                                                   kill_mode, kill_at, backend):
