@@ -9,6 +9,7 @@ import json
 import os
 import socket
 
+import numpy as np
 import pandas as pd
 import pytest
 from helpers import write
@@ -106,6 +107,8 @@ def bad_inputs(tmp_path, pool_csv):
     empty = write(tmp_path / "empty.txt", "\n  \n")
     no_text = write(tmp_path / "notext.csv", "body\nhello there\n")
     labeled = write(tmp_path / "labeled.csv", "text,label\ngood,pos\nbad,negative\n")
+    small = write(tmp_path / "small.txt", "one text\ntwo texts\nthree texts\n")
+    labeled_small = write(tmp_path / "labeled_small.csv", "text,label\none text,pos\nother,neg\n")
     busy = socket.socket()
     busy.bind(("127.0.0.1", 0))
     busy.listen()
@@ -122,6 +125,9 @@ def bad_inputs(tmp_path, pool_csv):
         ([f"pool={pool_csv}", "labels=[pos]", f"output_dir={tmp_path / 'out'}"], "two label names"),
         ([f"pool={pool_csv}", "trian.epochs=1", *base], "unknown option 'trian.epochs'"),
         ([f"pool={pool_csv}", "--serve", f"port={port}", *base], f"port {port} on 127.0.0.1 is in use"),
+        ([f"pool={small}", *base], "batch_size=16 is larger than the pool's 3 unlabeled texts; pass batch_size=3"),
+        ([f"pool={small}", f"labeled={labeled_small}", "batch_size=3", *base], "the pool's 2 unlabeled texts"),
+        ([f"pool={pool_csv}", "score_sample=8", *base], "score_sample=8 is smaller than batch_size=16"),
     ]
 
 
@@ -133,6 +139,42 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, pool_csv, ca
             error = capsys.readouterr().err.strip()
             assert message in error and len(error.splitlines()) == 1, (argv, error)
             assert not (tmp_path / "out").exists(), argv
+
+
+def test_a_second_loop_on_the_folder_is_refused_and_keeps_its_labels(tmp_path, pool_csv, capsys):
+    with ActiveFolder(tmp_path / "al").open() as folder:
+        folder.add_label("kept", "neg", "file", 0)
+        assert main([f"pool={pool_csv}", LABELS, f"output_dir={folder.path}"]) == 2
+        error = capsys.readouterr().err.strip()
+        assert "in use by another run" in error and len(error.splitlines()) == 1
+        assert folder.labels() == {"kept": "neg"}
+        assert "active.json" not in os.listdir(folder.path)  # the refused loop wrote nothing
+
+
+def test_a_pool_repeating_labeled_texts_asks_each_once_and_says_so(tmp_path, caplog):
+    from nlptransfer.active.options import ActiveOptions
+    from nlptransfer.active.session import open_loop, read_inputs
+
+    pool = write(tmp_path / "pool.txt", "a b\nc d\na b\ne f\ng h\n")
+    labeled = write(tmp_path / "labeled.csv", "text,label\nc d,pos\ne f,neg\n")
+    options = ActiveOptions(pool=str(pool), labeled=str(labeled), labels=["neg", "pos"], batch_size=2,
+                            output_dir=str(tmp_path / "al"), cold_start="random")
+    with caplog.at_level("INFO", logger="nlptransfer"):
+        read = read_inputs(options)
+        loop = open_loop(options, None, read)
+    try:
+        assert read.pool == ["a b", "c d", "e f", "g h"]
+        assert "the pool repeats 1 texts: each is asked once" in caplog.messages
+        assert "pool: 4 texts, 2 of them labeled already (not asked again); 2 labels in all" in caplog.messages
+        caplog.clear()
+        loop.options.batch_size = 3
+        with caplog.at_level("INFO", logger="nlptransfer"):  # a later round with fewer texts left than batch_size
+            record = loop.pick(1, read.pool, loop.folder.labels(), None, np.eye(4), None)
+        assert sorted(record["picks"]) == ["a b", "g h"]
+        assert "round 1: 2 unlabeled texts are left, fewer than batch_size=3: the batch takes them all" in \
+            caplog.messages
+    finally:
+        loop.folder.close()
 
 
 def test_a_rerun_keeps_its_labels(tmp_path, pool_csv, capsys):

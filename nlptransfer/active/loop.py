@@ -145,6 +145,9 @@ class ActiveLoop:
         from . import scoring
 
         candidates = [i for i, text in enumerate(texts) if text not in labels]
+        if len(candidates) < self.options.batch_size:
+            logger.info("round %d: %d unlabeled texts are left, fewer than batch_size=%d: the batch takes them all",
+                        number, len(candidates), self.options.batch_size)
         labeled_rows = [i for i, text in enumerate(texts) if text in labels]
         counts = np.array([sum(1 for label in labels.values() if name == label or
                                (isinstance(label, list) and name in label)) for name in self.label_names])

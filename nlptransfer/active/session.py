@@ -48,7 +48,21 @@ def read_inputs(options: ActiveOptions) -> Inputs:
                           f"{missing[0][:60]!r}); a simulation needs every pool text labeled")
     start = read(options.labeled, "labeled") if options.labeled else {}
     test = read(options.test, "test") if options.test else None
+    check_batch_size(options, pool, start)
     return Inputs(pool, start, oracle, test)
+
+
+def check_batch_size(options: ActiveOptions, pool: list[str], start: dict) -> None:
+    """At the loop's start (no batch handed out yet) a batch larger than the unlabeled pool is refused; later rounds
+    take what is left (`ActiveLoop.pick` says so)."""
+    folder = ActiveFolder(options.output_dir)
+    if folder.batch()["round"] >= 0:
+        return
+    labeled = {**start, **folder.labels()}
+    unlabeled = sum(1 for text in pool if text not in labeled)
+    if options.batch_size > unlabeled:
+        raise ConfigError(f"batch_size={options.batch_size} is larger than the pool's {unlabeled} unlabeled texts; "
+                          f"pass batch_size={max(1, unlabeled)} or less, or a bigger pool")
 
 
 def file_labels(folder: ActiveFolder, options: ActiveOptions) -> tuple[str, dict]:
@@ -86,8 +100,8 @@ def open_loop(options: ActiveOptions, cfg, read: Inputs, run_options: list[str] 
             logger.info("took %d labels from %s", len(added), name)
         folder.write_settings({key: getattr(options, key) for key in STORED} | {"run_options": list(run_options)})
         dropped = [text for text in read.pool if text in folder.labels()]
-        logger.info("pool: %d texts (%d labeled); %d labels in all", len(read.pool), len(dropped),
-                    len(folder.labels()))
+        logger.info("pool: %d texts, %d of them labeled already (not asked again); %d labels in all", len(read.pool),
+                    len(dropped), len(folder.labels()))
     except BaseException:
         folder.close()
         raise

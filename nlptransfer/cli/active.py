@@ -55,6 +55,9 @@ def check(options: ActiveOptions) -> None:
     if options.score_sample is not None and (isinstance(options.score_sample, bool) or options.score_sample < 1):
         raise ConfigError(f"score_sample must be a whole number of at least 1 (or null: the whole pool), got "
                           f"{options.score_sample}")
+    if options.score_sample is not None and options.score_sample < options.batch_size:
+        raise ConfigError(f"score_sample={options.score_sample} is smaller than batch_size={options.batch_size}: a "
+                          "batch is picked among the scored texts; raise score_sample or lower batch_size")
     if not 0 <= options.port <= 65535:
         raise ConfigError(f"port must be between 0 and 65535, got {options.port}")
     if not options.output_dir:
