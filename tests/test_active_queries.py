@@ -7,7 +7,10 @@ import numpy as np
 import pytest
 
 from nlptransfer.active import options, queries, stopping
+from nlptransfer.active.loop import ActiveLoop
+from nlptransfer.active.options import ActiveOptions
 from nlptransfer.active.queries import PoolScores, pick
+from nlptransfer.active.state import ActiveFolder
 from nlptransfer.errors import ConfigError
 
 PROBABILITIES = np.array([
@@ -108,3 +111,55 @@ def test_kappa_and_the_stopping_suggestion():
     assert stopping.slope(curve) == pytest.approx(62.5)  # 0.2 accuracy over 32 labels: 62.5 points per 100
     assert stopping.suggestion([0.8, 0.995, 0.999], curve)["stop"] is True
     assert stopping.suggestion([0.995, 0.98], curve)["stop"] is False
+
+
+PASSES = np.array([  # (passes, candidates, labels): two dropout passes over three texts
+    [[0.9, 0.1], [0.5, 0.5], [0.8, 0.2]],
+    [[0.1, 0.9], [0.5, 0.5], [0.6, 0.4]],
+])
+
+
+def test_bald_picks_what_a_hand_computation_picks():
+    # H(mean) - mean H, in nats: text 0 .6931 - .3251 = .3681 (each pass sure, the passes disagree);
+    # text 1 .6931 - .6931 = 0 (unsure, but every pass agrees); text 2 .6109 - (.5004 + .6730) / 2 = .0242
+    scores = PoolScores(probabilities=PASSES.mean(axis=0), pass_probabilities=PASSES)
+    assert queries.bald(scores) == pytest.approx([0.3681, 0.0, 0.0242], abs=1e-4)
+    assert pick("bald", scores, 3) == [0, 2, 1]
+    assert 1 in pick("entropy", PoolScores(probabilities=PASSES.mean(axis=0)), 2)  # entropy asks the agreeing one
+    with pytest.raises(ConfigError, match="query=bald needs"):
+        pick("bald", PoolScores(probabilities=PROBABILITIES), 2)
+
+
+def test_bald_is_zero_when_every_pass_is_the_same(tiny_model_dir, tmp_path):
+    """A tiny classifier with dropout off gives equal passes, so BALD's score is 0; with dropout on the passes differ
+    (and a seed repeats them), and a round with query=bald picks by them."""
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    from nlptransfer.active.scoring import Scorer
+
+    texts = ["a good film", "a bad day", "so so"]
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+
+    def scorer(dropout: float) -> Scorer:
+        config = AutoConfig.from_pretrained(tiny_model_dir, num_labels=3, hidden_dropout_prob=dropout,
+                                            attention_probs_dropout_prob=dropout, classifier_dropout=dropout)
+        torch.manual_seed(0)
+        return Scorer(AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, config=config), tokenizer,
+                      ["neg", "neu", "pos"])
+
+    off = scorer(0.0).dropout_probabilities(texts, passes=4)
+    assert off.shape == (4, 3, 3) and np.allclose(off, off[0])
+    assert queries.bald(PoolScores(pass_probabilities=off)) == pytest.approx([0, 0, 0], abs=1e-6)
+    on = scorer(0.5)
+    passes = on.dropout_probabilities(texts, passes=4, seed=1)
+    assert not np.allclose(passes, passes[0]) and (queries.bald(PoolScores(pass_probabilities=passes)) > 0).all()
+    assert np.array_equal(passes, on.dropout_probabilities(texts, passes=4, seed=1))
+    assert not on.model.training  # scoring goes on with dropout off
+    loop = ActiveLoop(ActiveFolder(tmp_path / "al").open(), texts, on.label_names,
+                      ActiveOptions(query="bald", mc_passes=4, batch_size=1, seed=0))
+    probabilities, embeddings, passes = loop.score_pool(on, texts, 1)  # the round's passes are seeded seed + round
+    assert np.array_equal(passes, on.dropout_probabilities(texts, passes=4, seed=1))
+    record = loop.pick(1, texts, {}, probabilities, embeddings, on, passes)
+    assert record["picks"] == [texts[int(np.argmax(queries.bald(PoolScores(pass_probabilities=passes))))]]
+    loop.folder.close()

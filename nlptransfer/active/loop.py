@@ -110,15 +110,9 @@ class ActiveLoop:
         times["train"] = time.perf_counter() - started
         texts = self.scored_texts()
         self.on_progress(f"round {number}: scoring {len(texts)} pool texts")
-        length = self.cfg.data.max_length if self.cfg is not None else 128
-        if self.tagging and scorer.label_names is not None:
-            from .ner import word_probabilities
-
-            probabilities, embeddings = word_probabilities(scorer, texts, self.options.score_batch_size, length)
-        else:
-            probabilities, embeddings = scorer.score(texts, self.options.score_batch_size, length)
+        probabilities, embeddings, passes = self.score_pool(scorer, texts, number)
         times["score"] = time.perf_counter() - (started + times["train"])
-        record = self.pick(number, texts, labels, probabilities, embeddings, scorer)
+        record = self.pick(number, texts, labels, probabilities, embeddings, scorer, passes)
         times["pick"] = time.perf_counter() - (started + times["train"] + times["score"])
         record |= {"validation_accuracy": accuracy, "seconds": {k: round(v, 3) for k, v in times.items()}}
         record["stop"] = self.stop_suggestion(record, probabilities)
@@ -127,6 +121,26 @@ class ActiveLoop:
         logger.info("round %d: %d labels, accuracy %s, %d texts to label; %s", number, record["labels"],
                     "n/a" if accuracy is None else f"{accuracy:.4f}", len(record["picks"]), record["stop"]["message"])
         return record
+
+    def score_pool(self, scorer, texts: list[str], number: int):
+        """(probabilities or None, embeddings, the MC dropout passes' probabilities or None) of the scored texts; the
+        passes (`mc_passes` more forward passes over them) only for query=bald with a trained model."""
+        length = self.cfg.data.max_length if self.cfg is not None else 128
+        batch_size = self.options.score_batch_size
+        if self.tagging and scorer.label_names is not None:
+            from .ner import word_probabilities
+
+            return (*word_probabilities(scorer, texts, batch_size, length), None)
+        probabilities, embeddings = scorer.score(texts, batch_size, length)
+        passes = None
+        if self.options.query == "bald" and probabilities is not None:
+            self.on_progress(f"round {number}: {self.options.mc_passes} dropout passes over the pool (query=bald)")
+            passes = scorer.dropout_probabilities(texts, self.options.mc_passes, batch_size, length,
+                                                  seed=self.options.seed + number)
+            if len(passes) > 1 and all((p == passes[0]).all() for p in passes[1:]):
+                logger.warning("query=bald: the %d dropout passes agree exactly (the model has no dropout?), so every "
+                               "BALD score is 0 and the batch follows the pool's order", len(passes))
+        return probabilities, embeddings, passes
 
     def scored_texts(self) -> list[str]:
         """The pool texts a round scores: all, or `score_sample` of them drawn once (seeded), the same every round so
@@ -138,7 +152,8 @@ class ActiveLoop:
             return self.pool
         return [self.pool[i] for i in sorted(random.Random(self.options.seed).sample(range(len(self.pool)), limit))]
 
-    def pick(self, number: int, texts: list[str], labels: dict, probabilities, embeddings, scorer) -> dict:
+    def pick(self, number: int, texts: list[str], labels: dict, probabilities, embeddings, scorer,
+             passes=None) -> dict:
         """Choose the batch among the unlabeled scored texts and write batch.json; the round's record."""
         import numpy as np
 
@@ -163,7 +178,8 @@ class ActiveLoop:
             token_probabilities=shown if self.tagging and shown is not None else [],
             embeddings=embeddings[candidates], labeled_embeddings=embeddings[labeled_rows],
             multilabel=self.multilabel, labeled_counts=counts,
-            labeled_cardinality=float(counts.sum() / max(1, len(labels))))
+            labeled_cardinality=float(counts.sum() / max(1, len(labels))),
+            pass_probabilities=None if passes is None or cold else passes[:, candidates])
         chosen = queries.pick(query, scores, self.options.batch_size, seed=self.options.seed + number,
                               balance=balance, aggregate=self.options.aggregate)
         items = [self.item(texts[candidates[i]], None if shown is None else shown[i]) for i in chosen]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-QUERY_NAMES = ("random", "least_confidence", "breaking_ties", "entropy", "cardinality", "embedding_kmeans", "coreset",
-               "badge")
+QUERY_NAMES = ("random", "least_confidence", "breaking_ties", "entropy", "bald", "cardinality", "embedding_kmeans",
+               "coreset", "badge")
 """The query strategies (`queries.py`): cardinality is multi-label's; embedding_kmeans and coreset need no labels."""
 COLD_STARTS = ("embedding_kmeans", "coreset", "random", "zeroshot")
 """How the first batch is picked with no labels: coverage of the embeddings, or zero-shot scores over the label
@@ -42,8 +42,10 @@ class ActiveOptions:
     strategy: str = "contrastive"
     """The transfer strategy each round trains with (contrastive and frozen take seconds); any strategy."""
     query: str = "breaking_ties"
-    """The query strategy: random, least_confidence, breaking_ties, entropy, cardinality (multi-label),
-    embedding_kmeans, coreset, badge."""
+    """The query strategy: random, least_confidence, breaking_ties, entropy, bald (MC dropout: scores the pool
+    mc_passes more times), cardinality (multi-label), embedding_kmeans, coreset, badge."""
+    mc_passes: int = 10
+    """query=bald: stochastic forward passes (dropout on) over the pool per round, each costing a full scoring pass."""
     cold_start: str = "embedding_kmeans"
     """The first batch without labels: embedding_kmeans (coverage), coreset, random or zeroshot."""
     aggregate: str = "max"

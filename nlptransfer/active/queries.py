@@ -2,7 +2,7 @@
 
 Each strategy reads what the current model says about the pool (`PoolScores`: class probabilities, pooled embeddings,
 per-token probabilities for NER) and returns the indices of the `n` candidates to label, best first. Ranking strategies
-(`least_confidence`, `breaking_ties`, `entropy`, `random`) give a score per candidate, so class balancing can
+(`least_confidence`, `breaking_ties`, `entropy`, `bald`, `random`) give a score per candidate, so class balancing can
 reorder them; set strategies (`embedding_kmeans`, `coreset`, `badge`) choose a diverse set at once. Numpy and
 scikit-learn only; the names are listed, without numpy, in `active.options.QUERY_NAMES`.
 """
@@ -34,12 +34,23 @@ class PoolScores:
     """Per label, how many labeled examples have it (class balancing favours the rare ones)."""
     labeled_cardinality: float | None = None
     """Multi-label: the labeled texts' mean number of labels."""
+    pass_probabilities: np.ndarray | None = None
+    """BALD: (passes, candidates, labels), the probabilities of each stochastic forward pass (dropout on)."""
 
     def __len__(self) -> int:
         for value in (self.probabilities, self.embeddings):
             if value is not None:
                 return len(value)
         return len(self.token_probabilities)
+
+
+def entropies(probabilities: np.ndarray, multilabel: bool) -> np.ndarray:
+    """Entropy over the last axis (multi-label: the sum of each label's binary entropy)."""
+    if multilabel:
+        p = np.clip(probabilities, 1e-12, 1 - 1e-12)
+        return -(p * np.log(p) + (1 - p) * np.log(1 - p)).sum(axis=-1)
+    clipped = np.clip(probabilities, 1e-12, 1.0)
+    return -(clipped * np.log(clipped)).sum(axis=-1)
 
 
 def token_uncertainty(probabilities: np.ndarray, measure: str) -> np.ndarray:
@@ -49,8 +60,7 @@ def token_uncertainty(probabilities: np.ndarray, measure: str) -> np.ndarray:
     if measure == "breaking_ties":
         top = np.sort(probabilities, axis=1)
         return -(top[:, -1] - top[:, -2]) if probabilities.shape[1] > 1 else np.zeros(len(probabilities))
-    clipped = np.clip(probabilities, 1e-12, 1.0)
-    return -(clipped * np.log(clipped)).sum(axis=1)
+    return entropies(probabilities, multilabel=False)
 
 
 def binary_uncertainty(probabilities: np.ndarray, measure: str) -> np.ndarray:
@@ -60,8 +70,7 @@ def binary_uncertainty(probabilities: np.ndarray, measure: str) -> np.ndarray:
         return (1.0 - np.maximum(probabilities, 1.0 - probabilities)).mean(axis=1)
     if measure == "breaking_ties":
         return -np.abs(probabilities - 0.5).min(axis=1)
-    p = np.clip(probabilities, 1e-12, 1 - 1e-12)
-    return -(p * np.log(p) + (1 - p) * np.log(1 - p)).sum(axis=1)
+    return entropies(probabilities, multilabel=True)
 
 
 AGGREGATES: dict[str, Callable[[np.ndarray], float]] = {"max": np.max, "mean": np.mean, "sum": np.sum}
@@ -184,12 +193,24 @@ def cardinality(scores: PoolScores, rng: np.random.Generator) -> np.ndarray:
     return np.abs(predicted - mean) * binary_uncertainty(scores.probabilities, "least_confidence")
 
 
+def bald(scores: PoolScores) -> np.ndarray:
+    """BALD with MC dropout (Houlsby et al. 2011; Gal et al. 2017; small-text's BALD): the mutual information between
+    the label and the model's weights, H(mean_t p_t) - mean_t H(p_t) over T stochastic passes: high where the passes
+    are each sure but disagree; 0 where every pass says the same."""
+    passes = scores.pass_probabilities
+    if passes is None or passes.ndim != 3:
+        raise ConfigError("query=bald needs a trained model's probabilities from several dropout passes; label a few "
+                          "texts first (the cold start picks by embeddings)")
+    return entropies(passes.mean(axis=0), scores.multilabel) - entropies(passes, scores.multilabel).mean(axis=0)
+
+
 RANKERS: dict[str, Callable[[PoolScores, np.random.Generator, str], np.ndarray]] = {
     "random": lambda scores, rng, aggregate: rng.random(len(scores)),
     "least_confidence": lambda scores, rng, aggregate: uncertainty(scores, "least_confidence", aggregate),
     "breaking_ties": lambda scores, rng, aggregate: uncertainty(scores, "breaking_ties", aggregate),
     "entropy": lambda scores, rng, aggregate: uncertainty(scores, "entropy", aggregate),
     "cardinality": lambda scores, rng, aggregate: cardinality(scores, rng),
+    "bald": lambda scores, rng, aggregate: bald(scores),
 }
 """Strategies that score every candidate (higher: ask sooner)."""
 

@@ -34,6 +34,16 @@ class Scorer:
     label_names: list[str] | None = None
     multilabel: bool = False
 
+    def batches(self, texts: list[str], batch_size: int, max_length: int):
+        """The texts tokenized `batch_size` at a time, on the model's device."""
+        for start in range(0, len(texts), batch_size):
+            yield self.tokenizer(texts[start:start + batch_size], truncation=True, max_length=max_length,
+                                 padding=True, return_tensors="pt").to(self.model.device)
+
+    def probabilities(self, logits: torch.Tensor) -> np.ndarray:
+        logits = logits.float()
+        return (torch.sigmoid(logits) if self.multilabel else torch.softmax(logits, -1)).cpu().numpy()
+
     @torch.inference_mode()
     def score(self, texts: list[str], batch_size: int = 64, max_length: int = 128
               ) -> tuple[np.ndarray | None, np.ndarray]:
@@ -44,16 +54,12 @@ class Scorer:
         probabilities, embeddings = [], []
         try:
             self.model.eval()
-            for start in range(0, len(texts), batch_size):
-                batch = self.tokenizer(texts[start:start + batch_size], truncation=True, max_length=max_length,
-                                       padding=True, return_tensors="pt").to(self.model.device)
+            for batch in self.batches(texts, batch_size, max_length):
                 caught.clear()
                 outputs = self.model(**batch)
                 embeddings.append(pool(caught[0], batch["attention_mask"], "mean").float().cpu().numpy())
                 if self.label_names is not None:
-                    logits = outputs.logits.float()
-                    probabilities.append((torch.sigmoid(logits) if self.multilabel else torch.softmax(logits, -1))
-                                         .cpu().numpy())
+                    probabilities.append(self.probabilities(outputs.logits))
         finally:
             hook.remove()
         width = len(self.label_names or [])
@@ -61,6 +67,23 @@ class Scorer:
         if self.label_names is None:
             return None, stacked
         return (np.concatenate(probabilities) if probabilities else np.zeros((0, width))), stacked
+
+
+    @torch.inference_mode()
+    def dropout_probabilities(self, texts: list[str], passes: int, batch_size: int = 64, max_length: int = 128,
+                              seed: int = 0) -> np.ndarray:
+        """(passes, texts, labels): the probabilities of `passes` forward passes with dropout on (MC dropout, for
+        BALD), each batch tokenized once and run `passes` times; seeded, so a rerun gives the same passes."""
+        rows = []
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.model.train()  # dropout on; no weight changes (inference mode)
+            try:
+                for batch in self.batches(texts, batch_size, max_length):
+                    rows.append(np.stack([self.probabilities(self.model(**batch).logits) for _ in range(passes)]))
+            finally:
+                self.model.eval()
+        return np.concatenate(rows, axis=1) if rows else np.zeros((passes, 0, len(self.label_names or [])))
 
 
 def trained_scorer(model_dir: str | Path) -> Scorer:

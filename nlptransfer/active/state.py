@@ -197,7 +197,7 @@ class ActiveFolder:
 
 
 STORED = ("pool", "labels", "descriptions", "text_column", "label_column", "task", "model", "strategy", "query",
-          "cold_start", "balance", "batch_size", "seed", "test", "oracle", "score_sample", "aggregate")
+          "cold_start", "balance", "batch_size", "seed", "test", "oracle", "score_sample", "aggregate", "mc_passes")
 """The options active.json keeps (and `run_options`, the round's run options as given): a rerun without them continues
 as the loop began."""
 

@@ -48,7 +48,7 @@ def check(options: ActiveOptions) -> None:
     for key, allowed in choices.items():
         if getattr(options, key) not in allowed:
             raise ConfigError(f"unknown {key} '{getattr(options, key)}'; choose one of {', '.join(allowed)}")
-    for key in ("batch_size", "rounds", "score_batch_size", "stop_rounds"):
+    for key in ("batch_size", "rounds", "score_batch_size", "stop_rounds", "mc_passes"):
         value = getattr(options, key)
         if isinstance(value, bool) or value < 1:
             raise ConfigError(f"{key} must be a whole number of at least 1, got {value}")
@@ -69,10 +69,13 @@ def check(options: ActiveOptions) -> None:
     if (multilabel(options.task) or tagging(options.task)) and options.query == "badge":
         raise ConfigError(f"query=badge is for single-label classification; with task={options.task} use "
                           "least_confidence, breaking_ties, entropy, embedding_kmeans or coreset")
+    if tagging(options.task) and options.query == "bald":
+        raise ConfigError(f"query=bald scores texts, not words; with task={options.task} use least_confidence, "
+                          "breaking_ties or entropy (aggregated per sentence), embedding_kmeans or coreset")
     if options.balance and (multilabel(options.task) or tagging(options.task)
                             or options.query in ("embedding_kmeans", "coreset", "badge")):
         raise ConfigError(f"balance=true shares a batch among predicted classes: single-label classification with "
-                          f"query=random, least_confidence, breaking_ties or entropy (not task={options.task} "
+                          f"query=random, least_confidence, breaking_ties, entropy or bald (not task={options.task} "
                           f"query={options.query})")
     if tagging(options.task) and options.label_with != "file":
         raise ConfigError(f"task={options.task} is labeled through to_label.conll (the file); the terminal and the "
