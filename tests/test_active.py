@@ -208,7 +208,44 @@ def test_ner_batch_goes_out_and_comes_back_as_conll(tmp_path):
     path.write_text(filled.replace("bob\tB-person\t_", "bob\tB-person\tB-PER"))
     with pytest.raises(DataError, match=r"to_label.conll:8: tag 'B-PER' is not one of"):
         ner.read_to_label(folder, tags)
+    with pytest.raises(DataError, match="'to paris' has 2 words; give one tag for each"):  # the page's tags
+        ner.check_tags("to paris", ["O"], tags, "the page's tags")
+    with pytest.raises(DataError, match="tag 'B-PER' is not one of"):
+        ner.check_tags("to paris", ["O", "B-PER"], tags, "the page's tags")
     folder.close()
+
+
+def test_ner_is_labeled_in_the_terminal_with_tag_edits(tmp_path):
+    """The command with --terminal on an NER loop: numbered words with the suggested tags, edits by number and span,
+    Enter takes the tags shown, undo, an unknown type said; the tags land in labels.jsonl, the rest in
+    to_label.conll."""
+    from nlptransfer.cli.active import active_command
+
+    pool = write(tmp_path / "pool.txt", "mary went to paris\nbob left\nann and tom met\n")
+    folder = ActiveFolder(tmp_path / "al").open()
+    folder.write_batch({"round": 0, "items": [
+        {"text": "mary went to paris", "suggestion": ["B-person", "O", "O", "O"], "confidence": 0.5},
+        {"text": "bob left", "suggestion": None, "confidence": None},
+        {"text": "ann and tom met", "suggestion": ["O", "O", "O", "O"], "confidence": 0.9}]})
+    folder.add_round({"round": 0, "labels": 0, "picks": []})
+    folder.close()
+    answers = iter(["4 loc", "",  # mary: the suggestion, paris tagged B-loc
+                    "1-2 PERSON", "o 2", "",  # bob: a span (B-, I-), the second word back to O
+                    "u", "",  # take bob's back, then give it again as shown
+                    "3 city", "9 loc", "1 person", "3-4 B-person", "q"])  # ann: a bad type, a bad number; quit
+    out = io.StringIO()
+    argv = [f"output_dir={folder.path}", f"pool={pool}", "task=token-classification", "labels=[person, loc]",
+            "--terminal"]
+    assert active_command(argv, ask=lambda prompt: next(answers), out=out) == 0
+    assert ActiveFolder(folder.path).labels() == {"mary went to paris": ["B-person", "O", "O", "B-loc"],
+                                                  "bob left": ["B-person", "O"]}
+    assert [r["label"] for r in ActiveFolder(folder.path).records()][2] is None  # the undo
+    shown = out.getvalue()
+    assert "    1 mary   B-person" in shown and "    4 paris  B-loc" in shown  # after the edit
+    assert "no suggestion yet: every word O" in shown and "    2 left  I-person" in shown
+    assert "'city' is not an entity type or tag (person, loc)" in shown and "not an edit: '9 loc'" in shown
+    conll = (folder.path / "to_label.conll").read_text()
+    assert conll.startswith("ann\tO\t_") and "mary" not in conll
 
 
 def test_a_round_scores_the_same_seeded_sample_of_the_pool(tmp_path):

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import shutil
 import threading
+from contextlib import contextmanager
 
 import pandas as pd
 import pytest
 
 from nlptransfer.active.loop import ActiveLoop
-from nlptransfer.active.options import ActiveOptions
+from nlptransfer.active.options import ActiveOptions, label_names
 from nlptransfer.active.server import bind, serve
 from nlptransfer.active.state import ActiveFolder
 from nlptransfer.config import RunConfig, apply_overrides
@@ -43,14 +44,23 @@ def page(tmp_path, reviews_csv, tiny_model_dir):
     options = ActiveOptions(model=tiny_model_dir, strategy="frozen", batch_size=5, label_with="serve", port=0)
     folder = ActiveFolder(tmp_path / "al").open()
     loop = ActiveLoop(folder, pool, ["neg", "neu", "pos"], options, apply_overrides(RunConfig(), ["train.epochs=1"]))
+    with serving(loop) as url:
+        yield url, folder
+
+
+@contextmanager
+def serving(loop: ActiveLoop):
+    """The page's server over `loop` on a free port, in a thread; its URL."""
     server = bind(0)
     thread = threading.Thread(target=serve, args=(server, loop), daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/", folder
-    server.shutdown()
-    thread.join(timeout=60)
-    server.server_close()
-    folder.close()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        thread.join(timeout=60)
+        server.server_close()
+        loop.folder.close()
 
 
 def test_the_page_labels_by_keyboard_survives_a_reload_and_retrains(browser, page):
@@ -88,3 +98,36 @@ def test_the_page_labels_by_keyboard_survives_a_reload_and_retrains(browser, pag
     assert [r["label"] for r in records] == ["neg", "neu", "pos", None, "pos", "neg", "neu"]
     assert records[0]["text"] == first and {r["by"] for r in records} == {"page"}
     assert len(folder.labels()) == 5
+
+
+def test_the_page_tags_a_sentence_by_clicks_and_keys(browser, tmp_path):
+    """NER on the page: the words as chips with the suggested tags; a click and a shift-click select a span, a digit
+    tags it with an entity type (B-, I-), 0 sets O, Enter sends the sentence's tags to labels.jsonl."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    options = ActiveOptions(task="token-classification", labels=["person", "loc"], label_with="serve", port=0)
+    folder = ActiveFolder(tmp_path / "al").open()
+    folder.write_batch({"round": 0, "items": [  # a batch waiting: the page serves it without a round
+        {"text": "mary went to new york", "suggestion": ["B-person", "O", "O", "B-loc", "O"], "confidence": 0.4},
+        {"text": "bob left", "suggestion": None, "confidence": None}]})
+    with serving(ActiveLoop(folder, ["mary went to new york", "bob left"], label_names(options), options)) as url:
+        browser.get(url)
+        wait = WebDriverWait(browser, 20, poll_frequency=0.1)
+        chips = lambda: browser.find_elements(By.CSS_SELECTOR, "#text .chip")  # noqa: E731
+        wait.until(lambda _: len(chips()) == 5)
+        assert [chip.text.split("\n") for chip in chips()][0] == ["mary", "B-person"]
+        body = browser.find_element(By.TAG_NAME, "body")
+        chips()[3].click()
+        ActionChains(browser).key_down(Keys.SHIFT).click(chips()[4]).key_up(Keys.SHIFT).perform()
+        body.send_keys("2")  # loc over "new york"
+        wait.until(lambda _: [chip.text.split("\n")[1] for chip in chips()][3:] == ["B-loc", "I-loc"])
+        chips()[0].click()
+        body.send_keys("0")  # mary: O after all
+        wait.until(lambda _: chips()[0].text.endswith("\nO"))
+        body.send_keys(Keys.ENTER)
+        wait.until(lambda _: len(chips()) == 2 and "labeled 1 " in browser.find_element(By.ID, "progress").text)
+        assert folder.labels() == {"mary went to new york": ["O", "O", "O", "B-loc", "I-loc"]}
+        assert [chip.text for chip in chips()] == ["bob\nO", "left\nO"]  # no suggestion yet: every word O

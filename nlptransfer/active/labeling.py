@@ -7,8 +7,9 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Protocol, TextIO
 
 from ..errors import DataError
 from ..outputs import files
@@ -79,32 +80,67 @@ def read_keys(answer: str, label_names: list[str], multilabel: bool):
     return label_names[digits[0] - 1] if len(digits) == 1 else None
 
 
+class Keys(Protocol):
+    """How the terminal shows an item and reads an answer (a text's label keys; NER's tag edits: `ner.TagEdits`)."""
+
+    def help(self) -> str: ...
+
+    def show(self, item: dict) -> str: ...
+
+    def answer(self, item: dict, answer: str) -> tuple[object, str]:
+        """(the label to store, or None to ask again; what to print first)."""
+        ...
+
+
+@dataclass
+class LabelKeys:
+    """A key per label (several keys at once for multi-label), Enter for the suggestion."""
+
+    label_names: list[str]
+    multilabel: bool = False
+
+    def help(self) -> str:
+        return keys_line(self.label_names, self.multilabel)
+
+    def show(self, item: dict) -> str:
+        suggestion = item["suggestion"]
+        hint = f"  suggestion: {shown(suggestion)} ({item['confidence']:.2f})" if suggestion is not None else ""
+        return f"{item['text']}\n{hint}"
+
+    def answer(self, item: dict, answer: str) -> tuple[object, str]:
+        answer = answer.lower()
+        label = item["suggestion"] if answer == "" and item["suggestion"] else read_keys(answer, self.label_names,
+                                                                                            self.multilabel)
+        return label, "" if label is not None else self.help()
+
+
 def label_in_terminal(folder: ActiveFolder, label_names: list[str], multilabel: bool, round_number: int,
-                      ask: Callable[[str], str] | None = None, out: TextIO | None = None) -> str:
+                      ask: Callable[[str], str] | None = None, out: TextIO | None = None,
+                      keys: Keys | None = None) -> str:
     """Show the batch's unlabeled texts one by one and store each label at once; returns why it ended: `done` (the
-    batch is labeled), `skipped` (texts were skipped) or `quit`. `ask` reads an answer (default: input())."""
+    batch is labeled), `skipped` (texts were skipped) or `quit`. `ask` reads an answer (default: input()); `keys`
+    shows an item and reads answers (default: a key per label)."""
     import sys
 
     out = out or sys.stdout
     ask = ask or (lambda prompt: input(prompt))
+    keys = keys or LabelKeys(label_names, multilabel)
     queue = folder.unlabeled_in_batch()
     given: list[dict] = []  # what this session labeled, for undo
     skipped, position, total = 0, 0, len(queue)
-    print(keys_line(label_names, multilabel), file=out)
+    print(keys.help(), file=out)
     while position < len(queue):
         item = queue[position]
-        suggestion = item["suggestion"]
-        hint = f"  suggestion: {shown(suggestion)} ({item['confidence']:.2f})" if suggestion is not None else ""
-        print(f"\n[{position + 1}/{total}] {item['text']}\n{hint}", file=out)
+        print(f"\n[{position + 1}/{total}] {keys.show(item)}", file=out)
         try:
-            answer = ask("> ").strip().lower()
+            answer = ask("> ").strip()
         except EOFError:
             return "quit"
-        if answer == "q":
+        if answer.lower() == "q":
             return "quit"
-        if answer == "s":
+        if answer.lower() == "s":
             skipped, position = skipped + 1, position + 1
-        elif answer == "u":
+        elif answer.lower() == "u":
             if not given:
                 print("  nothing to undo", file=out)
                 continue
@@ -113,11 +149,11 @@ def label_in_terminal(folder: ActiveFolder, label_names: list[str], multilabel: 
             position = queue.index(last)
             print(f"  took back the label of: {last['text']}", file=out)
         else:
-            label = suggestion if answer == "" and suggestion else read_keys(answer, label_names, multilabel)
-            if label is None:
-                print(keys_line(label_names, multilabel), file=out)
-                continue
-            folder.add_label(item["text"], label, "terminal", round_number)
-            given.append(item)
-            position += 1
+            label, said = keys.answer(item, answer)
+            if said:
+                print(said, file=out)
+            if label is not None:
+                folder.add_label(item["text"], label, "terminal", round_number)
+                given.append(item)
+                position += 1
     return "skipped" if skipped else "done"

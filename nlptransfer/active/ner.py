@@ -3,8 +3,8 @@ one (the first sub-word's tag probabilities), the batch exported as `to_label.co
 
 A sentence is stored under its words joined by spaces, its label the list of its IOB2 tags. `to_label.conll` has a
 line per word, `word<TAB>suggested tag<TAB>_`, and a blank line between sentences: the person replaces each `_` by the
-tag (or `=` to take the suggestion); a sentence with a `_` left is not labeled yet. The terminal and the labeling page
-take classification only.
+tag (or `=` to take the suggestion); a sentence with a `_` left is not labeled yet. The terminal (`TagEdits`) and the
+labeling page show a sentence's words with their suggested tags and store its tags in the same labels.jsonl.
 """
 
 from __future__ import annotations
@@ -115,3 +115,84 @@ def read_to_label(folder: ActiveFolder, tags: list[str]) -> dict[str, list[str]]
         words.append(word)
         chosen.append(None if tag == BLANK else tag)
     return given
+
+
+def entity_types(tags: list[str]) -> list[str]:
+    """The entity types of IOB2 tags, in order (`B-person`, `I-person`, `B-loc` -> person, loc)."""
+    return list(dict.fromkeys(tag[2:] for tag in tags if tag != "O"))
+
+
+def span_tags(kind: str, length: int) -> list[str]:
+    """A span of `length` words tagged `kind`: B- on the first, I- on the rest (`O` for each when kind is O)."""
+    return ["O"] * length if kind == "O" else [f"B-{kind}"] + [f"I-{kind}"] * (length - 1)
+
+
+def check_tags(sentence: str, tags, label_names: list[str], where: str) -> list[str]:
+    """A sentence's tags as given (the page), checked: a tag per word, each one of the labels."""
+    words = sentence.split(" ")
+    if not isinstance(tags, list) or len(tags) != len(words):
+        raise DataError(f"{where}: {sentence[:40]!r} has {len(words)} words; give one tag for each")
+    unknown = [tag for tag in tags if tag not in label_names]
+    if unknown:
+        raise DataError(f"{where}: tag '{unknown[0]}' is not one of {', '.join(label_names)}")
+    return tags
+
+
+class TagEdits:
+    """NER in the terminal (`labeling.label_in_terminal`'s keys): a sentence's words numbered with the model's
+    suggested tags; Enter takes the tags shown, `3 B-PER` or `3-4 PER` tags words (a span: B- then I-), `o 3` sets O."""
+
+    def __init__(self, label_names: list[str]) -> None:
+        self.label_names = label_names
+        self.kinds = {kind.lower(): kind for kind in entity_types(label_names)}
+        self.tags: dict[str, list[str]] = {}  # the tags shown, per sentence, edits included
+
+    def help(self) -> str:
+        kind = next(iter(self.kinds.values()), "TYPE")
+        return (f"  enter=take the tags shown  3 {kind} or 3-4 {kind}=tag words "
+                f"(types: {', '.join(self.kinds.values())}; B-/I- tags too)  o 3=O  s=skip  u=undo  q=quit")
+
+    def current(self, item: dict) -> list[str]:
+        if item["text"] not in self.tags:
+            words = item["text"].split(" ")
+            suggested = list(item["suggestion"] or [])[:len(words)]
+            self.tags[item["text"]] = suggested + ["O"] * (len(words) - len(suggested))
+        return self.tags[item["text"]]
+
+    def show(self, item: dict) -> str:
+        words, tags = item["text"].split(" "), self.current(item)
+        width = max(len(word) for word in words)
+        lines = [f"  {i:>3} {word:<{width}}  {tag}" for i, (word, tag) in enumerate(zip(words, tags), 1)]
+        said = "the model's suggestions and your edits" if item["suggestion"] is not None else \
+            "no suggestion yet: every word O"
+        return f"{item['text']}\n  ({said})\n" + "\n".join(lines)
+
+    def answer(self, item: dict, answer: str) -> tuple[object, str]:
+        tags = self.current(item)
+        if answer == "":
+            return list(tags), ""
+        parts = answer.split()
+        if len(parts) == 2 and parts[0].lower() == "o":
+            parts = [parts[1], "O"]
+        span = self.span(parts[0], len(tags)) if len(parts) == 2 else None
+        if span is None:
+            return None, f"  not an edit: {answer!r}\n{self.help()}"
+        first, last = span
+        tag = {name.lower(): name for name in self.label_names}.get(parts[1].lower())
+        kind = "O" if parts[1].upper() == "O" else self.kinds.get(parts[1].lower())
+        if tag is not None and tag != "O":  # a tag as written: B-PER (then I-PER), or I-PER
+            tags[first:last + 1] = [tag] + [f"I-{tag[2:]}"] * (last - first)
+        elif kind is not None:
+            tags[first:last + 1] = span_tags(kind, last - first + 1)
+        else:
+            return None, f"  '{parts[1]}' is not an entity type or tag ({', '.join(self.kinds.values())})"
+        return None, ""
+
+    @staticmethod
+    def span(numbers: str, length: int) -> tuple[int, int] | None:
+        """`3` or `3-4` (1-based, within the sentence) as 0-based (first, last); None when it is not one."""
+        ends = numbers.split("-")
+        if len(ends) > 2 or not all(end.isdigit() for end in ends):
+            return None
+        first, last = int(ends[0]), int(ends[-1])
+        return (first - 1, last - 1) if 1 <= first <= last <= length else None

@@ -36,7 +36,8 @@ class ActiveOptions:
     """The column holding the label in labeled, oracle and test files (and to_label.csv)."""
     task: str = "classification"
     """classification (one label per text), multilabel (labels separated by | in files) or token-classification (NER:
-    labels are the entity types; the pool a CoNLL or .txt file of sentences; labeled through to_label.conll)."""
+    labels are the entity types; the pool a CoNLL or .txt file of sentences; labeled through to_label.conll, the
+    terminal or the page)."""
     model: str = "minilm"
     """The checkpoint each round trains from: a short name, hub id, folder, or an earlier run's folder."""
     strategy: str = "contrastive"

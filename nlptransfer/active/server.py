@@ -16,7 +16,9 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from ..errors import ConfigError, NlpTransferError
+from .inputs import parse_label
 from .loop import ActiveLoop
+from .ner import check_tags, entity_types
 from .page import PAGE
 
 logger = logging.getLogger("nlptransfer")
@@ -35,7 +37,9 @@ class LabelingServer(ThreadingHTTPServer):
         loop = self.loop
         rounds = loop.folder.rounds()
         last = rounds[-1] if rounds else {}
-        return {"label_names": loop.label_names, "multilabel": loop.multilabel, "labels": len(loop.folder.labels()),
+        return {"label_names": loop.label_names, "multilabel": loop.multilabel, "tagging": loop.tagging,
+                "entity_types": entity_types(loop.label_names) if loop.tagging else [],
+                "labels": len(loop.folder.labels()),
                 "round": last.get("round"), "items": loop.folder.unlabeled_in_batch(),
                 "batch_size": len(loop.folder.batch()["items"]), "training": self.busy, "message": self.message,
                 "error": self.error, "accuracy": last.get("validation_accuracy"),
@@ -69,9 +73,9 @@ class LabelingServer(ThreadingHTTPServer):
 
     def add_label(self, text: str, label) -> None:
         loop = self.loop
-        if label is not None:
-            from .inputs import parse_label
-
+        if label is not None and loop.tagging:
+            label = check_tags(text, label, loop.label_names, "the page's tags")
+        elif label is not None:
             label = parse_label(label, loop.label_names, loop.multilabel, "the page's label")
         with self.writing:
             loop.folder.add_label(text, label, "page", max(0, len(loop.folder.rounds()) - 1))

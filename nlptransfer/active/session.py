@@ -131,10 +131,11 @@ def by_terminal(loop: ActiveLoop, rounds: int, ask=None, out=None) -> str:
         if not loop.folder.unlabeled_in_batch() and labels_since_last_round(loop):
             loop.run_round()
         ended = labeling.label_in_terminal(loop.folder, loop.label_names, loop.multilabel,
-                                           len(loop.folder.rounds()) - 1, ask=ask, out=out)
+                                           len(loop.folder.rounds()) - 1, ask=ask, out=out,
+                                           keys=ner.TagEdits(loop.label_names) if loop.tagging else None)
         if ended != "done":
             break
-    labeling.write_to_label(loop.folder)
+    (ner if loop.tagging else labeling).write_to_label(loop.folder)
     return ended
 
 

@@ -77,9 +77,6 @@ def check(options: ActiveOptions) -> None:
         raise ConfigError(f"balance=true shares a batch among predicted classes: single-label classification with "
                           f"query=random, least_confidence, breaking_ties, entropy or bald (not task={options.task} "
                           f"query={options.query})")
-    if tagging(options.task) and options.label_with != "file":
-        raise ConfigError(f"task={options.task} is labeled through to_label.conll (the file); the terminal and the "
-                          "page label classification only: drop --terminal/--serve")
     if options.aggregate not in ("max", "mean", "sum"):
         raise ConfigError(f"unknown aggregate '{options.aggregate}'; choose one of max, mean, sum")
 
