@@ -5,5 +5,6 @@
 fsynced, rounds, the current batch, the lock), `scoring.py` (the pool's probabilities and embeddings), `loop.py`
 (one round: a normal run on the labels so far via the Python API, then score and pick; the simulation),
 `labeling.py` (to_label.csv and the terminal), `server.py` (the local labeling page).
-`python -m nlptransfer.active` is the command (`cli/active.py`). Importing this package loads no heavy library.
+`pool_cache.py` (a frozen encoder's pool outputs kept across rounds). `python -m nlptransfer.active` is the command
+(`cli/active.py`). Importing this package loads no heavy library.
 """

@@ -131,7 +131,13 @@ class ActiveLoop:
             from .ner import word_probabilities
 
             return (*word_probabilities(scorer, texts, batch_size, length), None)
-        probabilities, embeddings = scorer.score(texts, batch_size, length)
+        if scorer.label_names is not None and not self.strategy_trains_encoder:  # the encoder's outputs cached
+            from . import pool_cache
+
+            probabilities, embeddings = pool_cache.score(scorer, texts, batch_size, length,
+                                                         self.folder.path / pool_cache.CACHE, self.options.model)
+        else:
+            probabilities, embeddings = scorer.score(texts, batch_size, length)
         passes = None
         if self.options.query == "bald" and probabilities is not None:
             self.on_progress(f"round {number}: {self.options.mc_passes} dropout passes over the pool (query=bald)")
@@ -141,6 +147,12 @@ class ActiveLoop:
                 logger.warning("query=bald: the %d dropout passes agree exactly (the model has no dropout?), so every "
                                "BALD score is 0 and the batch follows the pool's order", len(passes))
         return probabilities, embeddings, passes
+
+    @property
+    def strategy_trains_encoder(self) -> bool:
+        from .. import strategies
+
+        return strategies.get(self.options.strategy).encoder_trains
 
     def scored_texts(self) -> list[str]:
         """The pool texts a round scores: all, or `score_sample` of them drawn once (seeded), the same every round so

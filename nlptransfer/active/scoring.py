@@ -45,19 +45,22 @@ class Scorer:
         return (torch.sigmoid(logits) if self.multilabel else torch.softmax(logits, -1)).cpu().numpy()
 
     @torch.inference_mode()
-    def score(self, texts: list[str], batch_size: int = 64, max_length: int = 128
+    def score(self, texts: list[str], batch_size: int = 64, max_length: int = 128, on_encoder=None
               ) -> tuple[np.ndarray | None, np.ndarray]:
-        """(probabilities or None, embeddings) of `texts`."""
-        caught: list[torch.Tensor] = []
+        """(probabilities or None, embeddings) of `texts`; `on_encoder(outputs, attention_mask)` is shown each
+        batch's encoder outputs (the pool cache keeps what the head reads)."""
+        caught: list = []
         encoder = self.model.base_model
-        hook = encoder.register_forward_hook(lambda module, args, output: caught.append(output[0]))
+        hook = encoder.register_forward_hook(lambda module, args, output: caught.append(output))
         probabilities, embeddings = [], []
         try:
             self.model.eval()
             for batch in self.batches(texts, batch_size, max_length):
                 caught.clear()
                 outputs = self.model(**batch)
-                embeddings.append(pool(caught[0], batch["attention_mask"], "mean").float().cpu().numpy())
+                embeddings.append(pool(caught[0][0], batch["attention_mask"], "mean").float().cpu().numpy())
+                if on_encoder is not None:
+                    on_encoder(caught[0], batch["attention_mask"])
                 if self.label_names is not None:
                     probabilities.append(self.probabilities(outputs.logits))
         finally:

@@ -59,6 +59,20 @@ class HeadOnFeatures(nn.Module):
         return self.model
 
 
+def head_inputs(outputs, attention_mask: torch.Tensor | None, pooling: str | None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """What a sequence-classification head reads of the encoder's outputs: (the first token's hidden state, or the
+    pooled states for a pooled head, as a one-token sequence; the pooler output, if any)."""
+    hidden = (outputs.last_hidden_state[:, :1] if pooling is None
+              else pool(outputs.last_hidden_state, attention_mask, pooling)[:, None])
+    return hidden, getattr(outputs, "pooler_output", None)
+
+
+def head_pooling(model: nn.Module) -> str | None:
+    """A pooled head's pooling mode (mean, max, cls); None for an architecture's own head (first token, pooler)."""
+    return model.pooling_mode if isinstance(model, PooledForSequenceClassification) else None
+
+
 @torch.no_grad()
 def extract(encoder: nn.Module, batches: DataLoader, accelerator: Accelerator, pooling: str | None = None
             ) -> EncodedSplit:
@@ -73,9 +87,7 @@ def extract(encoder: nn.Module, batches: DataLoader, accelerator: Accelerator, p
         inputs = {k: v.to(accelerator.device) for k, v in model_inputs(batch).items() if k != "labels"}
         with accelerator.autocast():
             outputs = encoder(**inputs)
-        pooled = getattr(outputs, "pooler_output", None)
-        hidden = (outputs.last_hidden_state[:, :1] if pooling is None
-                  else pool(outputs.last_hidden_state, inputs.get("attention_mask"), pooling)[:, None])
+        hidden, pooled = head_inputs(outputs, inputs.get("attention_mask"), pooling)
         gathered = accelerator.gather_for_metrics({
             "encoder_hidden": hidden.float(),
             "labels": batch["labels"].to(accelerator.device),
@@ -165,9 +177,9 @@ EXTRACTIONS = {extraction.kind: extraction for extraction in (FIRST_TOKEN, TOKEN
 
 def for_model(model: nn.Module, kind: str) -> FeatureExtraction:
     """The features `model`'s head reads: a pooled head's pooled states, else the task's kind of features."""
-    if not isinstance(model, PooledForSequenceClassification):
+    mode = head_pooling(model)
+    if mode is None:
         return EXTRACTIONS[kind]
-    mode = model.pooling_mode
     return FeatureExtraction(f"pooled_{mode}", lambda encoder, batches, accelerator: extract(
         encoder, batches, accelerator, pooling=mode), feature_loaders)
 

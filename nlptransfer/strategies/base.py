@@ -88,6 +88,9 @@ class Strategy:
     """Trains or reads a pooled sentence embedding: needs a task with a pooled head (classification)."""
     shared_encoder: ClassVar[bool] = False
     """Trains a multi-task model (one encoder shared by several task models) as it trains one model."""
+    encoder_trains: ClassVar[bool] = True
+    """Changes the encoder's weights (False: its outputs for a text never change, so they can be cached across
+    runs, as the active loop caches its pool's)."""
 
     def checks(self, cfg) -> list[tuple[bool, str]]:
         """Checks of this strategy's own options: (condition that must hold, message if not)."""

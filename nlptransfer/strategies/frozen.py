@@ -45,6 +45,7 @@ class Frozen(Strategy):
     default_lr = 1e-2
     sections = {"stack": StackSettings}
     shared_encoder = True
+    encoder_trains = False
 
     def checks(self, cfg) -> list[tuple[bool, str]]:
         if not stacking(cfg):
