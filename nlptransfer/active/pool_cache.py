@@ -104,5 +104,9 @@ def score(scorer: Scorer, texts: list[str], batch_size: int, max_length: int, pa
         return probabilities, embeddings
     buffer = io.BytesIO()
     torch.save(features, buffer)
-    files.write_bytes(path, buffer.getvalue())
+    try:
+        files.write_bytes(path, buffer.getvalue())
+    except OSError as error:  # a cache only: the round goes on, the next one scores in full again
+        logger.warning("could not keep the pool's encoder outputs in %s (%s): the next round scores the pool in full",
+                       path, error.strerror or error)
     return probabilities, embeddings
