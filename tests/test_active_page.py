@@ -1,6 +1,7 @@
 """The labeling page in a real headless browser (Debian's chromium, driven by selenium): it labels a batch with
 keyboard shortcuts, survives a reload, undoes, retrains between rounds without leaving the page, and every label lands
-in the folder's labels.jsonl. Skipped, saying why, where chromium, its driver or selenium is missing."""
+in the folder's labels.jsonl; NER's words are tagged by clicks and keys. Skipped, saying why, where chromium, its
+driver or selenium is missing."""
 
 from __future__ import annotations
 
