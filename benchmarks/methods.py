@@ -35,6 +35,8 @@ class Slice:
     lr: float = 5e-5
     seed: int = 42
     max_length: int = 128
+    model: str = MODEL
+    """The checkpoint every method fine-tunes (a short name or a folder; the tests pass a tiny random one)."""
     precision: str = "auto"
     """nlptransfer's train.mixed_precision (auto: bf16 on AMX/AVX-512 BF16 CPUs and GPUs); the Trainer gets bf16=True
     and the matmul peak is measured in bf16 when it resolves to bf16."""
@@ -66,10 +68,10 @@ def workload(spec: Slice) -> dict:
     from nlptransfer import models, tasks
 
     data = load_data(spec)
-    tokenizer = models.load_tokenizer(MODEL)
+    tokenizer = models.load_tokenizer(spec.model)
     lengths = np.array([len(ids) for ids in tokenizer(data.train.texts, truncation=True,
                                                        max_length=spec.max_length)["input_ids"]], dtype=np.int64)
-    model = models.load_model(MODEL, tasks.get("classification"), data.label_names)
+    model = models.load_model(spec.model, tasks.get("classification"), data.label_names)
     return {
         "train_examples": len(data.train), "validation_examples": len(data.validation),
         "test_examples": len(data.test),
@@ -107,7 +109,7 @@ def run_nlptransfer(strategy: str, spec: Slice, workdir: Path, lr: float | None 
     from nlptransfer.tasks.classification import Classification
 
     logging.getLogger("nlptransfer").setLevel(logging.WARNING)
-    cfg = RunConfig(recipe="bench", model=MODEL, strategy=strategy, seed=spec.seed, overwrite=True,
+    cfg = RunConfig(recipe="bench", model=spec.model, strategy=strategy, seed=spec.seed, overwrite=True,
                     output_dir=str(workdir / f"run-{strategy}"), data=data_config(spec),
                     train=TrainConfig(epochs=spec.epochs, batch_size=spec.batch_size, lr=lr or spec.lr,
                                       patience=None, mixed_precision=spec.precision))
@@ -167,7 +169,7 @@ def run_trainer(sampling: str, spec: Slice, workdir: Path) -> dict:
 
     from nlptransfer.catalog import resolve_model
 
-    data, path = load_data(spec), resolve_model(MODEL)
+    data, path = load_data(spec), resolve_model(spec.model)
     tokenizer = AutoTokenizer.from_pretrained(path)
     set_seed(spec.seed)  # the new head is initialized on loading
     model = AutoModelForSequenceClassification.from_pretrained(

@@ -219,7 +219,8 @@ def render(measured: dict[str, dict], chosen: list[str], spec: Slice, host: dict
              f"- data: packaged tweets, seed {spec.seed}: {work.get('train_examples', '–')} train / "
              f"{work.get('validation_examples', '–')} validation / {work.get('test_examples', '–')} test, "
              f"{work.get('train_tokens', '–')} real training tokens; max length {spec.max_length}; "
-             f"model: packaged all-MiniLM-L6-v2 ({work.get('total_parameters', '–')} parameters)",
+             f"model: {'packaged all-MiniLM-L6-v2' if spec.model == 'minilm' else spec.model} "
+             f"({work.get('total_parameters', '–')} parameters)",
              f"- training: {spec.epochs} epoch(s), batch {spec.batch_size}, lr {spec.lr:g}",
              f"- CPU bf16 flags: {', '.join(host.get('bf16_flags', [])) or 'none'}; AVX-512: "
              f"{'yes' if host.get('avx512') else 'no'}; precision {spec.precision} (nlptransfer runs: "

@@ -8,14 +8,13 @@ import json
 import math
 import os
 import signal
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 import torch
 from accelerate import Accelerator
+from forkserver import ForkServer
 from safetensors.torch import load_file
 
 from nlptransfer.cli.run import main
@@ -86,22 +85,30 @@ DRIVER = textwrap.dedent('''
 ''')
 
 
-def drive(tmp_path: Path, argv: list[str], kill_mode: str = "none", kill_at: int = 0, name: str = "ids") -> tuple:
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """One importer for the module's driver processes (tests/forkserver.py): each run is a forked, killable child."""
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    started = ForkServer(env, tmp_path_factory.mktemp("forkserver"))
+    yield started
+    started.close()
+
+
+def drive(server: ForkServer, tmp_path: Path, argv: list[str], kill_mode: str = "none", kill_at: int = 0,
+          name: str = "ids") -> tuple:
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
     ids_file = tmp_path / f"{name}.txt"
-    env = os.environ | {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    done = subprocess.run([sys.executable, str(driver), kill_mode, str(kill_at), str(ids_file), *argv],
-                          capture_output=True, text=True, env=env, timeout=300)
+    done = server.run(driver, [kill_mode, str(kill_at), str(ids_file), *argv], tmp_path, name)
     ids = ids_file.read_text().splitlines() if ids_file.exists() else []
     return done, ids
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory, tiny_model_dir, reviews_csv):
+def uninterrupted(tmp_path_factory, tiny_model_dir, reviews_csv, server):
     tmp_path = tmp_path_factory.mktemp("uninterrupted")
     argv = run_args(tiny_model_dir, reviews_csv, tmp_path / "run")
-    done, ids = drive(tmp_path, argv)
+    done, ids = drive(server, tmp_path, argv)
     assert done.returncode == 0, done.stderr
     return tmp_path / "run", ids
 
@@ -123,16 +130,16 @@ def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
     ("step", 7, "arrow"),           # in epoch 2, after an epoch-end checkpoint; the data as Arrow tables and cached
                                     # tokens: the same batches, resumed alike
 ])
-def test_killed_run_resumes_to_identical_results(tmp_path, tiny_model_dir, reviews_csv, uninterrupted,
+def test_killed_run_resumes_to_identical_results(server, tmp_path, tiny_model_dir, reviews_csv, uninterrupted,
                                                   kill_mode, kill_at, backend):
     reference_dir, reference_ids = uninterrupted
     run_dir = tmp_path / "run"
     argv = run_args(tiny_model_dir, reviews_csv, run_dir) + [f"data.backend={backend}"]
-    killed, killed_ids = drive(tmp_path, argv, kill_mode, kill_at, name="killed")
+    killed, killed_ids = drive(server, tmp_path, argv, kill_mode, kill_at, name="killed")
     assert killed.returncode == -signal.SIGKILL
     assert not (run_dir / "metrics.json").exists()
 
-    resumed, resumed_ids = drive(tmp_path, argv + ["resume=auto"], name="resumed")
+    resumed, resumed_ids = drive(server, tmp_path, argv + ["resume=auto"], name="resumed")
     assert resumed.returncode == 0, resumed.stderr
 
     expected = json.loads((reference_dir / "metrics.json").read_text())
@@ -149,19 +156,19 @@ def test_killed_run_resumes_to_identical_results(tmp_path, tiny_model_dir, revie
     assert killed_ids[:len(reference_ids) - len(resumed_ids)] == reference_ids[:len(reference_ids) - len(resumed_ids)]
 
 
-def test_a_killed_bf16_run_resumes_to_the_same_bf16_run_uninterrupted(tmp_path, tiny_model_dir, reviews_csv,
+def test_a_killed_bf16_run_resumes_to_the_same_bf16_run_uninterrupted(server, tmp_path, tiny_model_dir, reviews_csv,
                                                                      uninterrupted, capsys):
     """bf16 autocast (emulated on a CPU without it): resuming must not change what the bf16 run computes."""
     def argv(run_dir: Path) -> list[str]:
         return run_args(tiny_model_dir, reviews_csv, run_dir) + ["train.mixed_precision=bf16", "train.epochs=1"]
-    reference, _ = drive(tmp_path, argv(tmp_path / "reference"), name="reference")
+    reference, _ = drive(server, tmp_path, argv(tmp_path / "reference"), name="reference")
     assert reference.returncode == 0, reference.stderr
-    killed, _ = drive(tmp_path, argv(tmp_path / "run"), "step", 4, name="killed")
+    killed, _ = drive(server, tmp_path, argv(tmp_path / "run"), "step", 4, name="killed")
     assert killed.returncode == -signal.SIGKILL
     # resuming in another precision is refused as other trajectory options are (in this fp32 process)
     assert main(argv(tmp_path / "run") + ["resume=auto", "train.mixed_precision=no"]) == 2
     assert "mixed_precision (checkpoint: bf16, now: no)" in capsys.readouterr().err
-    resumed, _ = drive(tmp_path, argv(tmp_path / "run") + ["resume=auto"], name="resumed")
+    resumed, _ = drive(server, tmp_path, argv(tmp_path / "run") + ["resume=auto"], name="resumed")
     assert resumed.returncode == 0, resumed.stderr
     expected, got = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("reference", "run"))
     assert got["timing"]["mixed_precision"] == "bf16" and got["test"] == expected["test"]
@@ -176,12 +183,12 @@ def test_a_killed_bf16_run_resumes_to_the_same_bf16_run_uninterrupted(tmp_path, 
     ("full_disk_save", 3),  # the 3rd checkpoint's weights cannot be written
     ("full_disk_final", 0),  # training is done; the final model/ cannot be written
 ])
-def test_a_run_stopped_by_a_full_disk_says_so_in_one_line_and_resume_finishes_it(
+def test_a_run_stopped_by_a_full_disk_says_so_in_one_line_and_resume_finishes_it(server, 
         tmp_path, tiny_model_dir, reviews_csv, uninterrupted, kill_mode, kill_at):
     reference_dir, _ = uninterrupted
     run_dir = tmp_path / "run"
     argv = run_args(tiny_model_dir, reviews_csv, run_dir)
-    failed, _ = drive(tmp_path, argv, kill_mode, kill_at, name="failed")
+    failed, _ = drive(server, tmp_path, argv, kill_mode, kill_at, name="failed")
     assert failed.returncode == 2
     error = failed.stderr.strip()
     assert error.count("\n") == 0 and error.startswith("error: no space left on the disk to write in "), error
@@ -190,7 +197,7 @@ def test_a_run_stopped_by_a_full_disk_says_so_in_one_line_and_resume_finishes_it
     # .model.tmp, no temporary file, no lock
     assert not (run_dir / "metrics.json").exists()
 
-    resumed, _ = drive(tmp_path, argv + ["resume=auto"], name="resumed")  # the space is free again
+    resumed, _ = drive(server, tmp_path, argv + ["resume=auto"], name="resumed")  # the space is free again
     assert resumed.returncode == 0, resumed.stderr
     expected = json.loads((reference_dir / "metrics.json").read_text())
     got = json.loads((run_dir / "metrics.json").read_text())
@@ -324,11 +331,11 @@ def test_no_complete_checkpoint_is_a_clear_error(tmp_path, tiny_model_dir, revie
     assert not (run_dir / "metrics.json").exists()
 
 
-def test_killed_run_is_not_overwritten_and_resumes_only_with_its_settings(tmp_path, tiny_model_dir, reviews_csv,
+def test_killed_run_is_not_overwritten_and_resumes_only_with_its_settings(server, tmp_path, tiny_model_dir, reviews_csv,
                                                                           capsys):
     run_dir = tmp_path / "run"
     argv = run_args(tiny_model_dir, reviews_csv, run_dir)
-    killed, _ = drive(tmp_path, argv, "step", 7)
+    killed, _ = drive(server, tmp_path, argv, "step", 7)
     assert killed.returncode == -signal.SIGKILL
     assert main(argv) == 2  # the folder holds checkpoints: a new run must not overwrite them
     assert "overwrite=true" in capsys.readouterr().err
