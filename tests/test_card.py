@@ -201,3 +201,10 @@ def test_a_tied_majority_baseline_says_so():
     assert ("| majority-class baseline accuracy (5 classes tie in training: the mean of guessing each) | 0.2000 |"
             in results_section(RunConfig(), metrics))
     assert "tie" not in results_section(RunConfig(), {"test": {}, "baselines": {"majority_accuracy": 0.2}})
+
+
+def test_a_kept_head_is_not_called_new(tmp_path):
+    """keep_head=true (an earlier run's head, or a distilled student copying its teacher's layers and head)."""
+    assert "every weight of the encoder and the new head trained" in card_for(tmp_path)
+    kept = card_for(tmp_path, keep_head=True)
+    assert "every weight of the encoder and the head it started with trained" in kept and "new head" not in kept

@@ -186,7 +186,9 @@ def training_section(cfg: RunConfig, metrics: dict, note: str | None = None) -> 
     """Strategy, trainable parameters and the hyperparameters as a table; `note` replaces the strategy's card note."""
     parameters, timing, train = metrics.get("parameters", {}), metrics.get("timing", {}), cfg.train
     strategy = strategies.get(cfg.strategy)
-    lines = ["## Training", "", f"- Transfer strategy: `{strategy.name}`, {strategy.card_text}."]
+    text = strategy.card_text.replace("the new head", "the head it started with") if cfg.keep_head \
+        else strategy.card_text  # keep_head: the earlier run's (or a distillation teacher's) head, not a new one
+    lines = ["## Training", "", f"- Transfer strategy: `{strategy.name}`, {text}."]
     if parameters.get("total"):
         share = 100 * parameters["trainable"] / parameters["total"]
         lines.append(f"- Trainable parameters: {parameters['trainable']:,} of {parameters['total']:,} ({share:.2f}%).")
