@@ -45,6 +45,15 @@ def test_the_replay_buffer_takes_n_per_stage_seeded_over_its_labels():
     assert methods.replay_indices(labels, 0, seed=1) == []
 
 
+def test_a_balanced_buffer_repeats_each_label_up_to_the_new_stages_share():
+    labels = ["a", "b", "a", "c", "c", "c"]
+    assert methods.balanced(labels, 4) == [0, 0, 1, 1, 1, 1, 2, 2, 3, 3, 4, 5]  # a: 0,2,0,2; b: 1 x4; c: 3,4,5,3
+    picked = methods.balanced(labels, 4)
+    assert Counter(labels[i] for i in picked) == {"a": 4, "b": 4, "c": 4}
+    assert methods.balanced(labels, 0) == list(range(6))  # replay.balance=false: each stored example once
+    assert methods.balanced(labels, 2) == [0, 1, 1, 2, 3, 4, 5]  # c keeps its 3, b doubles
+
+
 class Logistic(nn.Module):
     """p(y=1|x) = sigmoid(w . x): its log-likelihood gradient is (y - p) x, by hand."""
 
@@ -128,7 +137,8 @@ def test_a_sequence_killed_at_its_second_stage_resumes_there_as_if_never_killed(
     assert (out / "checkpoints" / "replay" / "stage-0.pt").is_file() and not (out / "metrics.json").exists()
     monkeypatch.setattr(sequence, "learn_stage", learn_stage)
     sequence.learn(cfg)
-    assert trained_on[-1] == {"all": Counter({"neu": 16}) + Counter({"pos": 2, "neg": 2})}  # 4 replayed of stage a
+    # 4 stored of stage a (2 a label), each label's repeated up to the new stage's 16 a label (replay.balance)
+    assert trained_on[-1] == {"all": Counter({"neu": 16}) + Counter({"pos": 16, "neg": 16})}
     resumed, straight = (json.loads((path / "metrics.json").read_text()) for path in (out, whole))
     assert resumed["methods"]["replay"]["matrix"] == straight["methods"]["replay"]["matrix"]
     weights = [load_file(path / "model" / "model.safetensors") for path in (out, whole)]

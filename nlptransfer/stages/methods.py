@@ -1,7 +1,8 @@
 """What each method adds to a stage's training, and the module the loop trains.
 
 - replay: `replay_indices` keeps N seeded examples of a finished stage, spread over its labels; they join every later
-  stage's training examples (under their own stage's head).
+  stage's training examples (under their own stage's head); with `replay.balance` (the default) `balanced` repeats
+  each stored label's examples up to the new stage's mean examples per label.
 - ewc: `fisher_diagonal` (mean squared gradient of each example's log-likelihood of its gold label) and
   `ewc_penalty` = lambda/2 * sum_i F_i (theta_i - theta*_i)^2. Online EWC: the Fisher diagonals of the finished stages
   add up, the anchor theta* is the model after the last finished stage. A head grown since is penalized on its old
@@ -40,6 +41,18 @@ def replay_indices(labels: list[str], count: int, seed: int) -> list[int]:
         for queue in queues:
             if queue and len(chosen) < count:
                 chosen.append(queue.pop())
+    return sorted(chosen)
+
+
+def balanced(labels: list[str], target: int) -> list[int]:
+    """Indices into stored examples (their `labels`) repeating each label's examples in turn until it has `target`
+    of them (a label with more keeps its own); in the examples' order."""
+    by_label: dict[str, list[int]] = {}
+    for index, label in enumerate(labels):
+        by_label.setdefault(label, []).append(index)
+    chosen = []
+    for indices in by_label.values():
+        chosen += [indices[i % len(indices)] for i in range(max(target, len(indices)))]
     return sorted(chosen)
 
 

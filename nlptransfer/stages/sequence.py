@@ -31,7 +31,7 @@ from ..outputs import files, folders
 from ..outputs.run_folder import RunFolder
 from . import report
 from .learner import ALL, Examples, Learner
-from .methods import Guards, StageModule, replay_indices
+from .methods import Guards, StageModule, balanced, replay_indices
 from .settings import ContinualConfig, check, method_parts
 from .stage_data import all_stages, read_stages
 from .training import ewc_memory, fit_stage
@@ -169,8 +169,11 @@ def learn_stage(index: int, learner: Learner, parts: list[str], cfg: ContinualCo
         learner.grow(stages[index].label_names, cfg.seed + index)
         groups = {learner.head_of(index): stages[index].train}
     if "replay" in parts:
+        new_labels = stages[index].train.labels
+        target = round(len(new_labels) / len(set(new_labels))) if cfg.replay.balance else 0
         for k in range(index):
             kept = stages[k].train.take(replay_indices(stages[k].train.labels, cfg.replay.per_stage, cfg.seed + k))
+            kept = kept.take(balanced(kept.labels, target))
             groups[learner.head_of(k)] = groups.get(learner.head_of(k), Examples()) + kept
     guards = Guards(temperature=cfg.lwf.temperature, alpha=cfg.lwf.alpha, strength=cfg.ewc.strength)
     if "lwf" in parts and index > 0:

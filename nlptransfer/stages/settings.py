@@ -48,6 +48,10 @@ class ReplaySettings:
     per_stage: int = 50
     """Examples of each finished stage kept in the replay buffer (seeded, spread over its labels) and mixed into every
     later stage's training; at most that stage's training examples."""
+    balance: bool = True
+    """Repeat each stored label's examples up to the new stage's mean examples per label, so that old classes weigh
+    as much as new ones in its training (false: each stored example once, and the grown head favours the newest
+    classes)."""
 
 
 @dataclass
