@@ -164,3 +164,15 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """One importer for a module's CLI driver processes (tests/forkserver.py): each run is a forked, killable child
+    without the imports' ten seconds (tests/test_checkpoint.py's `drive`)."""
+    from forkserver import ForkServer
+
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    started = ForkServer(env, tmp_path_factory.mktemp("forkserver"))
+    yield started
+    started.close()

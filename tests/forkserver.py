@@ -32,6 +32,8 @@ SERVER = textwrap.dedent('''
                 os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
                 os.chdir(request["cwd"])
                 signal.alarm(request["timeout"])
+                if request["threads"]:
+                    torch.set_num_threads(request["threads"])  # OMP_NUM_THREADS is read once, at the import
                 sys.argv = [request["script"], *request["argv"]]
                 try:
                     runpy.run_path(request["script"], run_name="__main__")
@@ -60,11 +62,14 @@ class ForkServer:
         self.process = subprocess.Popen([sys.executable, str(server)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         text=True, env=env)
 
-    def run(self, script: Path, argv: list[str], folder: Path, name: str, timeout: int = 300):
-        """Run `script argv` in a forked child; its stdout and stderr are kept in `folder` under `name`."""
+    def run(self, script: Path, argv: list[str], folder: Path, name: str, timeout: int = 300,
+            threads: int | None = None):
+        """Run `script argv` in a forked child (with `threads` torch threads, else the default); its stdout and stderr
+        are kept in `folder` under `name`."""
         out, err = folder / f"{name}.stdout", folder / f"{name}.stderr"
         request = {"script": str(script), "argv": [str(a) for a in argv], "stdout": str(out), "stderr": str(err),
-                   "cwd": os.getcwd(), "timeout": timeout}
+                   "cwd": os.getcwd(), "timeout": timeout,
+                   "threads": threads}
         self.process.stdin.write(json.dumps(request) + "\n")
         self.process.stdin.flush()
         reply = json.loads(self.process.stdout.readline() or '{"error": "the fork server died"}')

@@ -85,21 +85,12 @@ DRIVER = textwrap.dedent('''
 ''')
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """One importer for the module's driver processes (tests/forkserver.py): each run is a forked, killable child."""
-    env = os.environ | {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    started = ForkServer(env, tmp_path_factory.mktemp("forkserver"))
-    yield started
-    started.close()
-
-
 def drive(server: ForkServer, tmp_path: Path, argv: list[str], kill_mode: str = "none", kill_at: int = 0,
-          name: str = "ids") -> tuple:
+          name: str = "ids", threads: int | None = None) -> tuple:
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
     ids_file = tmp_path / f"{name}.txt"
-    done = server.run(driver, [kill_mode, str(kill_at), str(ids_file), *argv], tmp_path, name)
+    done = server.run(driver, [kill_mode, str(kill_at), str(ids_file), *argv], tmp_path, name, threads=threads)
     ids = ids_file.read_text().splitlines() if ids_file.exists() else []
     return done, ids
 

@@ -261,7 +261,7 @@ def tiny_run_argv(model: str, reviews: Path, folder: Path, tmp_path: Path) -> li
 
 
 def test_a_lora_multitask_run_exports_merged_task_models_and_resumes_bit_identically(
-        tiny_model_dir, reviews_csv, tmp_path, monkeypatch):
+        tiny_model_dir, reviews_csv, tmp_path, server):
     """One lora run in this process (the reference); the same run on the CLI killed mid-epoch and resumed."""
     import json
 
@@ -287,12 +287,12 @@ def test_a_lora_multitask_run_exports_merged_task_models_and_resumes_bit_identic
         with torch.no_grad():
             torch.testing.assert_close(exported.model(**inputs).logits, model.task_models[name](**inputs).logits)
 
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # as this process (one_thread): the same sums, bit for bit
     run_dir = tmp_path / "run"
     argv = tiny_run_argv(tiny_model_dir, reviews_csv, run_dir, tmp_path)
-    killed, _ = drive(tmp_path, argv, "step", 3, name="killed")  # mid-epoch, after the step-2 checkpoint
+    # one thread, as this process (one_thread): the same sums, bit for bit; killed mid-epoch after the step-2 checkpoint
+    killed, _ = drive(server, tmp_path, argv, "step", 3, name="killed", threads=1)
     assert killed.returncode == -9 and not (run_dir / "metrics.json").exists()
-    resumed, resumed_ids = drive(tmp_path, argv + ["resume=auto"], name="resumed")
+    resumed, resumed_ids = drive(server, tmp_path, argv + ["resume=auto"], name="resumed", threads=1)
     assert resumed.returncode == 0, resumed.stderr
     assert len(resumed_ids) == 4 - 2  # the sampler went on where the checkpoint stopped
     expected, got = (json.loads((folder / "metrics.json").read_text()) for folder in (reference, run_dir))

@@ -32,7 +32,7 @@ from ..outputs.run_folder import RunFolder
 from . import report
 from .learner import ALL, Examples, Learner
 from .methods import Guards, StageModule, balanced, replay_indices
-from .settings import ContinualConfig, check, method_parts
+from .settings import ADAPTERS_LR, ContinualConfig, check, method_parts
 from .stage_data import all_stages, read_stages
 from .training import ewc_memory, fit_stage
 
@@ -182,7 +182,7 @@ def learn_stage(index: int, learner: Learner, parts: list[str], cfg: ContinualCo
         guards.fisher, guards.anchor = memory["fisher"], memory["anchor"]
     heads = {learner.head_of(index): learner.heads[learner.head_of(index)]} if learner.adapters else learner.heads
     module = StageModule(heads, guards)
-    default_lr = strategies.get("lora" if learner.adapters else "full").default_lr
+    default_lr = ADAPTERS_LR if learner.adapters else strategies.get("full").default_lr
     fit_stage(module, groups, learner, cfg.train, cfg.train.lr or default_lr, cfg.seed + index)
     if "ewc" in parts:
         return ewc_memory(StageModule(learner.heads), stages[index].train, learner, learner.head_of(index),

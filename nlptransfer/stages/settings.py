@@ -43,6 +43,11 @@ class StageConfig:
     stages); default: every label of its data."""
 
 
+ADAPTERS_LR = 2e-3
+"""`adapters`' learning rate with train.lr unset: a stage is a short budget, and at lora's run default (5e-4) a BBC News
+stage of 40 steps left its adapter at 0.69 test accuracy, at 2e-3 0.98 (benchmarks/README.md, continual learning)."""
+
+
 @dataclass
 class ReplaySettings:
     per_stage: int = 50
@@ -51,7 +56,7 @@ class ReplaySettings:
     balance: bool = True
     """Repeat each stored label's examples up to the new stage's mean examples per label, so that old classes weigh
     as much as new ones in its training (false: each stored example once, and the grown head favours the newest
-    classes)."""
+    classes: on class-incremental BBC News the first stage fell to 0.29 test accuracy so, and kept 0.91 balanced)."""
 
 
 @dataclass
@@ -94,7 +99,8 @@ class ContinualConfig:
     seed: int = 42
     """Seeds the splits, the heads, the replay buffer and training."""
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=1, batch_size=16))
-    """Each stage's training (epochs, batch_size, lr: default 1e-4, adapters 5e-4, ...); the last epoch is kept."""
+    """Each stage's training (epochs, batch_size, lr: default 1e-4, adapters ADAPTERS_LR, ...); the last epoch is
+    kept."""
     replay: ReplaySettings = field(default_factory=ReplaySettings)
     ewc: EwcSettings = field(default_factory=EwcSettings)
     lwf: LwfSettings = field(default_factory=LwfSettings)
