@@ -1,9 +1,10 @@
 """Fresh-process runs without paying the imports each time: a server process imports torch, transformers and the
 toolkit once, then forks one child per request (a child is a new process: its own pid, killable with SIGKILL, its
-exit status real), so a test that kills and resumes runs pays about a second per process instead of ten.
+exit status real), so a test that kills and resumes runs skips the imports each process paid (11.5 s measured on
+the 2-core development machine for `nlptransfer.pipeline` and the CLI).
 
-    server = ForkServer(env)                       # one per test module (a fixture)
-    done = server.run(script, argv, tmp_path)       # like subprocess.run(capture_output=True, text=True)
+    server = ForkServer(env, folder)                       # one per test module (conftest's `server` fixture)
+    done = server.run(script, argv, tmp_path, "killed")    # like subprocess.run(capture_output=True, text=True)
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from pathlib import Path
 
 SERVER = textwrap.dedent('''
     import json, os, runpy, signal, sys, traceback
-    import torch, transformers, accelerate  # the imports every child shares (no Python thread starts; torch's and
-    # pyarrow's allocator threads are idle, and neither OpenMP pool has run yet: a forked child starts its own)
+    import torch, transformers, accelerate  # the imports every child shares; no Python thread starts and no torch op
+    # runs in the server (its native threads after import: torch's and jemalloc's, idle)
     import nlptransfer.pipeline, nlptransfer.cli.run  # noqa: F401
 
     for line in sys.stdin:

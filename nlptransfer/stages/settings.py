@@ -56,7 +56,7 @@ class ReplaySettings:
     balance: bool = True
     """Repeat each stored label's examples up to the new stage's mean examples per label, so that old classes weigh
     as much as new ones in its training (false: each stored example once, and the grown head favours the newest
-    classes: on class-incremental BBC News the first stage fell to 0.29 test accuracy so, and kept 0.91 balanced)."""
+    classes: on class-incremental BBC News the first stage fell to 0.29 test accuracy unbalanced, 0.91 balanced)."""
 
 
 @dataclass
@@ -99,8 +99,7 @@ class ContinualConfig:
     seed: int = 42
     """Seeds the splits, the heads, the replay buffer and training."""
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=1, batch_size=16))
-    """Each stage's training (epochs, batch_size, lr: default 1e-4, adapters ADAPTERS_LR, ...); the last epoch is
-    kept."""
+    """Each stage's training (epochs, batch_size, lr: default 1e-4, adapters 2e-3, ...); the last epoch is kept."""
     replay: ReplaySettings = field(default_factory=ReplaySettings)
     ewc: EwcSettings = field(default_factory=EwcSettings)
     lwf: LwfSettings = field(default_factory=LwfSettings)
