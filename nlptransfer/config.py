@@ -42,6 +42,7 @@ from .options import (
     PushConfig,
     TrainConfig,
 )
+from .strategies.descriptions import alternatives
 from .strategies.full import FreezeConfig
 from .strategies.gradual import GradualConfig
 from .strategies.lora import LoraSettings
@@ -328,9 +329,9 @@ def validate(cfg: RunConfig) -> RunConfig:
          "train.max_grad_norm must be positive (the largest gradient norm kept), or null for no clipping"),
         (cfg.train.patience is None or cfg.train.patience >= 1,
          "train.patience must be at least 1 (epochs without a better validation metric), or null never to stop"),
-        (template_fields(cfg.labels.template) == [""],
-         f"labels.template must hold one '{{}}' where the description goes (write '{{{{' and '}}}}' for literal "
-         f"braces), e.g. 'This text is about {{}}.'; got '{cfg.labels.template}'"),
+        (all(template_fields(each) == [""] for each in alternatives(cfg.labels.template)),
+         f"labels.template must hold one '{{}}' where the description goes, in each alternative separated by | "
+         f"(write '{{{{' and '}}}}' for literal braces), e.g. 'This text is about {{}}.'; got '{cfg.labels.template}'"),
         (cfg.checkpoint.every_steps is None or cfg.checkpoint.every_steps >= 1,
          "checkpoint.every_steps must be at least 1 (or null)"),
         (cfg.checkpoint.keep >= 1, "checkpoint.keep must be at least 1"),

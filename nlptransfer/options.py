@@ -190,7 +190,8 @@ class HeadConfig:
 @dataclass
 class LabelsConfig:
     descriptions: dict[str, str] | None = None
-    """Label -> description for zero-shot and templated examples (e.g. {sport: 'sports and athletes'});
-    default: the label names."""
+    """Label -> description for zero-shot and templated examples (e.g. {sport: 'sports and athletes'}); several
+    alternatives separated by | are each prompted and averaged ({neg: 'negative | sad | angry'}); default: the label
+    names."""
     template: str = "This text is about {}."
-    """The prompt a description is put in (`{}` marks where)."""
+    """The prompt a description is put in (`{}` marks where); alternatives separated by | are averaged."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from nlptransfer.config import DataConfig, RunConfig, TrainConfig
+from nlptransfer.config import DataConfig, LabelsConfig, RunConfig, TrainConfig
 
 if TYPE_CHECKING:
     from nlptransfer.pipeline import Inputs, Results
@@ -23,6 +23,13 @@ class Config(RunConfig):
         name="tweets", max_train_samples=4000, max_validation_samples=1000, max_length=64,
     ))
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=2, batch_size=32))
+    labels: LabelsConfig = field(default_factory=lambda: LabelsConfig(
+        descriptions={"negative": "negative | bad | sad | angry | hate | awful",
+                      "neutral": "neutral | news | information | fact | update | question",
+                      "positive": "positive | good | happy | love | great | thanks"},
+        template="This tweet is {}.",
+    ))
+    """What zero-shot and templated examples say of each label: several words each, their prompts averaged."""
 
 
 def run(cfg: Config | None = None, inputs: Inputs | None = None) -> Results:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from nlptransfer.config import DataConfig, RunConfig, TrainConfig
+from nlptransfer.config import DataConfig, LabelsConfig, RunConfig, TrainConfig
 
 if TYPE_CHECKING:
     from nlptransfer.pipeline import Inputs, Results
@@ -21,6 +21,15 @@ class Config(RunConfig):
     model: str = "minilm"
     data: DataConfig = field(default_factory=lambda: DataConfig(name="bbc_news", max_length=256))
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=3, batch_size=16))
+    labels: LabelsConfig = field(default_factory=lambda: LabelsConfig(
+        descriptions={"business": "business, companies, markets and the economy",
+                      "entertainment": "entertainment, film, music, television and celebrities",
+                      "politics": "politics, government, elections and parliament",
+                      "sports": "sports, games, athletes and matches",
+                      "tech": "technology, computers, the internet and gadgets"},
+        template="This article is about {}.",
+    ))
+    """What zero-shot and templated examples say of each topic."""
 
 
 def run(cfg: Config | None = None, inputs: Inputs | None = None) -> Results:

@@ -113,6 +113,12 @@ CASES = [
         f"text number {i},{i % 2}\n" for i in range(30)))], "the labels 0, 1 are not words"),
     ("contrastive with a single class", lambda t, m: ["strategy=contrastive", train_file(t, HEADER + ONE_CLASS)],
      "single class"),
+    ("a description of bars alone", lambda t, m: ["strategy=zeroshot", "labels.descriptions={pos: ' | ', neg: bad}"],
+     "labels.descriptions gives pos an empty description"),
+    ("a template alternative without its {}", lambda t, m: ["strategy=zeroshot", "labels.template=It is {}. | Hm."],
+     "labels.template must hold one '{}' where the description goes, in each alternative separated by |"),
+    ("a negative calibration sample", lambda t, m: ["strategy=zeroshot", "zeroshot.calibrate=-1"],
+     "zeroshot.calibrate is a number of training texts: 0 (none) or more"),
     ("an empty label description", lambda t, m: ["strategy=zeroshot", "labels.descriptions={pos: '', neg: bad}"],
      "labels.descriptions gives pos an empty description; describe each in words, or leave it out"),
     ("a blank label description for templated examples", lambda t, m: [

@@ -43,6 +43,27 @@ def test_each_text_gets_the_label_whose_description_it_matches(tiny_model_dir, t
     assert "below the majority class" not in caplog.text
 
 
+def test_calibration_subtracts_each_labels_mean_similarity_over_the_training_texts(tiny_model_dir, tmp_path):
+    import torch
+
+    labels = {"template": "{}", "descriptions": {"sport": "match goal", "money": "market price"}}
+    test = pd.DataFrame({"text": ["match goal win", "market price stock"], "label": ["sport", "money"]})
+    calibrated = run(model=tiny_model_dir, strategy="zeroshot", data={"train": frame(), "test": test},
+                     output_dir=str(tmp_path / "a"), data_options={"max_length": 16, "validation_fraction": 0},
+                     labels=labels, zeroshot={"calibrate": 1000, "scale": 10})
+    model, tokenizer = calibrated.model, calibrated.tokenizer
+    with torch.no_grad():
+        texts = model.embed(**tokenizer(frame()["text"].tolist(), padding=True, return_tensors="pt"))
+        similarity = torch.nn.functional.normalize(texts, dim=-1) @ model.score.weight.T / 10
+    torch.testing.assert_close(model.score.bias, -10 * similarity.mean(0), atol=1e-4, rtol=1e-4)
+    assert model.score.bias.abs().min() > 0
+    plain = run(model=tiny_model_dir, strategy="zeroshot", data={"train": frame(), "test": test},
+                output_dir=str(tmp_path / "b"), data_options={"max_length": 16, "validation_fraction": 0},
+                labels=labels, zeroshot={"calibrate": 0, "scale": 10})
+    assert plain.model.score.bias.abs().max() == 0
+    torch.testing.assert_close(plain.model.score.weight, model.score.weight)
+
+
 def test_a_run_below_the_majority_class_says_so(tiny_model_dir, tmp_path, caplog):
     """Descriptions swapped: every text gets the other label, worse than always answering one label."""
     test = pd.DataFrame({"text": ["match goal win", "market price stock"], "label": ["sport", "money"]})
@@ -69,7 +90,31 @@ def test_only_training_options_set_away_from_the_recipes_defaults_are_unused():
 
 def test_label_prompts_follow_the_template_and_the_descriptions():
     cfg = RunConfig(labels={"descriptions": {"pos": "something good"}, "template": "It is {}!"})
-    assert descriptions.label_prompts(["neg", "pos"], cfg) == ["It is neg!", "It is something good!"]
+    assert descriptions.label_prompts(["neg", "pos"], cfg) == [["It is neg!"], ["It is something good!"]]
+
+
+def test_alternatives_give_every_template_around_every_description():
+    cfg = RunConfig(labels={"descriptions": {"pos": "good | fine |"}, "template": "A {}. | B {}."})
+    assert descriptions.label_prompts(["neg", "pos"], cfg) == [["A neg.", "B neg."],
+                                                               ["A good.", "A fine.", "B good.", "B fine."]]
+
+
+def test_a_labels_row_is_the_normalized_mean_of_its_prompts_unit_embeddings():
+    import numpy as np
+
+    rows = descriptions.mean_rows(np.array([[2.0, 0.0], [0.0, 5.0], [3.0, 0.0]]), [2, 1])
+    np.testing.assert_allclose(rows, [[2 ** -0.5, 2 ** -0.5], [1.0, 0.0]])
+
+
+def test_a_recipes_own_descriptions_leave_labels_it_does_not_know_to_their_names():
+    from nlptransfer.api import load_recipe
+
+    recipe = load_recipe("sentiment").Config
+    prompts = descriptions.label_prompts(["good", "positive"], recipe())
+    assert prompts[0] == ["This tweet is good."] and "This tweet is happy." in prompts[1]
+    with pytest.raises(ConfigError, match="names negative, neutral, which the data does not have"):
+        descriptions.label_prompts(["good", "positive"], recipe(labels={"descriptions": {
+            "negative": "sad", "neutral": "news", "positive": "happy"}}))
 
 
 @pytest.mark.parametrize("labels, names, error, expected", [

@@ -20,7 +20,7 @@ import torch
 from .. import catalog, models
 from ..modeling_nlptransfer import pool
 from ..options import LabelsConfig
-from ..strategies.descriptions import label_prompts
+from ..strategies.descriptions import label_prompts, mean_rows
 
 logger = logging.getLogger("nlptransfer")
 
@@ -126,12 +126,13 @@ def has_head(folder: Path) -> bool:
 
 def zero_shot(scorer: Scorer, embeddings: np.ndarray, label_names: list[str], descriptions: dict | None,
               temperature: float = 0.05) -> np.ndarray:
-    """Zero-shot probabilities: softmax over the cosine similarity of each text to each label's prompt."""
+    """Zero-shot probabilities: softmax over the cosine similarity of each text to each label's prompts (their
+    embeddings averaged), each label's mean similarity over the pool subtracted (as `zeroshot.calibrate` does)."""
     prompts = label_prompts(label_names, SimpleNamespace(labels=LabelsConfig(descriptions=descriptions)))
-    _, prompt_embeddings = Scorer(scorer.model, scorer.tokenizer).score(prompts)
+    _, prompt_embeddings = Scorer(scorer.model, scorer.tokenizer).score([text for each in prompts for text in each])
     texts = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
-    labels = prompt_embeddings / np.maximum(np.linalg.norm(prompt_embeddings, axis=1, keepdims=True), 1e-12)
-    logits = texts @ labels.T / temperature
+    similarity = texts @ mean_rows(prompt_embeddings, [len(each) for each in prompts]).T
+    logits = (similarity - similarity.mean(axis=0, keepdims=True)) / temperature
     logits -= logits.max(axis=1, keepdims=True)
     exp = np.exp(logits)
     return exp / exp.sum(axis=1, keepdims=True)

@@ -10,37 +10,68 @@ from ..errors import ConfigError, DataError
 
 logger = logging.getLogger("nlptransfer")
 
+ALTERNATIVES = "|"
+"""Separates alternatives in a description or template ('negative | sad | angry'): each label's prompts are every
+template around every description, their embeddings averaged."""
+
 
 def checks(cfg) -> list[tuple[bool, str]]:
     """What the strategies that read `labels.descriptions` check first: no description is empty (its prompt would be
     the template alone, 'This text is about .')."""
     blank = [str(label) for label, text in (cfg.labels.descriptions or {}).items()
-             if text is None or not str(text).strip()]
+             if text is None or not str(text).replace(ALTERNATIVES, "").strip()]
     return [(not blank, f"labels.descriptions gives {', '.join(blank[:5])} an empty description; describe "
                         "each in words, or leave it out to use the label's name")]
 
 
-def label_prompts(label_names: list[str], cfg) -> list[str]:
-    """One prompt per label, in label order: the template around the label's description (default: its name).
+def alternatives(text: str) -> list[str]:
+    """The `|`-separated alternatives of a description or template, stripped; the text itself when it has none."""
+    return [part.strip() for part in str(text).split(ALTERNATIVES) if part.strip()] or [str(text)]
 
-    A description of a label the data does not have, labels that are bare numbers without descriptions,
-    and a template without `{}` are one-line errors.
+
+def label_prompts(label_names: list[str], cfg) -> list[list[str]]:
+    """Each label's prompts, in label order: every template (`labels.template`, alternatives separated by `|`) around
+    every description of the label (`labels.descriptions`, the same; default: its name).
+
+    A description of a label the data does not have (unless it is the recipe's own description of labels it
+    knows), labels that are bare numbers without descriptions, and a template without `{}` are one-line errors.
     """
     given = {str(k): str(v) for k, v in (cfg.labels.descriptions or {}).items()}
     unknown = sorted(set(given) - set(label_names))
-    if unknown:
+    if unknown and not recipe_descriptions(cfg):
         raise ConfigError(f"labels.descriptions names {', '.join(unknown[:5])}, which the data does not have "
                           f"(its labels: {', '.join(label_names)}); describe those labels only")
     nameless = [name for name in label_names if name not in given and not any(ch.isalpha() for ch in name)]
     if nameless:
         raise DataError(f"the labels {', '.join(nameless[:5])} are not words, so they cannot be described to the "
                         f"model; set labels.descriptions={{{nameless[0]}: '...'}} for each, or data.label_names")
-    if "{}" not in cfg.labels.template:
-        raise ConfigError(f"labels.template must mark the description's place with {{}}, e.g. 'This text is about "
-                          f"{{}}.'; got {cfg.labels.template!r}")
-    prompts = [cfg.labels.template.replace("{}", given.get(name, name)) for name in label_names]
-    logger.info("label prompts: %s", "; ".join(f"{name}: {prompt!r}" for name, prompt in zip(label_names, prompts)))
+    templates = alternatives(cfg.labels.template)
+    if any("{}" not in template for template in templates):
+        raise ConfigError(f"labels.template must mark the description's place with {{}} (in each alternative "
+                          f"separated by |), e.g. 'This text is about {{}}.'; got {cfg.labels.template!r}")
+    prompts = [[template.replace("{}", description) for template in templates
+                for description in alternatives(given.get(name, name))] for name in label_names]
+    logger.info("label prompts: %s", "; ".join(f"{name}: {' | '.join(map(repr, each))}"
+                                               for name, each in zip(label_names, prompts)))
     return prompts
+
+
+def recipe_descriptions(cfg) -> bool:
+    """Whether `labels.descriptions` is the recipe's own (it may describe labels a user's data does not have)."""
+    try:
+        return bool(cfg.labels.descriptions) and cfg.labels.descriptions == type(cfg)().labels.descriptions
+    except TypeError:  # a config that cannot be built without arguments is no recipe's default
+        return False
+
+
+def mean_rows(embeddings, counts: list[int]):
+    """One unit row per label (a numpy array): the mean of its prompts' unit embeddings, `counts` consecutive rows of
+    `embeddings` each, normalized."""
+    import numpy as np
+
+    unit = lambda rows: rows / np.maximum(np.linalg.norm(rows, axis=-1, keepdims=True), 1e-12)
+    bounds = np.cumsum([0] + list(counts))
+    return unit(np.stack([unit(embeddings[start:end]).mean(0) for start, end in zip(bounds, bounds[1:])]))
 
 
 def with_templated_examples(data, cfg, per_label: int):
@@ -48,8 +79,8 @@ def with_templated_examples(data, cfg, per_label: int):
     `get_templated_dataset`: the label prompt, repeated)."""
     prompts = label_prompts(data.label_names, cfg)
     texts, labels = [], []
-    for label, prompt in enumerate(prompts):
-        texts += [prompt] * per_label
+    for label, each in enumerate(prompts):
+        texts += [each[i % len(each)] for i in range(per_label)]
         labels += [[label] if data.multilabel else label] * per_label
     train = data.train
     if train.text_pairs is not None:

@@ -35,6 +35,9 @@ class ZeroShotConfig:
     """Logits are cosine similarities times this (the scores' sharpness; the predicted label does not change)."""
     threshold: float = 0.3
     """Multi-label: predict each label whose cosine similarity with the text exceeds this."""
+    calibrate: int = 512
+    """Single-label: subtract each label's mean similarity over this many training texts (a seeded sample; their
+    labels are not read), so a prompt that every text resembles does not take every text; 0: no calibration."""
 
 
 class ZeroShot(Strategy):
@@ -53,6 +56,7 @@ class ZeroShot(Strategy):
 
     def checks(self, cfg) -> list[tuple[bool, str]]:
         return [(cfg.zeroshot.scale > 0, "zeroshot.scale must be positive, e.g. 20"),
+                (cfg.zeroshot.calibrate >= 0, "zeroshot.calibrate is a number of training texts: 0 (none) or more"),
                 (-1 <= cfg.zeroshot.threshold <= 1, "zeroshot.threshold is a cosine similarity: in [-1, 1]"),
                 (not cfg.data.text_pair_column,
                  "strategy=zeroshot compares one text with the label descriptions; data.text_pair_column needs a "
@@ -79,16 +83,21 @@ class ZeroShot(Strategy):
         names = [model.config.id2label[i] for i in range(model.config.num_labels)]
         prompts = descriptions.label_prompts(names, cfg)
         model.eval()
-        inputs = tokenizer(prompts, padding=True, truncation=True, max_length=cfg.data.max_length,
-                           return_tensors="pt").to(model.device)
+        inputs = tokenizer([text for each in prompts for text in each], padding=True, truncation=True,
+                           max_length=cfg.data.max_length, return_tensors="pt").to(model.device)
         with torch.no_grad():
-            rows = model.embed(**inputs).float()
-            model.score.weight.copy_(cfg.zeroshot.scale * rows)
-            multilabel = model.config.problem_type == "multi_label_classification"
-            model.score.bias.fill_(-cfg.zeroshot.scale * cfg.zeroshot.threshold if multilabel else 0.0)
+            embedded = model.embed(**inputs).float().cpu().numpy()
+        rows = torch.from_numpy(descriptions.mean_rows(embedded, [len(each) for each in prompts])).float()
+        multilabel = model.config.problem_type == "multi_label_classification"
+        bias = (torch.full((len(names),), -cfg.zeroshot.threshold) if multilabel
+                else -calibration(fitting, rows) if cfg.zeroshot.calibrate else torch.zeros(len(names)))
+        with torch.no_grad():
+            model.score.weight.copy_(cfg.zeroshot.scale * rows.to(model.device))
+            model.score.bias.copy_(cfg.zeroshot.scale * bias.to(model.device))
         closest = (rows @ rows.T).fill_diagonal_(-1).max().item()
         logger.log(logging.WARNING if closest > ALIKE else logging.INFO,
-                   "zero-shot: %d label prompts embedded; the two most similar have cosine %.3f%s", len(names), closest,
+                   "zero-shot: %d labels, %d prompts embedded; the two most similar labels have cosine %.3f%s",
+                   len(names), len(embedded), closest,
                    " (prompts this alike are hard to tell apart: describe the labels more distinctly with "
                    "labels.descriptions)" if closest > ALIKE else "")
         state = LoopState(best_epoch=0)
@@ -99,7 +108,32 @@ class ZeroShot(Strategy):
         return TRAINING_OPTIONS
 
     def card_rows(self, cfg) -> list[tuple[str, object]]:
-        return [("label prompt template", cfg.labels.template), ("similarity scale", cfg.zeroshot.scale)]
+        return [("label prompt template", cfg.labels.template), ("similarity scale", cfg.zeroshot.scale),
+                ("calibrated on training texts (labels unused)", cfg.zeroshot.calibrate or "no")]
+
+
+def calibration(fitting: Fitting, rows):
+    """Each label's mean cosine similarity over a seeded sample of `zeroshot.calibrate` training texts (zeros without
+    training texts): what every text shares with the label's prompts, subtracted from its score."""
+    import numpy as np
+    import torch
+
+    from ..engine import batches, embedding
+
+    train, cfg = fitting.encoded["train"], fitting.cfg
+    if not len(train):
+        logger.info("zero-shot: no training text to calibrate the label scores on")
+        return torch.zeros(len(rows))
+    chosen = np.random.default_rng(cfg.seed).permutation(len(train))[:cfg.zeroshot.calibrate]
+    sample = batches.EncodedSplit([train[int(i)] for i in sorted(chosen)])
+    texts = embedding.embed(fitting.model, fitting.accelerator.prepare(
+        fitting.task.eval_loader(sample, fitting.tokenizer, cfg)), fitting.accelerator)
+    texts = torch.from_numpy(np.asarray(texts, dtype=np.float32))
+    texts = texts / texts.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    shift = (texts @ rows.T).mean(0)
+    logger.info("zero-shot: label scores calibrated on %d training texts (their labels unused): mean similarity %s",
+                len(sample), ", ".join(f"{value:.3f}" for value in shift.tolist()))
+    return shift
 
 
 TRAINING_OPTIONS = ("epochs", "max_steps", "batch_size", "lr", "weight_decay", "warmup_ratio", "grad_accum_steps",
