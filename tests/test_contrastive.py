@@ -123,6 +123,15 @@ def test_the_contrastive_phase_runs_each_text_through_the_encoder_once_per_epoch
     assert len(encoded_texts) == 3 * math.ceil(len(split) / 4)
 
 
+@pytest.mark.parametrize("epochs, min_steps, batches_per_epoch, expected", [
+    (10, 0, 2, 10), (10, 50, 2, 25), (10, 51, 2, 26), (10, 50, 12, 10), (3, 7, 1, 7)])
+def test_min_steps_raises_the_passes_to_the_fewest_that_take_that_many_steps(epochs, min_steps, batches_per_epoch,
+                                                                             expected):
+    from nlptransfer.strategies.contrastive import ContrastiveConfig, phase_epochs
+
+    assert phase_epochs(ContrastiveConfig(epochs=epochs, min_steps=min_steps), batches_per_epoch) == expected
+
+
 def test_the_logistic_head_computes_what_scikit_learn_fitted():
     from sklearn.linear_model import LogisticRegression
 

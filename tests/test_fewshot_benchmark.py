@@ -19,15 +19,16 @@ def row(method: str, size: int, seed: int, accuracy: float, total: float, **extr
     return {"part": "fewshot", "dataset": "tweets", "method": method, "size": size, "seed": seed,
             "test_examples": 2000, "max_length": 64, "accuracy": accuracy, "train_seconds": total / 2,
             "total_seconds": total, "command": "python benchmarks/fewshot.py", "machine": MACHINE,
-            "load_average": 0.5} | extra
+            "load_average": 0.5, "finished": "2026-12-01T10:00:00+00:00"} | extra
 
 
 def test_runs_are_planned_once_per_size_and_seed_and_size_0_for_the_label_free_methods():
     args = fewshot.parse_args(["--datasets", "tweets", "--sizes", "8,16", "--seeds", "2",
-                               "--methods", "setfit,zeroshot,cold-start"])
+                               "--methods", "setfit,zeroshot,cold-start,majority"])
     assert fewshot.planned_runs(args) == [
         ("tweets", "setfit", 8, 0), ("tweets", "setfit", 8, 1), ("tweets", "setfit", 16, 0),
-        ("tweets", "setfit", 16, 1), ("tweets", "zeroshot", 0, 0), ("tweets", "cold-start", 0, 0),
+        ("tweets", "setfit", 16, 1), ("tweets", "zeroshot", 0, 0), ("tweets", "majority", 0, 0),
+        ("tweets", "cold-start", 0, 0),
         ("tweets", "cold-start", 0, 1)]
 
 
@@ -40,6 +41,10 @@ def test_report_has_a_table_per_dataset_and_checks_the_goal_at_every_size():
     assert "| setfit |  |  | 0.610 ± 0.014 (2) | 15.0 / 30.0 | 0.700 ± n/a (1) | 20.0 / 40.0 |" in report
     assert "| zeroshot | 0.400 ± n/a (1) | 4.0 / 8.0 |" in report
     assert "- k=8: accuracy +0.030 (0.640 vs 0.610; 2 vs 2 seeds), total time ratio 0.40" in report
+    assert "per seed (same examples): +0.030, +0.030 (at least setfit's on 2 of 2)" in report
+    assert "different days" not in report
+    later = fewshot.render([row("setfit", 8, 0, 0.6, 30.0), row("contrastive", 8, 0, 0.6, 12.0, finished="2026-12-07")])
+    assert "(measured on different days, 2026-12-07 and 2026-12-01: the time ratio may compare different" in later
     assert "- k=16: accuracy -0.010" in report and "Goal at every size: **not met**." in report
 
 
@@ -52,3 +57,22 @@ def test_scaling_rows_make_a_second_table():
     assert "| contrastive | 192 (64/class) | 0.620 | 20.0 | 40.0 | 55.0 | 1024 |" in report
     assert "| setfit | 999 (333/class) | timed out |  |  | > 14400 | 1 |" in report
     assert "192 examples: contrastive / setfit process time 0.50, peak RSS 0.50, accuracy +0.020." in report
+
+
+def test_a_variant_is_contrastive_with_its_options_run_and_reported_under_its_name():
+    args = fewshot.parse_args(["--datasets", "tweets", "--sizes", "8", "--seeds", "1",
+                               "--variant", "steps50:contrastive.min_steps=50,train.lr=5e-5"])
+    assert fewshot.method_options("steps50") == {"strategy": "contrastive", "contrastive": {"min_steps": 50},
+                                                 "train": {"lr": 5e-5}}
+    assert ("tweets", "steps50", 8, 0) in fewshot.planned_runs(args)
+    report = fewshot.render([row("steps50", 8, 0, 0.5, 10.0)])
+    assert "| steps50 |" in report
+
+
+def test_held_out_sets_are_cut_from_the_packaged_corpora_and_marked_in_the_report():
+    frame = fewshot.corpus_frame("wnut_mentions")
+    assert set(frame["label"]) == {"person", "location", "company", "none"}
+    assert (frame["label"] == "none").sum() == 300
+    report = fewshot.render([row("setfit", 8, 0, 0.5, 10.0, dataset="wnut_mentions")])
+    assert "**Held out** (never used to choose a default): WNUT-16 tweets by the one entity type" in report
+    assert "**Held out**" not in fewshot.render([row("setfit", 8, 0, 0.5, 10.0)])

@@ -33,7 +33,11 @@ logger = logging.getLogger("nlptransfer")
 @dataclass
 class ContrastiveConfig:
     epochs: int = 10
-    """Passes of the contrastive phase over the labeled examples (each text once per pass)."""
+    """Passes of the contrastive phase over the labeled examples (each text once per pass); raised until the phase
+    takes min_steps steps."""
+    min_steps: int = 0
+    """The phase's least number of optimizer steps: with few examples (a batch or two per pass) more passes are run
+    so the encoder moves as far as with more; 0: exactly `epochs` passes."""
     batch_size: int = 16
     """Texts per contrastive batch: each is contrasted with the batch's others."""
     temperature: float = 0.05
@@ -55,7 +59,7 @@ class Contrastive(Strategy):
                  "one label close together (supervised contrastive loss), then a logistic-regression head was "
                  "fitted on the embeddings")
     card_tag = "few-shot"
-    default_lr = 2e-5
+    default_lr = 1e-4  # measured on the tuning sets (benchmarks/FEWSHOT.md): 2e-5 trailed setfit by 0.5 to 2.3 points
     sections = {"contrastive": ContrastiveConfig}
     default_pooling = "auto"
     sentence_embeddings = True
@@ -63,6 +67,7 @@ class Contrastive(Strategy):
     def checks(self, cfg) -> list[tuple[bool, str]]:
         c = cfg.contrastive
         return [(c.epochs >= 1, "contrastive.epochs must be at least 1"),
+                (c.min_steps >= 0, "contrastive.min_steps must be 0 (exactly contrastive.epochs) or more"),
                 (c.batch_size >= 2, "contrastive.batch_size must be at least 2: a text is contrasted with others"),
                 (0.01 <= c.temperature <= 1, "contrastive.temperature must be between 0.01 and 1, e.g. 0.05: "
                                              "smaller ones overflow the loss, larger ones hardly tell texts apart"),
@@ -116,11 +121,12 @@ class Contrastive(Strategy):
         from ..engine.loop import OptimizerSettings, TrainData, fit
 
         cfg, model, c = fitting.cfg, fitting.model, fitting.cfg.contrastive
-        phase = dataclasses.replace(cfg.train, epochs=c.epochs, batch_size=c.batch_size, max_steps=None,
-                                    patience=None, group_by_length=False, warmup_ratio=0.1)
         loader = batches.train_loader(fitting.encoded["train"], fitting.tokenizer, c.batch_size, cfg.seed,
                                       group_by_length=False)
-        logger.info("contrastive phase: %d epochs over %d examples, batches of %d, lr %g%s", c.epochs,
+        epochs = phase_epochs(c, len(loader))
+        phase = dataclasses.replace(cfg.train, epochs=epochs, batch_size=c.batch_size, max_steps=None,
+                                    patience=None, group_by_length=False, warmup_ratio=0.1)
+        logger.info("contrastive phase: %d epochs over %d examples, batches of %d, lr %g%s", epochs,
                     len(fitting.encoded["train"]), c.batch_size, fitting.lr,
                     f", LoRA rank {c.lora_r} on the encoder" if c.lora_r else "")
         prefix = model.base_model_prefix
@@ -140,12 +146,14 @@ class Contrastive(Strategy):
 
     def fixed_budget(self, cfg) -> str | None:
         c = cfg.contrastive
-        return (f"{c.epochs} contrastive epochs" + (f", then {Strategy.fixed_budget(self, cfg)} end to end"
-                                                    if c.end_to_end else ""))
+        steps = f" (at least {c.min_steps} steps)" if c.min_steps else ""
+        then = f", then {Strategy.fixed_budget(self, cfg)} end to end" if c.end_to_end else ""
+        return f"{c.epochs} contrastive epochs{steps}{then}"
 
     def card_rows(self, cfg) -> list[tuple[str, object]]:
         c = cfg.contrastive
-        rows = [("contrastive epochs / batch / temperature", f"{c.epochs} / {c.batch_size} / {c.temperature}"),
+        epochs = f"{c.epochs} (more to take {c.min_steps} steps)" if c.min_steps else c.epochs
+        rows = [("contrastive epochs / batch / temperature", f"{epochs} / {c.batch_size} / {c.temperature}"),
                 ("head", f"logistic regression, C={c.head_c}" + (", then end-to-end fine-tuning"
                                                                  if c.end_to_end else ""))]
         if c.lora_r:
@@ -153,6 +161,11 @@ class Contrastive(Strategy):
         if c.synthetic_per_class:
             rows.append(("templated examples per label", c.synthetic_per_class))
         return rows
+
+
+def phase_epochs(c: ContrastiveConfig, batches_per_epoch: int) -> int:
+    """contrastive.epochs, raised to the fewest passes that take contrastive.min_steps optimizer steps."""
+    return max(c.epochs, -(-c.min_steps // max(batches_per_epoch, 1)))
 
 
 REPLACED_TRAIN_OPTIONS = ("epochs", "max_steps", "batch_size", "warmup_ratio", "patience", "group_by_length")
