@@ -29,7 +29,7 @@ def pool_csv(tmp_path, reviews_csv):
 
 
 def fill(path, truth: dict) -> None:
-    rows = list(csv.reader(path.open(encoding="utf-8")))
+    rows = list(csv.reader(path.open(encoding="utf-8", newline="")))
     for row in rows[1:]:
         row[3] = truth[row[0]]
     with path.open("w", encoding="utf-8", newline="") as file:
@@ -259,3 +259,49 @@ def test_a_round_scores_the_same_seeded_sample_of_the_pool(tmp_path):
     assert ActiveLoop(folder, pool, ["a", "b"], ActiveOptions(score_sample=10)).scored_texts() == sampled
     assert ActiveLoop(folder, pool, ["a", "b"], ActiveOptions()).scored_texts() == pool
     folder.close()
+
+
+def test_to_label_keeps_texts_with_line_breaks_and_carriage_returns(tmp_path):
+    texts = ["one\rtwo, three", "four\nfive", "six\r\nseven \"quoted\""]  # tweets hold a lone \r
+    folder = batch_folder(tmp_path, texts)
+    path = labeling.write_to_label(folder)
+    assert pd.read_csv(path).text.tolist() == texts
+    fill(path, dict.fromkeys(texts, "neg"))
+    assert labeling.read_to_label(folder, ["neg", "pos"], False) == dict.fromkeys(texts, "neg")
+    folder.close()
+
+
+def test_the_default_strategy_is_frozen_and_the_final_command_trains_on_every_label(tmp_path, reviews_csv,
+                                                                                      tiny_model_dir):
+    """A session ends with labels.csv and the `nlptransfer.run` command training the final model on it with
+    `contrastive`; that command, run as printed (a step of each kind), trains on every label."""
+    import shlex
+
+    from nlptransfer.active import final
+    from nlptransfer.active.loop import ActiveLoop
+    from nlptransfer.active.options import ActiveOptions
+    from nlptransfer.cli.run import main as run_main
+
+    assert ActiveOptions().strategy == "frozen"
+    truth = dict(pd.read_csv(reviews_csv).values.tolist()) | {"a tweet\rcut by a carriage return, mind": "neg"}
+    folder = ActiveFolder(tmp_path / "al").open()
+    for text, label in truth.items():
+        folder.add_label(text, label, "file", 0)
+    loop = ActiveLoop(folder, list(truth), ["neg", "neu", "pos"], ActiveOptions(model=tiny_model_dir))
+    said = final.announce(loop)
+    folder.close()
+    assert pd.read_csv(tmp_path / "al" / "labels.csv").values.tolist() == [list(item) for item in truth.items()]
+    command = shlex.split(said.split("with: ", 1)[1])
+    assert command[:4] == ["python", "-m", "nlptransfer.run", "recipe=topic"] and "strategy=contrastive" in command
+    assert run_main(command[3:] + ["train.epochs=1", "contrastive.epochs=1", "--quiet"]) == 0
+    metrics = json.loads((tmp_path / "al-final" / "metrics.json").read_text())
+    assert metrics["test"]["accuracy"] is not None
+
+    tagged = ActiveFolder(tmp_path / "ner").open()
+    tagged.add_label("mary went home", ["B-person", "O", "O"], "file", 0)
+    options = ActiveOptions(task="token-classification", labels=["person"], model=tiny_model_dir)
+    ner_loop = ActiveLoop(tagged, ["mary went home"], ["O", "B-person", "I-person"], options)
+    said = final.announce(ner_loop)
+    tagged.close()
+    assert (tmp_path / "ner" / "labels.conll").read_text() == "mary\tB-person\nwent\tO\nhome\tO\n"
+    assert "recipe=ner task=token-classification" in said and "strategy=full" in said

@@ -29,3 +29,24 @@ def test_report_gives_mean_curves_area_and_the_labels_to_reach_randoms_final_acc
     early = rows + [row("least_confidence", 0, 16, 0.53), row("least_confidence", 0, 32, 0.55)]
     assert "| least_confidence | 1 | 0.5300 | 0.5500 | 0.5400 | 16 (50%) |" in active.render(early)
     assert "not reached" in active.render(rows + [row("entropy", 0, 16, 0.3), row("entropy", 0, 32, 0.31)])
+
+
+def test_ner_rows_are_reported_as_entity_f1_beside_accuracy():
+    ner = [dict(row(query, 0, labels, f1), dataset="wnut16", metric="entity_f1", score=f1) for query, labels, f1 in
+           [("random", 8, 0.10), ("random", 16, 0.20), ("least_confidence", 8, 0.15), ("least_confidence", 16, 0.25)]]
+    for each in ner:
+        del each["accuracy"]
+    report = active.render([row("random", 0, 16, 0.40), *ner])
+    assert "strategy contrastive): mean test accuracy" in report
+    assert "strategy contrastive): mean test entity_f1" in report
+    assert "| area (entity_f1) | labels to random's final entity_f1 |" in report
+    assert "| least_confidence | 1 | 0.1500 | 0.2500 | 0.2000 | 16 (100%) |" in report
+
+
+def test_wnut16_splits_into_pool_and_test_sentences_with_their_tags():
+    args = active.parse_args(["--dataset", "wnut16", "--pool-size", "40", "--test-size", "10"])
+    pool, test = active.splits(args)
+    assert len(pool) == 40 and len(test) == 10 and not set(pool) & set(test)
+    sentence, tags = next(iter(pool.items()))
+    assert len(sentence.split(" ")) == len(tags) and all(tag == "O" or tag[:2] in ("B-", "I-") for tag in tags)
+    assert args.strategy == "frozen" and active.metric_of("wnut16") == "entity_f1"

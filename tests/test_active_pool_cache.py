@@ -13,7 +13,8 @@ from nlptransfer.active.options import ActiveOptions
 from nlptransfer.active.scoring import Scorer
 from nlptransfer.active.state import ActiveFolder
 
-TEXTS = [f"a text about thing {i}" if i % 2 else f"another one {i} here" for i in range(10)]
+TEXTS = [f"a text about thing {i}" + " and more" * (9 - i) if i % 2 else f"another one {i} here" for i in range(10)]
+"""Of several lengths: the pool is scored in length order, the cache kept in the pool's."""
 LABELS = ["neg", "neu", "pos"]
 
 

@@ -98,9 +98,9 @@ CASES = [
      lambda t: [train_file(t, "text\tlabel\n" + "hello, world\ta\n" + TSV_ROWS)], "rename it d.tsv"),
     ("a comma-separated file named .tsv", "sentiment",
      lambda t: [train_file(t, HEADER + ROWS, "d.tsv")], "looks comma-separated, not tab-separated"),
-    ("a bare carriage return inside a csv row", "sentiment",
+    ("a bare carriage return inside a csv row", "sentiment",  # as pandas' to_csv writes a tweet holding one
      lambda t: [train_file(t, HEADER + "a text with a\rcarriage return,a\n" + ROWS)],
-     "has a row with 1 of the header's 2 columns ('a text with a'); give every row all the columns"),
+     "which end a row (pandas leaves a carriage return bare: write with to_csv(..., lineterminator='\\r\\n'))"),
     ("a bare carriage return inside a csv row, data.backend=arrow", "sentiment",
      lambda t: [train_file(t, HEADER + "a text with a\rcarriage return,a\n" + ROWS), "data.backend=arrow"],
      "has a row with 1 of the header's 2 columns ('a text with a'); give every row all the columns"),

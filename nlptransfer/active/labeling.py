@@ -24,15 +24,19 @@ def shown(label) -> str:
     return "" if label is None else SEPARATOR.join(label) if isinstance(label, list) else str(label)
 
 
+def csv_text(rows: list[list]) -> str:
+    """Rows as CSV text, a value holding a line break or a carriage return quoted (rows end in CRLF, so the writer
+    quotes both; with "\n" alone it leaves a lone "\r" bare, which readers take for a row's end: tweets hold some)."""
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\r\n").writerows(rows)
+    return out.getvalue()
+
+
 def write_to_label(folder: ActiveFolder) -> Path:
     """to_label.csv: the batch's texts not labeled yet, the model's suggestion and confidence, an empty label column."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(COLUMNS)
-    for item in folder.unlabeled_in_batch():
-        confidence = "" if item["confidence"] is None else item["confidence"]
-        writer.writerow([item["text"], shown(item["suggestion"]), confidence, ""])
-    files.write_text(folder.path / TO_LABEL, out.getvalue())
+    rows = [["" if item["confidence"] is None else item["confidence"], item] for item in folder.unlabeled_in_batch()]
+    files.write_text(folder.path / TO_LABEL, csv_text(
+        [list(COLUMNS)] + [[item["text"], shown(item["suggestion"]), confidence, ""] for confidence, item in rows]))
     return folder.path / TO_LABEL
 
 
@@ -42,7 +46,8 @@ def read_to_label(folder: ActiveFolder, label_names: list[str], multilabel: bool
     if not path.exists():
         return {}
     try:
-        rows = list(csv.reader(path.read_text(encoding="utf-8").splitlines()))
+        with path.open(encoding="utf-8", newline="") as file:  # a line break inside a quoted text stays as written
+            rows = list(csv.reader(file))
     except (csv.Error, UnicodeDecodeError) as error:
         raise DataError(f"{path} cannot be read as CSV ({error}); fix it, or delete it to get the batch again "
                         "(every label given before is kept)") from None

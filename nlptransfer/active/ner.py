@@ -44,7 +44,8 @@ def read_sentences(path: str | Path, what: str, tags: list[str] | None = None) -
 
 def word_probabilities(scorer, sentences: list[str], batch_size: int = 32, max_length: int = 128):
     """Per sentence a (words, tags) array of each word's tag probabilities (its first sub-word's; words past the
-    length limit are left out), and the sentences' mean-pooled embeddings."""
+    length limit are left out), and the sentences' mean-pooled embeddings; in the sentences' order (the batches run in
+    length order)."""
     import numpy as np
     import torch
 
@@ -52,27 +53,34 @@ def word_probabilities(scorer, sentences: list[str], batch_size: int = 32, max_l
 
     caught: list = []
     hook = scorer.model.base_model.register_forward_hook(lambda module, args, output: caught.append(output[0]))
-    rows, embeddings = [], []
+    rows: list = [None] * len(sentences)
+    embeddings = None
     try:
         scorer.model.eval()
         with torch.inference_mode():
-            for start in range(0, len(sentences), batch_size):
-                words = [sentence.split(" ") for sentence in sentences[start:start + batch_size]]
-                batch = scorer.tokenizer(words, is_split_into_words=True, truncation=True, max_length=max_length,
-                                         padding=True, return_tensors="pt")
+            words = [sentence.split(" ") for sentence in sentences]
+            for positions, batch in scorer.batches(words, batch_size, max_length, split_words=True):
                 caught.clear()
-                probabilities = torch.softmax(scorer.model(**batch.to(scorer.model.device)).logits.float(), -1)
-                embeddings.append(pool(caught[0], batch["attention_mask"], "mean").float().cpu().numpy())
-                for i in range(len(words)):
-                    firsts, seen = [], set()
-                    for position, word in enumerate(batch.word_ids(i)):
-                        if word is not None and word not in seen:
-                            seen.add(word)
-                            firsts.append(position)
-                    rows.append(probabilities[i, firsts].cpu().numpy())
+                probabilities = torch.softmax(scorer.model(**batch).logits.float(), -1)
+                pooled = pool(caught[0], batch["attention_mask"], "mean").float().cpu().numpy()
+                if embeddings is None:
+                    embeddings = np.zeros((len(sentences), pooled.shape[1]), dtype=np.float32)
+                embeddings[positions] = pooled
+                for i, position in enumerate(positions):
+                    rows[position] = probabilities[i, first_subwords(batch.word_ids(i))].cpu().numpy()
     finally:
         hook.remove()
-    return rows, np.concatenate(embeddings)
+    return rows, np.zeros((0, 1), dtype=np.float32) if embeddings is None else embeddings
+
+
+def first_subwords(word_ids: list[int | None]) -> list[int]:
+    """The positions of each word's first sub-word."""
+    firsts, seen = [], set()
+    for position, word in enumerate(word_ids):
+        if word is not None and word not in seen:
+            seen.add(word)
+            firsts.append(position)
+    return firsts
 
 
 def write_to_label(folder: ActiveFolder) -> Path:

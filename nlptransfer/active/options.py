@@ -40,8 +40,10 @@ class ActiveOptions:
     terminal or the page)."""
     model: str = "minilm"
     """The checkpoint each round trains from: a short name, hub id, folder, or an earlier run's folder."""
-    strategy: str = "contrastive"
-    """The transfer strategy each round trains with (contrastive and frozen take seconds); any strategy."""
+    strategy: str = "frozen"
+    """The transfer strategy each round trains with: frozen (seconds: the pool's encoder outputs are kept across
+    rounds) or any strategy (contrastive: minutes a round, re-embedding the pool). The session ends by printing the
+    command that trains the final model on the labels with a stronger one."""
     query: str = "breaking_ties"
     """The query strategy: random, least_confidence, breaking_ties, entropy, bald (MC dropout: scores the pool
     mc_passes more times), cardinality (multi-label), embedding_kmeans, coreset, badge."""

@@ -75,6 +75,14 @@ def head_probabilities(scorer: Scorer, features: dict, batch_size: int) -> np.nd
     return np.concatenate(rows) if rows else np.zeros((0, len(scorer.label_names)))
 
 
+def in_text_order(parts: list[torch.Tensor], rows: list[torch.Tensor]) -> torch.Tensor:
+    """Batches' rows (scored in length order) put back in the texts' order."""
+    stacked, positions = torch.cat(parts), torch.cat(rows)
+    ordered = torch.empty_like(stacked)
+    ordered[positions] = stacked
+    return ordered
+
+
 def score(scorer: Scorer, texts: list[str], batch_size: int, max_length: int, path: Path, model_name: str
           ) -> tuple[np.ndarray, np.ndarray]:
     """(probabilities, embeddings) of `texts` as `scorer.score` gives them: from the cache at `path` when it holds
@@ -84,11 +92,12 @@ def score(scorer: Scorer, texts: list[str], batch_size: int, max_length: int, pa
     if stored is not None:
         logger.info("pool: the encoder's outputs come from %s (a frozen encoder): only the head runs", path.name)
         return head_probabilities(scorer, stored, batch_size), stored["embeddings"].numpy()
-    kept: dict[str, list] = {"hidden": [], "pooled": []}
+    kept: dict[str, list] = {"hidden": [], "pooled": [], "rows": []}
     pooling = head_pooling(scorer.model)
 
-    def keep(outputs, attention_mask) -> None:
+    def keep(outputs, attention_mask, rows) -> None:
         hidden, pooled = head_inputs(outputs, attention_mask, pooling)
+        kept["rows"].append(torch.as_tensor(rows))
         if pooling != "mean":
             kept["hidden"].append(hidden.float().cpu())
         if pooled is not None:
@@ -96,8 +105,8 @@ def score(scorer: Scorer, texts: list[str], batch_size: int, max_length: int, pa
 
     probabilities, embeddings = scorer.score(texts, batch_size, max_length, on_encoder=keep)
     features = {"key": key, "embeddings": torch.from_numpy(embeddings),  # a mean-pooled head reads the embeddings
-                "hidden": None if pooling == "mean" else torch.cat(kept["hidden"]),
-                "pooled": torch.cat(kept["pooled"]) if kept["pooled"] else None}
+                "hidden": None if pooling == "mean" else in_text_order(kept["hidden"], kept["rows"]),
+                "pooled": in_text_order(kept["pooled"], kept["rows"]) if kept["pooled"] else None}
     if not np.allclose(head_probabilities(scorer, features, batch_size), probabilities, atol=1e-5):
         logger.warning("this model's head reads more than the first token, the pooler or its pooled states: the "
                        "pool is scored in full each round")

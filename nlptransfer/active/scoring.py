@@ -34,11 +34,23 @@ class Scorer:
     label_names: list[str] | None = None
     multilabel: bool = False
 
-    def batches(self, texts: list[str], batch_size: int, max_length: int):
-        """The texts tokenized `batch_size` at a time, on the model's device."""
+    def length_order(self, texts: list, max_length: int, split_words: bool = False) -> np.ndarray:
+        """The positions of `texts` shortest first (their token counts, truncated at `max_length`; stable): batches
+        drawn in this order pad to like lengths, not each to its longest text (tweets: most far shorter)."""
+        if not texts:
+            return np.zeros(0, dtype=int)
+        ids = self.tokenizer(texts, truncation=True, max_length=max_length, is_split_into_words=split_words)
+        return np.argsort([len(row) for row in ids["input_ids"]], kind="stable")
+
+    def batches(self, texts: list, batch_size: int, max_length: int, split_words: bool = False):
+        """(positions in `texts`, their batch tokenized on the model's device), `batch_size` texts at a time in
+        length order (`length_order`): the caller puts each result back at its positions."""
+        order = self.length_order(texts, max_length, split_words)
         for start in range(0, len(texts), batch_size):
-            yield self.tokenizer(texts[start:start + batch_size], truncation=True, max_length=max_length,
-                                 padding=True, return_tensors="pt").to(self.model.device)
+            rows = order[start:start + batch_size]
+            yield rows, self.tokenizer([texts[i] for i in rows], truncation=True, max_length=max_length,
+                                       padding=True, return_tensors="pt", is_split_into_words=split_words
+                                       ).to(self.model.device)
 
     def probabilities(self, logits: torch.Tensor) -> np.ndarray:
         logits = logits.float()
@@ -47,46 +59,48 @@ class Scorer:
     @torch.inference_mode()
     def score(self, texts: list[str], batch_size: int = 64, max_length: int = 128, on_encoder=None
               ) -> tuple[np.ndarray | None, np.ndarray]:
-        """(probabilities or None, embeddings) of `texts`; `on_encoder(outputs, attention_mask)` is shown each
-        batch's encoder outputs (the pool cache keeps what the head reads)."""
+        """(probabilities or None, embeddings) of `texts`, in their order (the batches run in length order);
+        `on_encoder(outputs, attention_mask, rows)` is shown each batch's encoder outputs and the batch's positions
+        in `texts` (the pool cache keeps what the head reads)."""
         caught: list = []
         encoder = self.model.base_model
         hook = encoder.register_forward_hook(lambda module, args, output: caught.append(output))
-        probabilities, embeddings = [], []
+        probabilities = np.zeros((len(texts), len(self.label_names or [])), dtype=np.float32)
+        embeddings = None
         try:
             self.model.eval()
-            for batch in self.batches(texts, batch_size, max_length):
+            for rows, batch in self.batches(texts, batch_size, max_length):
                 caught.clear()
                 outputs = self.model(**batch)
-                embeddings.append(pool(caught[0][0], batch["attention_mask"], "mean").float().cpu().numpy())
+                pooled = pool(caught[0][0], batch["attention_mask"], "mean").float().cpu().numpy()
+                if embeddings is None:
+                    embeddings = np.zeros((len(texts), pooled.shape[1]), dtype=np.float32)
+                embeddings[rows] = pooled
                 if on_encoder is not None:
-                    on_encoder(caught[0], batch["attention_mask"])
+                    on_encoder(caught[0], batch["attention_mask"], rows)
                 if self.label_names is not None:
-                    probabilities.append(self.probabilities(outputs.logits))
+                    probabilities[rows] = self.probabilities(outputs.logits)
         finally:
             hook.remove()
-        width = len(self.label_names or [])
-        stacked = np.concatenate(embeddings) if embeddings else np.zeros((0, 1), dtype=np.float32)
-        if self.label_names is None:
-            return None, stacked
-        return (np.concatenate(probabilities) if probabilities else np.zeros((0, width))), stacked
-
+        embeddings = np.zeros((0, 1), dtype=np.float32) if embeddings is None else embeddings
+        return (None if self.label_names is None else probabilities), embeddings
 
     @torch.inference_mode()
     def dropout_probabilities(self, texts: list[str], passes: int, batch_size: int = 64, max_length: int = 128,
                               seed: int = 0) -> np.ndarray:
         """(passes, texts, labels): the probabilities of `passes` forward passes with dropout on (MC dropout, for
-        BALD), each batch tokenized once and run `passes` times; seeded, so a rerun gives the same passes."""
-        rows = []
+        BALD), each batch (in length order) tokenized once and run `passes` times; seeded, so a rerun gives the same
+        passes."""
+        found = np.zeros((passes, len(texts), len(self.label_names or [])), dtype=np.float32)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.model.train()  # dropout on; no weight changes (inference mode)
             try:
-                for batch in self.batches(texts, batch_size, max_length):
-                    rows.append(np.stack([self.probabilities(self.model(**batch).logits) for _ in range(passes)]))
+                for rows, batch in self.batches(texts, batch_size, max_length):
+                    found[:, rows] = np.stack([self.probabilities(self.model(**batch).logits) for _ in range(passes)])
             finally:
                 self.model.eval()
-        return np.concatenate(rows, axis=1) if rows else np.zeros((passes, 0, len(self.label_names or [])))
+        return found
 
 
 def trained_scorer(model_dir: str | Path) -> Scorer:

@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass
 
 from ..errors import ConfigError
-from . import inputs, labeling, ner
+from . import final, inputs, labeling, ner
 from .loop import ActiveLoop, simulate
 from .options import ActiveOptions, label_names, multilabel, tagging
 from .state import STORED, ActiveFolder
@@ -140,8 +140,9 @@ def by_terminal(loop: ActiveLoop, rounds: int, ask=None, out=None) -> str:
 
 
 def run_session(options: ActiveOptions, cfg=None, ask=None, out=None, run_options: list[str] = ()) -> ActiveLoop:
-    """The command's work after its options are checked: inputs, folder, then file, terminal, page or simulation;
-    `run_options` (`train.epochs=1`, ...) are recorded for reruns."""
+    """The command's work after its options are checked: inputs, folder, then file, terminal, page or simulation,
+    and last the labels file and the command training the final model on it; `run_options` (`train.epochs=1`, ...)
+    are recorded for reruns."""
     read = read_inputs(options)
     server = None
     if options.label_with == "serve":
@@ -160,6 +161,7 @@ def run_session(options: ActiveOptions, cfg=None, ask=None, out=None, run_option
             by_terminal(loop, options.rounds, ask=ask, out=out)
         else:
             by_file(loop)
+        logger.info("%s", final.announce(loop))
     finally:
         if server is not None:
             server.server_close()

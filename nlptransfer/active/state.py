@@ -23,7 +23,7 @@ from ..outputs.run_folder import RunFolder
 
 ACTIVE = folders.Kind("active", ("active.json", "labels.jsonl", "rounds.jsonl", "batch.json", "to_label.csv",
                                  "round-model", "pool_predictions.json", "learning_curve.png",
-                                 "report.md", "pool_features.pt"), ("labels.jsonl",))
+                                 "report.md", "pool_features.pt", "labels.csv", "labels.conll"), ("labels.jsonl",))
 """An active-learning folder (`nlptransfer.active`): what it writes."""
 LABELS, ROUNDS, SETTINGS, BATCH = "labels.jsonl", "rounds.jsonl", "active.json", "batch.json"
 

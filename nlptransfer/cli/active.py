@@ -20,11 +20,12 @@ from .run import configure_console, parse_args, parse_options, run_command, usag
 
 USAGE = f"""usage: python -m nlptransfer.active pool=FILE labels=[a, b, ...] output_dir=FOLDER [--terminal | --serve]
                                      [query={'|'.join(QUERY_NAMES[:4])}|...] [batch_size=16]
-                                     [strategy=contrastive]
+                                     [strategy=frozen]
                                      [oracle=LABELED_FILE rounds=N] [train.epochs=...] [--debug] [--quiet] [--help]
 Each run: the labels given since the last (to_label.csv's label column, the terminal, the page), one round (train,
 score the pool, pick the next batch), the batch handed over. The folder keeps labels.jsonl (append-only), rounds.jsonl
-(each round's accuracy, picks, kappa and the stopping suggestion), batch.json and to_label.csv.
+(each round's accuracy, picks, kappa and the stopping suggestion), batch.json, to_label.csv and labels.csv (every
+label, for the final model: each run ends by printing the `python -m nlptransfer.run ...` command that trains it).
 examples:
   python -m nlptransfer.active pool=texts.csv labels=[pos, neg, neu] output_dir=runs/al
   (fill the label column of runs/al/to_label.csv, then rerun: python -m nlptransfer.active output_dir=runs/al)

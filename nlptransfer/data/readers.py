@@ -91,7 +91,8 @@ class ShortRows:
         text = self.row.text if len(self.row.text) <= 40 else self.row.text[:37] + "..."
         return (f"{path} has a row with {self.row.actual_columns} of the header's {self.row.expected_columns} "
                 f"columns ({text!r}); give every row all the columns (an empty value between two separators) and quote "
-                "values that hold a line break or a carriage return, which end a row")
+                "values that hold a line break or a carriage return, which end a row (pandas leaves a carriage return "
+                "bare: write with to_csv(..., lineterminator='\\r\\n'))")
 
 
 def check_row_lengths(path: Path, separator: str, encoding: str) -> None:
