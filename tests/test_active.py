@@ -305,3 +305,12 @@ def test_the_default_strategy_is_frozen_and_the_final_command_trains_on_every_la
     tagged.close()
     assert (tmp_path / "ner" / "labels.conll").read_text() == "mary\tB-person\nwent\tO\nhome\tO\n"
     assert "recipe=ner task=token-classification" in said and "strategy=full" in said
+
+
+def test_the_final_command_quotes_label_names_so_commas_and_brackets_stay_in_them():
+    from nlptransfer.active.final import quoted
+    from nlptransfer.option_values import from_text
+
+    names = ["a, b", "c]d", "it's", "plain"]
+    written = f"[{', '.join(quoted(name) for name in names)}]"
+    assert from_text(written, list[str], "data.label_names") == names

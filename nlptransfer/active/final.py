@@ -47,7 +47,8 @@ def final_command(loop: ActiveLoop) -> list[str]:
     folder = loop.folder.path
     items = ["recipe=ner" if loop.tagging else "recipe=topic", f"task={options.task}", f"model={options.model}",
              f"strategy={FINAL_STRATEGY[bool(tasks.get(options.task).pooled_head)]}",
-             f"data.train_file={labels_path(loop)}", f"data.label_names=[{', '.join(loop.label_names)}]"]
+             f"data.train_file={labels_path(loop)}",
+             f"data.label_names=[{', '.join(quoted(name) for name in loop.label_names)}]"]
     if loop.cfg is not None:
         items.append(f"data.max_length={loop.cfg.data.max_length}")
     if not loop.tagging and (options.text_column, options.label_column) != ("text", "label"):
@@ -58,6 +59,11 @@ def final_command(loop: ActiveLoop) -> list[str]:
         items.append(f"data.test_file={options.test}")
     items.append(f"output_dir={folder.with_name(folder.name + '-final')}")
     return ["python", "-m", "nlptransfer.run", *items]
+
+
+def quoted(name: str) -> str:
+    """A label name as a quoted YAML item: commas, brackets and colons in it stay part of the name."""
+    return "'" + str(name).replace("'", "''") + "'"
 
 
 def announce(loop: ActiveLoop) -> str:
