@@ -90,8 +90,16 @@ class ActiveLoop:
                           model=options.model, strategy=options.strategy, task=options.task, seed=options.seed,
                           labels={"descriptions": options.descriptions}, output_dir=str(self.folder.path /
                                                                                        "round-model"),
-                          overwrite=True)
+                          overwrite=True, **self.head_options())
         return results.model_dir, results.test_metrics.get("f1" if self.tagging else "accuracy")
+
+    def head_options(self) -> dict:
+        """A classifier's rounds read the checkpoint's sentence embedding (`head.pooling=auto`: mean pooling for the
+        packaged MiniLM), better features for a few labels than the first token; a tagger, or a head.pooling the user
+        set, as given."""
+        if self.tagging or (self.cfg is not None and self.cfg.head.pooling is not None):
+            return {}
+        return {"head": {"pooling": "auto"}}
 
     def run_round(self) -> dict:
         """Train (when the labels allow), score the pool, pick and write the next batch; returns the round's record."""

@@ -33,12 +33,13 @@ def label_prompts(label_names: list[str], cfg) -> list[list[str]]:
     """Each label's prompts, in label order: every template (`labels.template`, alternatives separated by `|`) around
     every description of the label (`labels.descriptions`, the same; default: its name).
 
-    A description of a label the data does not have (unless it is the recipe's own description of labels it
+    A description of a label the data does not have (unless it is the recipe's own description of a label it
     knows), labels that are bare numbers without descriptions, and a template without `{}` are one-line errors.
     """
     given = {str(k): str(v) for k, v in (cfg.labels.descriptions or {}).items()}
-    unknown = sorted(set(given) - set(label_names))
-    if unknown and not recipe_descriptions(cfg):
+    recipes = recipe_descriptions(cfg)
+    unknown = sorted(name for name in set(given) - set(label_names) if recipes.get(name) != given[name])
+    if unknown:
         raise ConfigError(f"labels.descriptions names {', '.join(unknown[:5])}, which the data does not have "
                           f"(its labels: {', '.join(label_names)}); describe those labels only")
     nameless = [name for name in label_names if name not in given and not any(ch.isalpha() for ch in name)]
@@ -56,12 +57,13 @@ def label_prompts(label_names: list[str], cfg) -> list[list[str]]:
     return prompts
 
 
-def recipe_descriptions(cfg) -> bool:
-    """Whether `labels.descriptions` is the recipe's own (it may describe labels a user's data does not have)."""
+def recipe_descriptions(cfg) -> dict[str, str]:
+    """The recipe's own `labels.descriptions` (its defaults): they may describe labels a user's data does not have,
+    and a user's descriptions merge into them."""
     try:
-        return bool(cfg.labels.descriptions) and cfg.labels.descriptions == type(cfg)().labels.descriptions
+        return {str(k): str(v) for k, v in (type(cfg)().labels.descriptions or {}).items()}
     except TypeError:  # a config that cannot be built without arguments is no recipe's default
-        return False
+        return {}
 
 
 def mean_rows(embeddings, counts: list[int]):
