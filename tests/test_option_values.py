@@ -50,7 +50,8 @@ def test_yaml_1_1_scalars_keep_the_text_a_text_option_was_given():
     assert cfg.train.mixed_precision == "no" and validate(cfg)
     assert cfg.data.label_names == ["no", "yes", "null", "1.10", "off"]
     assert cfg.output_dir == "1.10" and cfg.data.text_column == "2024-01-01" and cfg.data.name == "~"
-    assert cfg.labels.descriptions == {"no": "not at all", "yes": "null"}
+    given = {"no": "not at all", "yes": "null"}  # merged into the recipe's own descriptions of its labels
+    assert cfg.labels.descriptions == sentiment.Config().labels.descriptions | given
 
 
 def test_null_unsets_optional_options_and_quotes_keep_the_text():
