@@ -121,6 +121,9 @@ class TrainConfig:
     """Learning rate of the new task head; default: train.lr (strategies full and gradual)."""
     speedups: bool = True
     """Exact speed-ups of the model's computation (top layer for [CLS] only, fast CPU dropout); see speed.py."""
+    compile: bool = False
+    """Train through `torch.compile` (dynamic shapes; its compile time counted): for GPUs; measured slower on a 2-core
+    CPU. Where compilation fails, a warning says why and training runs without it."""
 
 
 @dataclass

@@ -76,7 +76,19 @@ def test_the_loss_is_low_when_labels_cluster_and_high_when_they_mix():
     assert alone == 0 and alone.requires_grad  # no anchor has a positive: nothing to learn, still a graph
 
 
-def test_contrastive_training_pulls_same_label_texts_together(tiny_model_dir):
+def test_the_pair_cosine_loss_is_what_a_hand_computation_gives():
+    z = torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.0, 2.0]])  # cosines: (0,1) 0.6, (0,2) 0.0, (1,2) 0.8
+    labels = torch.tensor([0, 0, 1])
+    positive, negative = (1 - 0.6) ** 2, (0.0 ** 2 + 0.8 ** 2) / 2  # each kind's mean counts once
+    assert float(embedding.pair_cosine_loss(z, labels)) == pytest.approx(positive + negative)
+    multi_hot = torch.tensor([[1, 0], [1, 1], [0, 1]])  # (0,1) and (1,2) share a label, (0,2) not
+    assert float(embedding.pair_cosine_loss(z, multi_hot)) == pytest.approx(((0.4 ** 2 + 0.2 ** 2) / 2) + 0.0)
+    alone = embedding.pair_cosine_loss(z[:1].requires_grad_(), labels[:1])
+    assert alone == 0 and alone.requires_grad  # one text: no pair, still a graph
+
+
+@pytest.mark.parametrize("loss", ["supcon", "cosine"])
+def test_contrastive_training_pulls_same_label_texts_together(loss, tiny_model_dir):
     from transformers import AutoTokenizer
 
     split, names = toy_split()
@@ -87,17 +99,21 @@ def test_contrastive_training_pulls_same_label_texts_together(tiny_model_dir):
 
     def loss_and_accuracy() -> tuple[float, float]:
         x = split_embeddings(model, encoded, tokenizer, accelerator)
-        loss = embedding.supervised_contrastive_loss(torch.from_numpy(x), torch.from_numpy(y), 0.05)
-        return float(loss), nearest_neighbour_accuracy(x, y)
+        z, labels = torch.from_numpy(x), torch.from_numpy(y)
+        value = (embedding.supervised_contrastive_loss(z, labels, 0.05) if loss == "supcon"
+                 else embedding.pair_cosine_loss(z, labels))
+        return float(value), nearest_neighbour_accuracy(x, y)
 
     loss_before, accuracy_before = loss_and_accuracy()
     loader = batches.train_loader(encoded, tokenizer, 12, seed=0, group_by_length=False)
     cfg = TrainConfig(epochs=15, batch_size=12, patience=None, warmup_ratio=0.0)
-    fit(embedding.ContrastiveEncoder(model, 0.05), TrainData(loader, None), cfg, OptimizerSettings(1e-3),
+    lr = 1e-3 if loss == "supcon" else 3e-3  # supcon's cosines are scaled by 1 / temperature (20): larger gradients
+    fit(embedding.ContrastiveEncoder(model, 0.05, loss), TrainData(loader, None), cfg, OptimizerSettings(lr),
         accelerator)
     loss_after, accuracy_after = loss_and_accuracy()
-    floor = math.log(len(TOY["pos"]) - 1)  # the loss when each text's 7 positives coincide with it, far from the rest
-    assert loss_after - floor < 0.3 * (loss_before - floor), (loss_before, loss_after)
+    # supcon's least loss: each text's 7 positives coincide with it, far from the rest; cosine's 0
+    floor, share = (math.log(len(TOY["pos"]) - 1), 0.3) if loss == "supcon" else (0.0, 0.4)
+    assert loss_after - floor < share * (loss_before - floor), (loss_before, loss_after)
     assert accuracy_after > accuracy_before and accuracy_after >= 0.9, (accuracy_before, accuracy_after)
 
 
@@ -196,7 +212,8 @@ def test_a_few_shot_run_trains_on_the_sample_and_saves_a_pooled_model(few_shot_r
     assert "transformers refuses the model and says to pass it" in card
     assert "There was no validation split" in card and "| best epoch by | none (the last epoch) |" in card
     assert "best validation epoch" not in card
-    assert "| contrastive epochs / batch / temperature | 2 / 6 /" in card  # what trained, not train.*'s defaults
+    # what trained, not train.*'s defaults
+    assert "| contrastive epochs / batch / loss | 2 / 6 / supervised contrastive" in card
     assert not any(row in card for row in ("| epochs |", "| batch size |", "| max steps |", "| warmup ratio |"))
     assert "| learning rate |" in card and "| seed | 3 |" in card
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from types import SimpleNamespace
 
 import pytest
@@ -134,3 +135,51 @@ def test_predict_returns_logits_in_split_order(batch_size):
         expected = model(torch.stack([e["x"] for e in data])).logits.numpy()
     assert logits.shape == (10, 2)
     assert logits == pytest.approx(expected, abs=1e-6)
+
+
+def test_train_compile_trains_what_eager_trains_and_leaves_the_module_eager(caplog):
+    """`train.compile`: the forward runs compiled (inductor) while fitting; the weights are the eager run's up to
+    float rounding, and afterwards the module's own forward is back (state dict and saved files unchanged)."""
+    eager, _, _ = run_fit([0.5, 0.6], patience=None)
+    with caplog.at_level(logging.INFO, logger="nlptransfer"):
+        compiled, result, _ = run_fit([0.5, 0.6], patience=None, compile=True)
+    assert any("first step compiled" in message for message in caplog.messages)
+    assert not any("torch.compile failed" in message for message in caplog.messages)
+    assert "forward" not in vars(compiled) and compiled.state_dict().keys() == eager.state_dict().keys()
+    for name, value in eager.state_dict().items():
+        torch.testing.assert_close(compiled.state_dict()[name], value, rtol=1e-2, atol=1e-3)  # 20 steps at lr 0.1
+    assert result.optimizer_steps == 20
+
+
+def test_a_compilation_that_fails_warns_once_and_trains_eager(monkeypatch, caplog):
+    from torch._dynamo.exc import TorchDynamoException
+
+    calls = []
+
+    def failing_compile(function, **options):
+        def call(*args, **kwargs):
+            calls.append(options)
+            raise TorchDynamoException("inductor: no working C++ compiler")
+        return call
+
+    eager, _, _ = run_fit([0.5, 0.6], patience=None)
+    monkeypatch.setattr(torch, "compile", failing_compile)
+    with caplog.at_level(logging.WARNING, logger="nlptransfer"):
+        fallen_back, _, _ = run_fit([0.5, 0.6], patience=None, compile=True)
+    warnings = [message for message in caplog.messages if "train.compile" in message]
+    assert len(warnings) == 1 and "no working C++ compiler" in warnings[0] and "without compilation" in warnings[0]
+    assert calls == [{"dynamic": True}]  # tried once, then eager for good
+    for name, value in eager.state_dict().items():
+        assert torch.equal(fallen_back.state_dict()[name], value)
+    assert "forward" not in vars(fallen_back)
+
+
+def test_an_error_of_the_model_itself_is_not_taken_for_a_compilation_failure(monkeypatch):
+    def broken_compile(function, **options):
+        def call(*args, **kwargs):
+            raise ValueError("labels out of range")
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    with pytest.raises(ValueError, match="labels out of range"):
+        run_fit([0.5], patience=None, compile=True)

@@ -30,11 +30,7 @@ def supervised_contrastive_loss(embeddings: torch.Tensor, labels: torch.Tensor, 
     z = nn.functional.normalize(embeddings.float(), dim=-1)
     similarity = z @ z.T / temperature
     eye = torch.eye(len(z), dtype=torch.bool, device=z.device)
-    if labels.dim() == 1:
-        positive = labels[:, None] == labels[None, :]
-    else:
-        positive = (labels.float() @ labels.float().T) > 0
-    positive = positive & ~eye
+    positive = same_label(labels) & ~eye
     log_probability = similarity.masked_fill(eye, float("-inf")).log_softmax(dim=-1).masked_fill(eye, 0.0)
     counts = positive.sum(dim=-1)
     anchors = counts > 0
@@ -44,19 +40,48 @@ def supervised_contrastive_loss(embeddings: torch.Tensor, labels: torch.Tensor, 
     return per_anchor.mean()
 
 
+def pair_cosine_loss(embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """SetFit's pair loss over every pair of the batch: the squared distance of each pair's cosine similarity from
+    its target, 1 for texts sharing a label (multi-hot: at least one), 0 for the others.
+
+    SetFit samples as many positive as negative pairs; here the batch holds all its pairs, so the mean over the
+    positive pairs and the mean over the negative ones count equally (a kind absent from the batch counts 0).
+    """
+    z = nn.functional.normalize(embeddings.float(), dim=-1)
+    cosine = z @ z.T
+    upper = torch.ones_like(cosine, dtype=torch.bool).triu(diagonal=1)
+    positive = same_label(labels) & upper
+    negative = ~same_label(labels) & upper
+    loss = cosine.sum() * 0.0  # keeps the graph: a batch of one text
+    if positive.any():
+        loss = loss + ((1 - cosine[positive]) ** 2).mean()
+    if negative.any():
+        loss = loss + (cosine[negative] ** 2).mean()
+    return loss
+
+
+def same_label(labels: torch.Tensor) -> torch.Tensor:
+    """(n, n) booleans: whether texts i and j share a label (multi-hot rows: at least one)."""
+    if labels.dim() == 1:
+        return labels[:, None] == labels[None, :]
+    return (labels.float() @ labels.float().T) > 0
+
+
 class ContrastiveEncoder(nn.Module):
     """A pooled classifier seen as its embedding: `forward(**batch)` returns the contrastive loss of the batch
     (the head is not used), so the standard loop trains the encoder."""
 
-    def __init__(self, model: nn.Module, temperature: float) -> None:
+    def __init__(self, model: nn.Module, temperature: float, loss: str = "supcon") -> None:
         super().__init__()
         self.model = model
         self.temperature = temperature
+        self.loss = loss
 
     def forward(self, labels: torch.Tensor, **inputs) -> SequenceClassifierOutput:
         embeddings = self.model.embed(**inputs)
-        return SequenceClassifierOutput(loss=supervised_contrastive_loss(embeddings, labels, self.temperature),
-                                        logits=embeddings)
+        loss = (pair_cosine_loss(embeddings, labels) if self.loss == "cosine"
+                else supervised_contrastive_loss(embeddings, labels, self.temperature))
+        return SequenceClassifierOutput(loss=loss, logits=embeddings)
 
 
 class Embedder(nn.Module):

@@ -24,6 +24,7 @@ from ..errors import TrainingError
 from ..options import TrainConfig
 from ..outputs.console import progress_bar
 from .batches import model_inputs
+from .compiling import compiled
 from .hooks import Callback, Loop
 from .state import FitResult, LoopState
 
@@ -102,8 +103,14 @@ def fit(model: nn.Module, data: TrainData, cfg: TrainConfig, optimizer_settings:
     Per epoch: callbacks' `on_epoch_start`, train steps (`on_step_end` after each optimizer step),
     validate, keep the best weights, `on_epoch_end`; training stops after `cfg.epochs`, `cfg.max_steps`,
     or when a callback sets `loop.should_stop` (early stopping, a time budget). Checkpointing and
-    resuming are a callback too (`callbacks.Checkpointing`).
+    resuming are a callback too (`callbacks.Checkpointing`). `cfg.compile`: through `torch.compile` meanwhile.
     """
+    with compiled(model, cfg.compile):
+        return train_epochs(model, data, cfg, optimizer_settings, accelerator, callbacks)
+
+
+def train_epochs(model: nn.Module, data: TrainData, cfg: TrainConfig, optimizer_settings: OptimizerSettings,
+                 accelerator: Accelerator, callbacks: Sequence[Callback]) -> LoopState:
     batches = data.batches
     steps_per_epoch = math.ceil(len(batches) / cfg.grad_accum_steps)
     total_steps = min(steps_per_epoch * cfg.epochs, cfg.max_steps or steps_per_epoch * cfg.epochs)

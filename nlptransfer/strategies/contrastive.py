@@ -40,8 +40,11 @@ class ContrastiveConfig:
     so the encoder moves as far as with more; 0: exactly `epochs` passes."""
     batch_size: int = 16
     """Texts per contrastive batch: each is contrasted with the batch's others."""
+    loss: str = "supcon"
+    """The phase's loss: `supcon` (supervised contrastive: each text against the batch's others, softmax over
+    cosine / temperature) or `cosine` (SetFit's: each pair's cosine pulled to 1 for one label, to 0 otherwise)."""
     temperature: float = 0.05
-    """Temperature of the supervised contrastive loss (cosine similarity / temperature)."""
+    """Temperature of the supervised contrastive loss (cosine similarity / temperature; not used by `cosine`)."""
     head_c: float = 1.0
     """Inverse L2 strength of the logistic-regression head (scikit-learn's C; SetFit's default 1.0)."""
     end_to_end: bool = False
@@ -69,6 +72,7 @@ class Contrastive(Strategy):
         return [(c.epochs >= 1, "contrastive.epochs must be at least 1"),
                 (c.min_steps >= 0, "contrastive.min_steps must be 0 (exactly contrastive.epochs) or more"),
                 (c.batch_size >= 2, "contrastive.batch_size must be at least 2: a text is contrasted with others"),
+                (c.loss in LOSSES, f"contrastive.loss must be one of {', '.join(LOSSES)}"),
                 (0.01 <= c.temperature <= 1, "contrastive.temperature must be between 0.01 and 1, e.g. 0.05: "
                                              "smaller ones overflow the loss, larger ones hardly tell texts apart"),
                 (c.head_c > 0, "contrastive.head_c must be positive, e.g. 1.0"),
@@ -133,7 +137,7 @@ class Contrastive(Strategy):
         encoder = model.base_model
         if c.lora_r:
             setattr(model, prefix, lora_encoder(encoder, c.lora_r))
-        wrapped = embedding.ContrastiveEncoder(model, c.temperature)
+        wrapped = embedding.ContrastiveEncoder(model, c.temperature, c.loss)
         state = fit(wrapped, TrainData(loader, None), phase, OptimizerSettings(fitting.lr), fitting.accelerator)
         if c.lora_r:
             setattr(model, prefix, getattr(model, prefix).merge_and_unload())
@@ -153,7 +157,8 @@ class Contrastive(Strategy):
     def card_rows(self, cfg) -> list[tuple[str, object]]:
         c = cfg.contrastive
         epochs = f"{c.epochs} (more to take {c.min_steps} steps)" if c.min_steps else c.epochs
-        rows = [("contrastive epochs / batch / temperature", f"{epochs} / {c.batch_size} / {c.temperature}"),
+        loss = "cosine pairs" if c.loss == "cosine" else f"supervised contrastive, temperature {c.temperature}"
+        rows = [("contrastive epochs / batch / loss", f"{epochs} / {c.batch_size} / {loss}"),
                 ("head", f"logistic regression, C={c.head_c}" + (", then end-to-end fine-tuning"
                                                                  if c.end_to_end else ""))]
         if c.lora_r:
@@ -167,6 +172,9 @@ def phase_epochs(c: ContrastiveConfig, batches_per_epoch: int) -> int:
     """contrastive.epochs, raised to the fewest passes that take contrastive.min_steps optimizer steps."""
     return max(c.epochs, -(-c.min_steps // max(batches_per_epoch, 1)))
 
+
+LOSSES = ("supcon", "cosine")
+"""`contrastive.loss`: the supervised contrastive loss, or SetFit's pair cosine regression."""
 
 REPLACED_TRAIN_OPTIONS = ("epochs", "max_steps", "batch_size", "warmup_ratio", "patience", "group_by_length")
 """The train options the contrastive phase sets itself (contrastive.epochs and batch_size, warmup 0.1, no stopping)."""

@@ -1,0 +1,68 @@
+"""`train.compile`: the trained module's forward compiled by `torch.compile` (dynamic shapes), eager where it fails.
+
+Off by default: on a 2-core CPU a compiled MiniLM step measured 1.05x the eager one after a 50 s warm-up
+(benchmarks/README.md, "Levers"); where it pays (a GPU, longer sequences) its compile time is counted in the run's
+training seconds. The forward is replaced on the instance only while `engine.loop.fit` trains, so parameter names,
+state dicts, checkpoints and the saved model are those of the eager module; `fit` puts the eager forward back.
+
+A compilation that fails (no C compiler for inductor, an operation dynamo cannot trace) logs one warning with the
+reason and the batch runs eager, as every later one; errors that are not torch.compile's are raised as they are.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from ..outputs.model_files import first_line
+
+logger = logging.getLogger(__name__)
+
+
+class CompiledForward:
+    """A module's forward through `torch.compile(dynamic=True)`, falling back to the eager forward for good on the
+    first compilation failure."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.eager = module.forward
+        self.compiled = torch.compile(self.eager, dynamic=True)
+        self.failure: str | None = None
+        self.first_call_seconds: float | None = None
+
+    def __call__(self, *args, **kwargs):
+        if self.failure is not None:
+            return self.eager(*args, **kwargs)
+        from torch._dynamo.exc import TorchDynamoException
+
+        started = time.perf_counter()
+        try:
+            output = self.compiled(*args, **kwargs)
+        except TorchDynamoException as e:  # BackendCompilerFailed, Unsupported, ...: compilation, not the model
+            self.failure = f"{type(e).__name__}: {first_line(e)}"
+            logger.warning("train.compile: torch.compile failed (%s); training without compilation (set "
+                           "train.compile=false to skip the attempt)", self.failure)
+            return self.eager(*args, **kwargs)
+        if self.first_call_seconds is None:
+            self.first_call_seconds = time.perf_counter() - started
+            logger.info("train.compile: first step compiled in %.1f s", self.first_call_seconds)
+        return output
+
+
+@contextmanager
+def compiled(module: nn.Module, enabled: bool = True) -> Iterator[CompiledForward | None]:
+    """`module`'s calls routed through a compiled forward inside the block (`enabled`), its own forward after."""
+    if not enabled:
+        yield None
+        return
+    forward = CompiledForward(module)
+    module.forward = forward
+    try:
+        yield forward
+    finally:
+        if module.__dict__.get("forward") is forward:
+            del module.forward
