@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # report.machine: the CPU's model and flags
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -118,7 +119,7 @@ def run_one(args: argparse.Namespace, query: str, seed: int, pool: dict, test: d
                                    "seconds": record["seconds"],
                                    "strategy": args.strategy, "pool": len(pool), "test": len(test),
                                    "batch_size": args.batch_size, "command": args.command,
-                                   "load_average": round(os.getloadavg()[0], 2),
+                                   "load_average": round(os.getloadavg()[0], 2), "machine": args.machine,
                                    "total_seconds": round(time.perf_counter() - started, 1)}) + "\n")
 
 
@@ -177,11 +178,23 @@ def render(rows: list[dict]) -> str:
                 f"{curve[n]:.4f}" if n in curve else "" for n in counts)
                 + f" | {statistics.mean(curve.values()):.4f} | {share if final is not None else 'n/a'} |")
         lines += [""]
+    lines += [machine_line(rows)]
     loads = [row["load_average"] for row in rows]
     lines += [f"Load average as rounds finished: {min(loads):.2f} to {max(loads):.2f}. Area: the mean score over the "
               "curve's points. Entity F1: seqeval, strict IOB2 (a label is a sentence's tags). Figures: active.png.",
               ""]
     return "\n".join(lines)
+
+
+def machine_line(rows: list[dict]) -> str:
+    """The CPUs the rows were measured on, with their bf16 and AVX-512 flags."""
+    machines = {json.dumps(row["machine"], sort_keys=True): row["machine"] for row in rows if row.get("machine")}
+    described = [f"{m['cpu']} ({m['cores']} cores, {m['torch_threads']} torch threads; bf16 flags: "
+                 f"{', '.join(m['bf16_flags']) or 'none'}; AVX-512: {'yes' if m['avx512'] else 'no'})"
+                 for m in machines.values()]
+    unrecorded = sum(1 for row in rows if not row.get("machine"))
+    return ("Machine: " + "; ".join(described or ["not recorded"])
+            + (f" ({unrecorded} earlier rows did not record theirs)." if unrecorded and described else "."))
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -211,6 +224,11 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         logging.basicConfig(level=logging.WARNING)
         pool, test = splits(args)
+        from report import machine
+
+        args.machine = {key: value for key, value in machine().items()
+                        if key in ("cpu", "cores", "torch_threads", "bf16_flags", "avx512")}
+        print(machine_line([{"machine": args.machine}]), flush=True)
         done = {(row["dataset"], row["query"], row["seed"]) for row in read_rows(rows_path)}
         for seed in range(args.seeds):
             for query in args.queries.split(","):

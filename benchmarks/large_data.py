@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -225,7 +224,12 @@ def main(argv=None) -> None:
     print(table)
     print("\n".join(checklist(rows)))
     if args.results != "none":
-        machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from report import machine as host_facts
+
+        host = host_facts()
+        machine = (f"{host['cpu']}, {os.cpu_count()} cores (bf16 flags: {', '.join(host['bf16_flags']) or 'none'}; "
+                   f"AVX-512: {'yes' if host['avx512'] else 'no'})")
         text = (f"# Data larger than memory: time and memory to the first optimizer step\n\n"
                 f"Measured on {machine} with `python benchmarks/large_data.py --rows {args.rows} --runs "
                 f"{args.runs}` ({time.strftime('%Y-%m-%d')}). See the script's docstring for what each run does.\n\n"

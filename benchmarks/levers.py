@@ -294,6 +294,9 @@ def step_child(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
+    from report import machine_line
+
+    print(machine_line(), flush=True)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--levers", default=None, help="comma-separated; default: all")
     parser.add_argument("--threads", action="store_true",

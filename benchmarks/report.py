@@ -52,6 +52,13 @@ def machine() -> dict:
             "date": datetime.now().astimezone().isoformat(timespec="minutes")}
 
 
+def machine_line(host: dict | None = None) -> str:
+    """One line naming the CPU and its bf16/AVX-512 flags, printed beside a benchmark's figures."""
+    host = host or machine()
+    return (f"machine: {host['cpu']}, {host['cores']} cores, {host['torch_threads']} torch threads; bf16 flags: "
+            f"{', '.join(host['bf16_flags']) or 'none'}; AVX-512: {'yes' if host['avx512'] else 'no'}")
+
+
 def training_flops(name: str, measured: dict, work: dict, epochs: int) -> float | None:
     """Useful FLOPs: multiplier * (layer params * real tokens + 2 * layers * hidden * sum(length^2))."""
     per_pass = (work["layer_parameters"] * work["train_tokens"]

@@ -57,6 +57,10 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2, help="runs from each tree")
     parser.add_argument("arguments", nargs="*", default=["recipe=sentiment"], help="the run's key=value arguments")
     args = parser.parse_args()
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from report import machine_line
+
+    print(machine_line(), flush=True)
     with tempfile.TemporaryDirectory(prefix="side-by-side-") as work:
         work = Path(work)
         current = checkout(args.current, work / "current") if args.current else ROOT

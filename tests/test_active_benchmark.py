@@ -31,6 +31,18 @@ def test_report_gives_mean_curves_area_and_the_labels_to_reach_randoms_final_acc
     assert "not reached" in active.render(rows + [row("entropy", 0, 16, 0.3), row("entropy", 0, 32, 0.31)])
 
 
+def test_the_report_names_the_cpu_and_its_bf16_flags():
+    epyc = {"cpu": "AMD EPYC", "cores": 2, "torch_threads": 2, "bf16_flags": [], "avx512": False}
+    xeon = {"cpu": "Intel Xeon", "cores": 2, "torch_threads": 2, "bf16_flags": ["amx_bf16", "avx512_bf16"],
+            "avx512": True}
+    report = active.render([row("random", 0, 16, 0.4), dict(row("random", 1, 16, 0.4), machine=epyc),
+                            dict(row("random", 2, 16, 0.4), machine=xeon)])
+    assert ("Machine: AMD EPYC (2 cores, 2 torch threads; bf16 flags: none; AVX-512: no); Intel Xeon (2 cores, 2 "
+            "torch threads; bf16 flags: amx_bf16, avx512_bf16; AVX-512: yes) (1 earlier rows did not record theirs)."
+            ) in report
+    assert "Machine: not recorded." in active.render([row("random", 0, 16, 0.4)])
+
+
 def test_ner_rows_are_reported_as_entity_f1_beside_accuracy():
     ner = [dict(row(query, 0, labels, f1), dataset="wnut16", metric="entity_f1", score=f1) for query, labels, f1 in
            [("random", 8, 0.10), ("random", 16, 0.20), ("least_confidence", 8, 0.15), ("least_confidence", 16, 0.25)]]
