@@ -213,7 +213,7 @@ def test_a_few_shot_run_trains_on_the_sample_and_saves_a_pooled_model(few_shot_r
     assert "There was no validation split" in card and "| best epoch by | none (the last epoch) |" in card
     assert "best validation epoch" not in card
     # what trained, not train.*'s defaults
-    assert "| contrastive epochs / batch / loss | 2 / 6 / supervised contrastive" in card
+    assert "| contrastive epochs / batch / loss | 2 / 6 / cosine pairs |" in card
     assert not any(row in card for row in ("| epochs |", "| batch size |", "| max steps |", "| warmup ratio |"))
     assert "| learning rate |" in card and "| seed | 3 |" in card
 

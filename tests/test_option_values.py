@@ -151,7 +151,7 @@ def test_a_saved_config_round_trips_values_yaml_would_retype(tmp_path):
     ("labels.template=no placeholder", "labels.template must hold one '{}'"),
     ("labels.template={name}", "labels.template must hold one '{}'"),
     ("labels.template={", "labels.template must hold one '{}'"),
-    (["strategy=contrastive", "contrastive.loss=triplet"], "contrastive.loss must be one of supcon, cosine"),
+    (["strategy=contrastive", "contrastive.loss=triplet"], "contrastive.loss must be one of cosine, supcon"),
 ])
 def test_values_that_would_train_wrongly_are_refused(item, fragment):
     with pytest.raises(ConfigError, match=fragment.replace("{", r"\{").replace("}", r"\}")):

@@ -1,11 +1,12 @@
 """Sentence-embedding training for few-shot classification: a contrastive phase, then a linear head.
 
 The encoder learns, on the labeled examples, to put texts of one label close together and texts
-of different labels apart (Khosla et al., 2020: supervised contrastive loss over the batch). Each
-text goes through the encoder once per epoch, whatever the number of pairs in its batch, so the
-cost grows linearly with the number of examples; SetFit's pair generation grows with the pairs.
-The head is then fitted once, in closed form, on the embeddings: a logistic regression, as SetFit
-fits it, copied into the model's linear head.
+of different labels apart: SetFit's pair loss (each pair's cosine regressed to 1 or 0), here over
+every pair of a batch (`pair_cosine_loss`), or the supervised contrastive loss over the batch
+(Khosla et al., 2020; `supervised_contrastive_loss`). Each text goes through the encoder once per
+epoch, whatever the number of pairs in its batch, so the cost grows linearly with the number of
+examples; SetFit's pair generation grows with the pairs. The head is then fitted once, in closed
+form, on the embeddings: a logistic regression, as SetFit fits it, copied into the model's linear head.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ class ContrastiveEncoder(nn.Module):
     """A pooled classifier seen as its embedding: `forward(**batch)` returns the contrastive loss of the batch
     (the head is not used), so the standard loop trains the encoder."""
 
-    def __init__(self, model: nn.Module, temperature: float, loss: str = "supcon") -> None:
+    def __init__(self, model: nn.Module, temperature: float, loss: str = "cosine") -> None:
         super().__init__()
         self.model = model
         self.temperature = temperature
