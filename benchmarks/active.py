@@ -3,7 +3,7 @@ labels, the labels of a packaged corpus hidden and revealed batch by batch (`nlp
 
     python benchmarks/active.py                                   # tweets: random, least_confidence, breaking_ties
     python benchmarks/active.py --dataset bbc_news --pool-size 1500 --test-size 400 --max-length 128
-    python benchmarks/active.py --dataset wnut16 --pool-size 1800 --test-size 500    # NER: entity F1 (seqeval)
+    python benchmarks/active.py --dataset wnut16 --pool-size 1790 --test-size 500    # NER: entity F1 (seqeval)
     python benchmarks/active.py --pool-size 200 --test-size 100 --rounds 2 --batch-size 8 --seeds 1 \\
         --out-dir /tmp/active-bench --results /tmp/ACTIVE.md                          # a quick check
     python benchmarks/active.py --dataset wnut16 --pool-size 120 --test-size 60 --rounds 2 --batch-size 8 \\
