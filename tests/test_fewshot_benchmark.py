@@ -48,6 +48,18 @@ def test_report_has_a_table_per_dataset_and_checks_the_goal_at_every_size():
     assert "- k=16: accuracy -0.010" in report and "Goal at every size: **not met**." in report
 
 
+def test_seconds_measured_beside_another_job_do_not_fail_the_time_goal_but_are_marked():
+    loaded = [row("setfit", 8, 0, 0.60, 30.0), row("contrastive", 8, 0, 0.63, 20.0, load_average=3.4)]
+    report = fewshot.render(loaded)
+    assert "k=8: accuracy +0.030" in report and "accuracy holds, time not comparable" in report
+    assert "(load average contrastive up to 3.4: measured beside another job, its seconds inflated)" in report
+    assert "Goal at every size: **undecided**" in report
+    behind = fewshot.render([row("setfit", 8, 0, 0.60, 30.0), row("contrastive", 8, 0, 0.55, 20.0, load_average=3.4)])
+    assert "does not hold" in behind and "Goal at every size: **not met**" in behind  # accuracy fails whatever the load
+    quiet = fewshot.render([row("setfit", 8, 0, 0.60, 30.0), row("contrastive", 8, 0, 0.63, 12.0)])
+    assert ": holds" in quiet and "load average" not in quiet.split("Goal at every size")[0].split("k=8:")[1]
+
+
 def test_scaling_rows_make_a_second_table():
     scaled = [row("setfit", 64, 0, 0.6, 100.0, part="scaling", process_seconds=110.0, peak_rss_kb=2048 * 1024),
               row("contrastive", 64, 0, 0.62, 40.0, part="scaling", process_seconds=55.0, peak_rss_kb=1024 * 1024),
