@@ -138,14 +138,14 @@ def test_predict_returns_logits_in_split_order(batch_size):
 
 
 def test_train_compile_trains_what_eager_trains_and_leaves_the_module_eager(caplog):
-    """`train.compile`: the forward runs compiled (inductor) while fitting; the weights are the eager run's up to
-    float rounding, and afterwards the module's own forward is back (state dict and saved files unchanged)."""
+    """`train.compile`: the module's call runs compiled (inductor) while fitting; the weights are the eager run's up
+    to float rounding, and afterwards the module's own call is back (state dict and saved files unchanged)."""
     eager, _, _ = run_fit([0.5, 0.6], patience=None)
     with caplog.at_level(logging.INFO, logger="nlptransfer"):
         compiled, result, _ = run_fit([0.5, 0.6], patience=None, compile=True)
     assert any("first step compiled" in message for message in caplog.messages)
     assert not any("torch.compile failed" in message for message in caplog.messages)
-    assert "forward" not in vars(compiled) and compiled.state_dict().keys() == eager.state_dict().keys()
+    assert compiled._compiled_call_impl is None and compiled.state_dict().keys() == eager.state_dict().keys()
     for name, value in eager.state_dict().items():
         torch.testing.assert_close(compiled.state_dict()[name], value, rtol=1e-2, atol=1e-3)  # 20 steps at lr 0.1
     assert result.optimizer_steps == 20
@@ -171,7 +171,7 @@ def test_a_compilation_that_fails_warns_once_and_trains_eager(monkeypatch, caplo
     assert calls == [{"dynamic": True}]  # tried once, then eager for good
     for name, value in eager.state_dict().items():
         assert torch.equal(fallen_back.state_dict()[name], value)
-    assert "forward" not in vars(fallen_back)
+    assert fallen_back._compiled_call_impl is None
 
 
 def test_an_error_of_the_model_itself_is_not_taken_for_a_compilation_failure(monkeypatch):

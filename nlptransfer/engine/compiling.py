@@ -2,8 +2,9 @@
 
 Off by default: on a 2-core CPU a compiled MiniLM step measured 1.05x the eager one after a 50 s warm-up
 (benchmarks/README.md, "Levers"); where it pays (a GPU, longer sequences) its compile time is counted in the run's
-training seconds. The forward is replaced on the instance only while `engine.loop.fit` trains, so parameter names,
-state dicts, checkpoints and the saved model are those of the eager module; `fit` puts the eager forward back.
+training seconds. The module's call goes through the compiled function only while `engine.loop.fit` trains (the
+slot `nn.Module.compile` uses, so Accelerate's autocast wrapper of `forward` is compiled with it), and parameter
+names, state dicts, checkpoints and the saved model are those of the eager module; `fit` puts the eager call back.
 
 A compilation that fails (no C compiler for inductor, an operation dynamo cannot trace) logs one warning with the
 reason and the batch runs eager, as every later one; errors that are not torch.compile's are raised as they are.
@@ -25,11 +26,11 @@ logger = logging.getLogger(__name__)
 
 
 class CompiledForward:
-    """A module's forward through `torch.compile(dynamic=True)`, falling back to the eager forward for good on the
-    first compilation failure."""
+    """A module's call through `torch.compile(dynamic=True)`, falling back to the eager call for good on the first
+    compilation failure."""
 
     def __init__(self, module: nn.Module) -> None:
-        self.eager = module.forward
+        self.eager = module._call_impl
         self.compiled = torch.compile(self.eager, dynamic=True)
         self.failure: str | None = None
         self.first_call_seconds: float | None = None
@@ -55,14 +56,17 @@ class CompiledForward:
 
 @contextmanager
 def compiled(module: nn.Module, enabled: bool = True) -> Iterator[CompiledForward | None]:
-    """`module`'s calls routed through a compiled forward inside the block (`enabled`), its own forward after."""
-    if not enabled:
+    """`module`'s calls routed through a compiled call inside the block (`enabled`), its own after.
+
+    The slot is `nn.Module.compile`'s (`_compiled_call_impl`, which `nn.Module.__call__` reads); a module a caller
+    compiled before keeps its own compilation."""
+    if not enabled or module._compiled_call_impl is not None:
         yield None
         return
     forward = CompiledForward(module)
-    module.forward = forward
+    module._compiled_call_impl = forward
     try:
         yield forward
     finally:
-        if module.__dict__.get("forward") is forward:
-            del module.forward
+        if module._compiled_call_impl is forward:
+            module._compiled_call_impl = None
