@@ -1,4 +1,4 @@
-"""`train.compile`: the trained module's forward compiled by `torch.compile` (dynamic shapes), eager where it fails.
+"""`train.compile`: the trained module's call compiled by `torch.compile` (dynamic shapes), eager where it fails.
 
 Off by default: on a 2-core CPU a compiled MiniLM step measured 1.05x the eager one after a 50 s warm-up
 (benchmarks/README.md, "Levers"); where it pays (a GPU, longer sequences) its compile time is counted in the run's
@@ -25,7 +25,7 @@ from ..outputs.model_files import first_line
 logger = logging.getLogger(__name__)
 
 
-class CompiledForward:
+class CompiledCall:
     """A module's call through `torch.compile(dynamic=True)`, falling back to the eager call for good on the first
     compilation failure."""
 
@@ -55,7 +55,7 @@ class CompiledForward:
 
 
 @contextmanager
-def compiled(module: nn.Module, enabled: bool = True) -> Iterator[CompiledForward | None]:
+def compiled(module: nn.Module, enabled: bool = True) -> Iterator[CompiledCall | None]:
     """`module`'s calls routed through a compiled call inside the block (`enabled`), its own after.
 
     The slot is `nn.Module.compile`'s (`_compiled_call_impl`, which `nn.Module.__call__` reads); a module a caller
@@ -63,10 +63,10 @@ def compiled(module: nn.Module, enabled: bool = True) -> Iterator[CompiledForwar
     if not enabled or module._compiled_call_impl is not None:
         yield None
         return
-    forward = CompiledForward(module)
-    module._compiled_call_impl = forward
+    call = CompiledCall(module)
+    module._compiled_call_impl = call
     try:
-        yield forward
+        yield call
     finally:
-        if module._compiled_call_impl is forward:
+        if module._compiled_call_impl is call:
             module._compiled_call_impl = None

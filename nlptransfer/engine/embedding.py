@@ -50,9 +50,8 @@ def pair_cosine_loss(embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Te
     """
     z = nn.functional.normalize(embeddings.float(), dim=-1)
     cosine = z @ z.T
-    upper = torch.ones_like(cosine, dtype=torch.bool).triu(diagonal=1)
-    positive = same_label(labels) & upper
-    negative = ~same_label(labels) & upper
+    upper, same = torch.ones_like(cosine, dtype=torch.bool).triu(diagonal=1), same_label(labels)
+    positive, negative = same & upper, ~same & upper
     loss = cosine.sum() * 0.0  # keeps the graph: a batch of one text
     if positive.any():
         loss = loss + ((1 - cosine[positive]) ** 2).mean()
