@@ -204,10 +204,11 @@ def plot(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     datasets = list(dict.fromkeys(row["dataset"] for row in rows))
+    queries = list(dict.fromkeys(row["query"] for row in rows))  # one colour per query in every panel
     figure, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 4), squeeze=False)
     for axis, dataset in zip(axes[0], datasets):
         for query, curve in curves([row for row in rows if row["dataset"] == dataset]).items():
-            axis.plot(list(curve), list(curve.values()), marker="o", label=query)
+            axis.plot(list(curve), list(curve.values()), marker="o", label=query, color=f"C{queries.index(query)}")
         axis.set(title=dataset, xlabel="labels", ylabel=f"test {metric_of(dataset).replace('_', ' ')}")
         axis.legend()
     figure.tight_layout()
