@@ -189,9 +189,9 @@ def render(rows: list[dict]) -> str:
 def machine_line(rows: list[dict]) -> str:
     """The CPUs the rows were measured on, with their bf16 and AVX-512 flags."""
     machines = {json.dumps(row["machine"], sort_keys=True): row["machine"] for row in rows if row.get("machine")}
-    described = [f"{m['cpu']} ({m['cores']} cores, {m['torch_threads']} torch threads; bf16 flags: "
-                 f"{', '.join(m['bf16_flags']) or 'none'}; AVX-512: {'yes' if m['avx512'] else 'no'})"
-                 for m in machines.values()]
+    from report import cpu_description
+
+    described = [cpu_description(m) for m in machines.values()]
     unrecorded = sum(1 for row in rows if not row.get("machine"))
     return ("Machine: " + "; ".join(described or ["not recorded"])
             + (f" ({unrecorded} earlier rows did not record theirs)." if unrecorded and described else "."))

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import machine  # noqa: E402  (the CPU's model and flags)
+from report import machine_line  # noqa: E402  (the CPU's model and flags)
 
 
 def main() -> None:
@@ -39,10 +39,7 @@ def main() -> None:
     path = catalog.resolve_model("minilm")
     scorer = Scorer(AutoModelForSequenceClassification.from_pretrained(path, num_labels=3),
                     models.load_tokenizer("minilm", path=path), ["negative", "neutral", "positive"])
-    host = machine()
-    print(f"cpu: {host['cpu']}, {os.cpu_count()} cores seen, {args.threads} threads; bf16 flags: "
-          f"{', '.join(host['bf16_flags']) or 'none'}; AVX-512: {'yes' if host['avx512'] else 'no'}; "
-          f"load average {os.getloadavg()[0]:.2f}")
+    print(f"{machine_line()}; {args.threads} threads scoring; load average {os.getloadavg()[0]:.2f}")
     for name, chosen in (("length order", texts), ("pool order", texts[:args.baseline])):
         if name == "pool order":  # the order as given: what the loop did before
             scorer.length_order = lambda texts, max_length, split_words=False: np.arange(len(texts))

@@ -225,11 +225,10 @@ def main(argv=None) -> None:
     print("\n".join(checklist(rows)))
     if args.results != "none":
         sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from report import cpu_description
         from report import machine as host_facts
 
-        host = host_facts()
-        machine = (f"{host['cpu']}, {os.cpu_count()} cores (bf16 flags: {', '.join(host['bf16_flags']) or 'none'}; "
-                   f"AVX-512: {'yes' if host['avx512'] else 'no'})")
+        machine = cpu_description(host_facts())
         text = (f"# Data larger than memory: time and memory to the first optimizer step\n\n"
                 f"Measured on {machine} with `python benchmarks/large_data.py --rows {args.rows} --runs "
                 f"{args.runs}` ({time.strftime('%Y-%m-%d')}). See the script's docstring for what each run does.\n\n"

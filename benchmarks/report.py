@@ -52,11 +52,15 @@ def machine() -> dict:
             "date": datetime.now().astimezone().isoformat(timespec="minutes")}
 
 
+def cpu_description(host: dict) -> str:
+    """'AMD EPYC (2 cores, 2 torch threads; bf16 flags: none; AVX-512: no)' from `machine()`'s facts."""
+    return (f"{host['cpu']} ({host['cores']} cores, {host['torch_threads']} torch threads; bf16 flags: "
+            f"{', '.join(host['bf16_flags']) or 'none'}; AVX-512: {'yes' if host['avx512'] else 'no'})")
+
+
 def machine_line(host: dict | None = None) -> str:
     """One line naming the CPU and its bf16/AVX-512 flags, printed beside a benchmark's figures."""
-    host = host or machine()
-    return (f"machine: {host['cpu']}, {host['cores']} cores, {host['torch_threads']} torch threads; bf16 flags: "
-            f"{', '.join(host['bf16_flags']) or 'none'}; AVX-512: {'yes' if host['avx512'] else 'no'}")
+    return "machine: " + cpu_description(host or machine())
 
 
 def training_flops(name: str, measured: dict, work: dict, epochs: int) -> float | None:
