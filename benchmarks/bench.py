@@ -2,14 +2,16 @@
 
     python benchmarks/bench.py                      # 4000 train / 2000 test tweets, 1 epoch
     python benchmarks/bench.py --train 256 --test 128 --results none   # a quick check
-    python benchmarks/bench.py --methods trainer_grouped,full --seed S   # on an AMX CPU, S = 0..3: issue 26's goal
+    python benchmarks/bench.py --methods trainer_grouped,full --seeds 4 --seed 0   # issue 26's goal, on an AMX CPU
 
 Each method runs in a process of its own (so its peak RSS is its own), on the same seeded
 slice of the packaged tweets with the packaged MiniLM, batch 32, lr 5e-5 and the same number
 of optimizer steps, in the precision `--precision` resolves to (auto, the default: bf16 on a CPU with AMX or
 AVX-512 BF16, where the Trainer gets bf16=True too; fp32 elsewhere). The machine's matmul FLOP/s in that precision
 is measured before and after. The table
-is printed and written to benchmarks/RESULTS.md together with the command and the machine.
+is printed and written to benchmarks/RESULTS.md together with the command and the machine. `--seeds N` runs every
+method with N seeds (each its own data slice and initialization) in the same invocation and adds their means and
+spread, and issue 26's goal judged on them.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import time
 from pathlib import Path
 
 from methods import Slice, methods
-from report import machine, publish, render
+from report import machine, publish, render, render_seeds
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_METHODS = ("trainer", "trainer_grouped", "full", "lora", "frozen", "frozen_rerun")
@@ -41,6 +43,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                             default=getattr(defaults, field.name), help=f"default {getattr(defaults, field.name)}")
     parser.add_argument("--methods", default=",".join(DEFAULT_METHODS),
                         help=f"comma-separated, from: {', '.join(DEFAULT_METHODS)}")
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="run every method with seeds --seed .. --seed + N - 1 and report their means (1)")
     parser.add_argument("--own-lr", action="store_true",
                         help="frozen and lora use nlptransfer's default learning rates instead of --lr")
     parser.add_argument("--results", default=str(HERE / "RESULTS.md"),
@@ -52,6 +56,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = set(args.methods.split(",")) - set(DEFAULT_METHODS)
     if unknown:
         parser.error(f"unknown methods: {', '.join(sorted(unknown))}")
+    if args.seeds < 1:
+        parser.error(f"--seeds must be 1 or more; got {args.seeds}")
     return args
 
 
@@ -100,17 +106,29 @@ def main(argv: list[str] | None = None) -> None:
         child_main(args)
         return
     started, load_before = time.perf_counter(), os.getloadavg()
-    passed_on = child_argv(args)
     chosen = args.methods.split(",")
-    measured: dict[str, dict] = {}
+    seeds = [args.seed + offset for offset in range(args.seeds)]
+    runs: dict[int, dict[str, dict]] = {}
+
+    def step(name: str, argv_of_seed: list[str]) -> dict:
+        print(f"[{time.perf_counter() - started:6.0f}s] {name} ...", flush=True)
+        return run_child(name.removesuffix("_after"), argv_of_seed, Path(folder))
+
     with tempfile.TemporaryDirectory(prefix="nlptransfer-bench-") as folder:
-        for step in ["matmul", "workload", *chosen, "matmul_after"]:
-            print(f"[{time.perf_counter() - started:6.0f}s] {step} ...", flush=True)
-            measured[step] = run_child(step.removesuffix("_after"), passed_on, Path(folder))
+        before = step("matmul", child_argv(args))
+        for seed in seeds:
+            passed_on = child_argv(argparse.Namespace(**vars(args) | {"seed": seed}))
+            runs[seed] = {"matmul": before} | {name: step(name, passed_on) for name in ["workload", *chosen]}
+        after = step("matmul_after", child_argv(args))
+    for measured in runs.values():
+        measured["matmul_after"] = after
     host = machine() | {"load_before": load_before, "load_after": os.getloadavg(),
                         "total_seconds": time.perf_counter() - started}
     command = shlex.join(["python", "benchmarks/bench.py", *argv])
-    publish(render(measured, chosen, slice_of(args), host, command), args.results)
+    spec = slice_of(args)
+    text = (render(runs[seeds[0]], chosen, spec, host, command) if len(seeds) == 1
+            else render_seeds(runs, chosen, spec, host, command))
+    publish(text, args.results)
 
 
 if __name__ == "__main__":
