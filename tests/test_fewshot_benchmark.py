@@ -64,9 +64,14 @@ def test_scaling_rows_make_a_second_table():
     scaled = [row("setfit", 64, 0, 0.6, 100.0, part="scaling", process_seconds=110.0, peak_rss_kb=2048 * 1024),
               row("contrastive", 64, 0, 0.62, 40.0, part="scaling", process_seconds=55.0, peak_rss_kb=1024 * 1024),
               row("setfit", 333, 0, 0.0, 0.0, part="scaling", process_seconds=14400.0, peak_rss_kb=1024,
-                  timed_out=True)]
+                  timed_out=True),
+              row("contrastive-supcon", 64, 0, 0.61, 30.0, part="scaling", process_seconds=45.0, peak_rss_kb=1024)]
     report = fewshot.render(scaled)
     assert "| contrastive | 192 (64/class) | 0.620 | 20.0 | 40.0 | 55.0 | 1024 |" in report
+    # an earlier setting's row (renamed when the default changed) follows the two methods of its size
+    position = [report.index(f"| {method} | {size}") for method, size in
+                (("contrastive", 192), ("contrastive-supcon", 192), ("setfit", 999))]
+    assert position == sorted(position)
     assert "| setfit | 999 (333/class) | timed out |  |  | > 14400 | 1 |" in report
     assert "192 examples: contrastive / setfit process time 0.50, peak RSS 0.50, accuracy +0.020." in report
 
