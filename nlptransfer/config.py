@@ -318,7 +318,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     checks = [
         (0 <= cfg.seed <= MAX_SEED, f"seed must be from 0 to {MAX_SEED} (numpy's seed range); e.g. seed=42"),
         (cfg.train.mixed_precision in MIXED_PRECISION,
-         f"train.mixed_precision must be one of {', '.join(MIXED_PRECISION)}"),
+         f"train.mixed_precision must be one of {', '.join(MIXED_PRECISION)}; got {cfg.train.mixed_precision}"),
         (cfg.train.epochs >= 1, "train.epochs must be at least 1"),
         (cfg.train.batch_size >= 1, "train.batch_size must be at least 1"),
         (cfg.train.eval_batch_size >= 1, "train.eval_batch_size must be at least 1"),

@@ -103,7 +103,7 @@ def test_load_yaml_rejects_missing_and_unknown(tmp_path):
     ({"strategy": "frozen", "freeze": {"layers": 2}}, "strategy=full"),
     ({"train": {"epochs": 0}}, "train.epochs"),
     ({"data": {"test_fraction": 0.0}}, "data.test_fraction"),
-    ({"train": {"mixed_precision": "fp8"}}, "mixed_precision"),
+    ({"train": {"mixed_precision": "fp8"}}, "mixed_precision must be one of auto, no, fp16, bf16; got fp8"),
 ])
 def test_validate_rejects_impossible_settings(changes, complaint):
     with pytest.raises(ConfigError, match=complaint):
