@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 BENCHMARKS = Path(__file__).parent.parent / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 import methods as bench_methods  # noqa: E402
@@ -101,3 +103,11 @@ def test_several_seeds_are_summarized_and_judged_against_issue_26s_goal():
     assert "- [ ] full ≥ 1.5× the Trainer with group_by_length, training samples/s (means): 1.25×" in report
     assert "- [ ] full's test accuracy equal to the Trainer's within the seeds' spread: -2.00 points" in report
     assert "This CPU has no AMX: the goal is set for one" in report
+
+
+def test_seeds_must_be_one_or_more(capsys):
+    import bench
+
+    with pytest.raises(SystemExit) as stopped:
+        bench.parse_args(["--seeds", "0"])
+    assert stopped.value.code == 2 and "--seeds must be 1 or more; got 0" in capsys.readouterr().err
