@@ -110,16 +110,18 @@ def main(argv: list[str] | None = None) -> None:
     seeds = [args.seed + offset for offset in range(args.seeds)]
     runs: dict[int, dict[str, dict]] = {}
 
-    def step(name: str, argv_of_seed: list[str]) -> dict:
+    def step(name: str, argv_of_seed: list[str], workdir: Path) -> dict:
         print(f"[{time.perf_counter() - started:6.0f}s] {name} ...", flush=True)
-        return run_child(name.removesuffix("_after"), argv_of_seed, Path(folder))
+        workdir.mkdir(exist_ok=True)
+        return run_child(name.removesuffix("_after"), argv_of_seed, workdir)
 
     with tempfile.TemporaryDirectory(prefix="nlptransfer-bench-") as folder:
-        before = step("matmul", child_argv(args))
-        for seed in seeds:
+        before = step("matmul", child_argv(args), Path(folder))
+        for seed in seeds:  # a folder each: a seed's frozen run must not find another seed's cached features
             passed_on = child_argv(argparse.Namespace(**vars(args) | {"seed": seed}))
-            runs[seed] = {"matmul": before} | {name: step(name, passed_on) for name in ["workload", *chosen]}
-        after = step("matmul_after", child_argv(args))
+            workdir = Path(folder) / f"seed-{seed}" if len(seeds) > 1 else Path(folder)
+            runs[seed] = {"matmul": before} | {name: step(name, passed_on, workdir) for name in ["workload", *chosen]}
+        after = step("matmul_after", child_argv(args), Path(folder))
     for measured in runs.values():
         measured["matmul_after"] = after
     host = machine() | {"load_before": load_before, "load_after": os.getloadavg(),
