@@ -222,31 +222,41 @@ def render(measured: dict[str, dict], chosen: list[str], spec: Slice, host: dict
     lines += tables(rows, ran) + [""]
     lines += ["## Targets (issue 6)", ""] + targets(rows, ran, work) + [""]
     failed = [f"- {name}: {measured[name]['failed']}" for name in measured if "failed" in measured[name]]
-    if failed:
-        lines += ["## Failed", ""] + failed + [""]
-    lines += [NOTES, "<details><summary>raw measurements</summary>", "", "```json",
-              json.dumps(measured, indent=1), "```", "</details>", ""]
-    return "\n".join(lines)
+    return "\n".join(lines + closing(failed, measured))
+
+
+def closing(failed: list[str], raw: dict) -> list[str]:
+    """The report's end: the failed methods (if any), how it was measured, the raw measurements."""
+    return ((["## Failed", ""] + failed + [""] if failed else [])
+            + [NOTES, "<details><summary>raw measurements</summary>", "", "```json", json.dumps(raw, indent=1), "```",
+               "</details>", ""])
+
+
+def matmul_peaks(measured: dict[str, dict]) -> list[float]:
+    """The matmul FLOP/s measured before and after the methods (those that did not fail); the larger is the peak."""
+    return [measured[k]["flops"] for k in ("matmul", "matmul_after") if "flops" in measured.get(k, {})]
 
 
 def derived_rows(measured: dict[str, dict], chosen: list[str], spec: Slice) -> tuple[dict, dict]:
     """(derived figures, measurements) of the methods of one invocation (or seed) that did not fail."""
     work = measured.get("workload", {})
-    peaks = [measured[k]["flops"] for k in ("matmul", "matmul_after") if "flops" in measured.get(k, {})]
     ran = {name: measured[name] for name in chosen if "failed" not in measured[name]}
-    rows = {name: derive(name, m, work, spec, max(peaks, default=None)) for name, m in ran.items()} \
+    rows = {name: derive(name, m, work, spec, max(matmul_peaks(measured), default=None)) for name, m in ran.items()} \
         if "failed" not in work else {}
     return rows, ran
 
 
 def header(measured: dict[str, dict], chosen: list[str], spec: Slice, host: dict, command: str,
-           seeds: list[int] | None = None) -> tuple[list[str], dict, dict]:
-    """The report's title, command and machine lines, with the derived rows and measurements they summarize."""
+           seeds: dict[int, dict] | None = None) -> tuple[list[str], dict, dict]:
+    """The report's title, command and machine lines, with the derived rows and measurements they summarize
+    (`seeds`: every seed's workload, whose real training tokens differ)."""
     work = measured.get("workload", {})
-    peaks = [measured[k]["flops"] for k in ("matmul", "matmul_after") if "flops" in measured.get(k, {})]
+    peaks = matmul_peaks(measured)
     peak = max(peaks, default=None)
     rows, ran = derived_rows(measured, chosen, spec)
     seed_text = f"seeds {', '.join(map(str, seeds))}" if seeds else f"seed {spec.seed}"
+    tokens = (", ".join(str(each.get("train_tokens", "–")) for each in seeds.values()) if seeds
+              else work.get("train_tokens", "–"))
     lines = ["# nlptransfer vs transformers.Trainer: fine-tuning speed", "", f"`{command}`", "",
              f"- date: {host['date']}", f"- machine: {host['cpu']}, {host['cores']} cores "
              f"(torch threads {host['torch_threads']}); load average before {host['load_before'][0]:.2f}, "
@@ -255,7 +265,7 @@ def header(measured: dict[str, dict], chosen: list[str], spec: Slice, host: dict
              f"accelerate {host['accelerate']}, peft {host['peft']}",
              f"- data: packaged tweets, {seed_text}: {work.get('train_examples', '–')} train / "
              f"{work.get('validation_examples', '–')} validation / {work.get('test_examples', '–')} test, "
-             f"{work.get('train_tokens', '–')} real training tokens; max length {spec.max_length}; "
+             f"{tokens} real training tokens; max length {spec.max_length}; "
              f"model: {'packaged all-MiniLM-L6-v2' if spec.model == 'minilm' else spec.model} "
              f"({work.get('total_parameters', '–')} parameters)",
              f"- training: {spec.epochs} epoch(s), batch {spec.batch_size}, lr {spec.lr:g}",
@@ -282,7 +292,8 @@ def render_seeds(runs: dict[int, dict[str, dict]], chosen: list[str], spec: Slic
     """The report of one invocation over several seeds: each method's figures per seed, their mean and spread, issue
     26's goal judged on the means; then each seed's own tables and the raw measurements."""
     seeds = list(runs)
-    lines, _, _ = header(runs[seeds[0]], chosen, spec, host, command, seeds)
+    lines, _, _ = header(runs[seeds[0]], chosen, spec, host, command,
+                         {seed: runs[seed].get("workload", {}) for seed in seeds})
     derived = {seed: derived_rows(runs[seed], chosen, replace(spec, seed=seed)) for seed in seeds}
     summary = {}
     lines += ["## Across seeds", "", "| method | samples/s per seed | mean ± sd | test accuracy per seed | mean ± sd "
@@ -305,11 +316,7 @@ def render_seeds(runs: dict[int, dict[str, dict]], chosen: list[str], spec: Slic
                                             for line in tables(rows, ran)] + [""]
     failed = [f"- seed {seed}, {name}: {m['failed']}" for seed in seeds for name, m in runs[seed].items()
               if "failed" in m]
-    if failed:
-        lines += ["## Failed", ""] + failed + [""]
-    lines += [NOTES, "<details><summary>raw measurements</summary>", "", "```json",
-              json.dumps({str(seed): runs[seed] for seed in seeds}, indent=1), "```", "</details>", ""]
-    return "\n".join(lines)
+    return "\n".join(lines + closing(failed, {str(seed): runs[seed] for seed in seeds}))
 
 
 def amx_goal(summary: dict[str, dict], host: dict) -> list[str]:
